@@ -1,0 +1,133 @@
+"""Turn descriptor distances into calibrated similarities and false-match rates.
+
+The shipped table (``data/calibration.json``) lists, for a ladder of Euclidean
+distances between dlib ResNet descriptors, the false-match rate (share of impostor
+pairs at or below that distance) and false non-match rate (share of genuine pairs
+above it) measured on ``recognition/celeba_dev``; ``scripts/calibrate.py`` re-makes
+it on any folder with a ``manifest.csv``.
+
+The similarity is defined from the false-match rate so that a threshold has a known
+meaning: ``similarity = -20 * log10(FMR)``, clipped to 0-100. Every 20 points is a
+tenfold drop in false matches: 60 means FMR 1e-3, 80 (Rekognition's default
+threshold) means FMR 1e-4, 100 means FMR 1e-5 or lower. Between table rows the
+log-FMR is interpolated linearly in distance; beyond the last measured row it is
+extrapolated along the fitted tail slope stored in the table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from regard.types import Comparison
+
+SIMILARITY_PER_DECADE = 20.0
+FMR_FLOOR = 10 ** (-100.0 / SIMILARITY_PER_DECADE)  # similarity 100
+
+
+def similarity_from_fmr(fmr: float) -> float:
+    """The similarity (0-100) that stands for a false-match rate."""
+    fmr = min(max(fmr, FMR_FLOOR), 1.0)
+    return min(100.0, max(0.0, -SIMILARITY_PER_DECADE * math.log10(fmr)))
+
+
+def fmr_from_similarity(similarity: float) -> float:
+    """The false-match rate a similarity threshold stands for."""
+    s = min(max(similarity, 0.0), 100.0)
+    return float(10 ** (-s / SIMILARITY_PER_DECADE))
+
+
+@dataclass(frozen=True)
+class CalibrationTable:
+    """Measured distance -> FMR/FNMR rows plus the tail fit used to extrapolate."""
+
+    version: str
+    model: str
+    dataset: str
+    distances: np.ndarray  # increasing
+    fmr: np.ndarray  # non-decreasing with distance
+    fnmr: np.ndarray  # non-increasing with distance
+    tail_slope: float  # d log10(FMR) / d distance below the smallest measured FMR
+    tail_anchor: tuple[float, float]  # (distance, log10 FMR) where extrapolation starts
+    counts: dict[str, int]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CalibrationTable:
+        rows = data["rows"]
+        return cls(
+            version=str(data["version"]),
+            model=str(data["model"]),
+            dataset=str(data["dataset"]),
+            distances=np.array([r["distance"] for r in rows], dtype=np.float64),
+            fmr=np.array([r["fmr"] for r in rows], dtype=np.float64),
+            fnmr=np.array([r["fnmr"] for r in rows], dtype=np.float64),
+            tail_slope=float(data["tail"]["slope"]),
+            tail_anchor=(float(data["tail"]["distance"]), float(data["tail"]["log10_fmr"])),
+            counts={k: int(v) for k, v in data["counts"].items()},
+        )
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> CalibrationTable:
+        if path is None:
+            text = resources.files("regard").joinpath("data/calibration.json").read_text()
+        else:
+            text = path.read_text()
+        return cls.from_dict(json.loads(text))
+
+    def fmr_at(self, distance: float) -> float:
+        """Estimated false-match rate of a pair at ``distance`` (or of a threshold there)."""
+        anchor_d, anchor_log = self.tail_anchor
+        if distance <= anchor_d:
+            log_fmr = anchor_log + self.tail_slope * (distance - anchor_d)
+            return float(max(10**log_fmr, FMR_FLOOR * 1e-3))
+        measured = self.distances >= anchor_d
+        d = self.distances[measured]
+        logs = np.log10(np.maximum(self.fmr[measured], 1e-300))
+        if distance >= d[-1]:
+            return float(self.fmr[-1])
+        return float(10 ** np.interp(distance, d, logs))
+
+    def fnmr_at(self, distance: float) -> float:
+        """Estimated false non-match rate of a threshold at ``distance``."""
+        return float(np.interp(distance, self.distances, self.fnmr))
+
+    def similarity(self, distance: float) -> float:
+        return similarity_from_fmr(self.fmr_at(distance))
+
+    def distance_for_fmr(self, fmr: float) -> float:
+        """The largest distance threshold whose estimated FMR is at most ``fmr``."""
+        target = math.log10(min(max(fmr, 1e-300), 1.0))
+        anchor_d, anchor_log = self.tail_anchor
+        if target <= anchor_log:
+            return anchor_d + (target - anchor_log) / self.tail_slope
+        measured = self.distances >= anchor_d
+        d = self.distances[measured]
+        logs = np.log10(np.maximum(self.fmr[measured], 1e-300))
+        return float(np.interp(target, logs, d))
+
+    def distance_for_similarity(self, similarity: float) -> float:
+        return self.distance_for_fmr(fmr_from_similarity(similarity))
+
+    def compare(self, a: np.ndarray, b: np.ndarray) -> Comparison:
+        distance = float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+        fmr = self.fmr_at(distance)
+        return Comparison(distance=distance, similarity=similarity_from_fmr(fmr), fmr=fmr)
+
+
+@cache
+def default_table() -> CalibrationTable:
+    """The table shipped with regard."""
+    return CalibrationTable.load()
+
+
+def distances(probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """Euclidean distances from one probe vector to each gallery row."""
+    diff = np.asarray(gallery, np.float32) - np.asarray(probe, np.float32)[None, :]
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff))

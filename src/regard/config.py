@@ -1,0 +1,59 @@
+"""Settings: environment variables (``REGARD_*``) over defaults, frozen once read."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from regard.errors import InvalidParameter
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything an operator can tune. Each field maps to ``REGARD_<NAME>`` in the environment."""
+
+    #: Largest encoded image accepted, in bytes (Rekognition's inline limit is 5 MB).
+    max_image_bytes: int = 5 * 1024 * 1024
+    #: Largest decoded image accepted, in pixels (width x height).
+    max_image_pixels: int = 40_000_000
+    #: Face detector: "hog", "mtcnn" or "cnn" ("default" picks the measured best).
+    detector: str = "default"
+    #: Smallest face side, in pixels of the original image, that detection reports.
+    min_face_size: int = 20
+    #: Longest image side fed to the detector; larger photos are scaled down for detection.
+    detect_max_side: int = 1024
+    #: Embedding backend: "dlib" (reference) or "onnx".
+    embed_backend: str = "dlib"
+    #: Threads for inference (0 = library default).
+    threads: int = 0
+    #: Where collections, keys and audit logs live.
+    data_dir: Path = Path(platformdirs.user_data_dir("regard"))
+    #: Where converted models are cached.
+    cache_dir: Path = Path(platformdirs.user_cache_dir("regard"))
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``REGARD_*`` variables, then apply keyword overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"REGARD_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = getattr(cls, f.name)
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = raw.lower() in {"1", "true", "yes", "on"}
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, Path):
+                    values[f.name] = Path(raw).expanduser()
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise InvalidParameter(f"REGARD_{f.name.upper()}={raw!r}: {exc}") from exc
+        return replace(cls(**values), **overrides)

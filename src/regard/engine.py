@@ -1,0 +1,174 @@
+"""The face engine: one object that owns the loaded models and runs each stage.
+
+Models load lazily, once per :class:`Engine`, and an engine is safe to share between
+threads. The module-level verbs in :mod:`regard` use a process-wide default engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from regard import imaging
+from regard.align import face_chips
+from regard.analyze import analyze_face
+from regard.calibrate import CalibrationTable, default_table
+from regard.config import Settings
+from regard.detect.base import MAX_FACES, Detector, downscale, finalize, rescale
+from regard.embed import DlibEmbedder, Embedder
+from regard.errors import InvalidParameter
+from regard.landmarks import ShapePredictors
+from regard.types import Comparison, Detection, Embeddings, Face, FaceAnalysis, RGBImage
+
+#: The detector used when settings say "default"; chosen by measurement (docs/benchmarks.md).
+DEFAULT_DETECTOR = "hog"
+
+DetectorFactory = Callable[["Engine"], Detector]
+
+
+def _hog(engine: Engine) -> Detector:
+    from regard.detect.dlib_detectors import HogDetector
+
+    return HogDetector(engine.predictors)
+
+
+def _cnn(engine: Engine) -> Detector:
+    from regard.detect.dlib_detectors import MmodDetector
+
+    return MmodDetector(engine.predictors)
+
+
+#: Detector name -> factory. Other modules register faster implementations here.
+DETECTORS: dict[str, DetectorFactory] = {"hog": _hog, "cnn": _cnn}
+
+
+def _dlib_embedder(engine: Engine) -> Embedder:
+    return DlibEmbedder()
+
+
+#: Embedding backend name -> factory.
+EMBEDDERS: dict[str, Callable[[Engine], Embedder]] = {"dlib": _dlib_embedder}
+
+
+class Engine:
+    """Runs decode -> detect -> analyze -> align -> embed -> compare with one set of models."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.predictors = ShapePredictors()
+        self._lock = threading.Lock()
+        self._detectors: dict[str, Detector] = {}
+        self._embedder: Embedder | None = None
+        self._calibration: CalibrationTable | None = None
+
+    # -- components -------------------------------------------------------------------------
+    def detector(self, name: str | None = None) -> Detector:
+        """The detector called ``name`` (default: the settings' choice)."""
+        chosen = name or self.settings.detector
+        if chosen == "default":
+            chosen = DEFAULT_DETECTOR
+        if chosen not in DETECTORS:
+            raise InvalidParameter(f"unknown detector {chosen!r}; choose one of {sorted(DETECTORS)}")
+        with self._lock:
+            if chosen not in self._detectors:
+                self._detectors[chosen] = DETECTORS[chosen](self)
+            return self._detectors[chosen]
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                backend = self.settings.embed_backend
+                if backend not in EMBEDDERS:
+                    raise InvalidParameter(
+                        f"unknown embedding backend {backend!r}; choose one of {sorted(EMBEDDERS)}"
+                    )
+                self._embedder = EMBEDDERS[backend](self)
+            return self._embedder
+
+    @property
+    def calibration(self) -> CalibrationTable:
+        if self._calibration is None:
+            self._calibration = default_table()
+        return self._calibration
+
+    # -- stages -----------------------------------------------------------------------------
+    def load_image(self, source: bytes | str | Path) -> RGBImage:
+        return imaging.load_image(
+            source,
+            max_bytes=self.settings.max_image_bytes,
+            max_pixels=self.settings.max_image_pixels,
+        )
+
+    def detect(
+        self,
+        image: RGBImage,
+        *,
+        detector: str | None = None,
+        min_face_size: int | None = None,
+        max_faces: int = MAX_FACES,
+    ) -> list[Detection]:
+        """Faces in ``image``, largest first, at most ``max_faces`` (and never more than 100).
+
+        Large photos are scaled down to ``settings.detect_max_side`` for detection; boxes and
+        landmarks are reported in the original image's pixels.
+        """
+        if max_faces < 1:
+            raise InvalidParameter("max_faces must be at least 1")
+        min_size = self.settings.min_face_size if min_face_size is None else min_face_size
+        if min_size < 1:
+            raise InvalidParameter("min_face_size must be at least 1")
+        small, factor = downscale(image, self.settings.detect_max_side)
+        found = self.detector(detector).detect(small, min_face_size=max(1, round(min_size * factor)))
+        return finalize([rescale(d, factor) for d in found], max_faces)
+
+    def analyze(self, image: RGBImage, detection: Detection) -> FaceAnalysis:
+        """Rekognition's landmarks, pose, quality, eyes open and mouth open for one face."""
+        return analyze_face(image, detection, self.predictors.points68(image, detection.box))
+
+    def embed(self, image: RGBImage, detections: Sequence[Detection]) -> Embeddings:
+        """One 128-d descriptor per detection, computed in one batch from the full-resolution image."""
+        chips = face_chips(image, [d.box for d in detections], self.predictors)
+        return self.embedder.embed_chips(chips)
+
+    def faces(
+        self,
+        image: RGBImage,
+        *,
+        detector: str | None = None,
+        max_faces: int = MAX_FACES,
+        min_face_size: int | None = None,
+    ) -> list[Face]:
+        """Detect, analyze and embed every face (largest first)."""
+        dets = self.detect(
+            image, detector=detector, max_faces=max_faces, min_face_size=min_face_size
+        )
+        vectors = self.embed(image, dets)
+        return [
+            Face(detection=d, analysis=self.analyze(image, d), embedding=v)
+            for d, v in zip(dets, vectors, strict=True)
+        ]
+
+    def compare(self, a: np.ndarray, b: np.ndarray) -> Comparison:
+        """Distance, calibrated similarity (0-100) and estimated false-match rate of two templates."""
+        a = np.asarray(a, dtype=np.float32).reshape(-1)
+        b = np.asarray(b, dtype=np.float32).reshape(-1)
+        if a.shape != b.shape:
+            raise InvalidParameter(f"templates differ in size: {a.shape[0]} vs {b.shape[0]}")
+        return self.calibration.compare(a, b)
+
+
+_default: Engine | None = None
+_default_lock = threading.Lock()
+
+
+def default_engine() -> Engine:
+    """The process-wide engine behind :mod:`regard`'s verbs."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Engine()
+        return _default
