@@ -1,0 +1,1 @@
+"""The ``regard`` command line. Each module here contributes commands via a ``commands`` list."""

@@ -1,0 +1,72 @@
+"""Fixtures shared by the whole suite: dataset location, packaged test photos, one engine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from regard.engine import Engine
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("REGARD_DATASETS", ROOT.parent / "shared" / "datasets"))
+CACHE = Path(os.environ.get("REGARD_TEST_CACHE", ROOT / ".cache" / "test-data"))
+FR_SDIST = "face_recognition==1.3.0"
+FR_IMAGES = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    """``../shared/datasets``; tests that use it are skipped when it is absent."""
+    if not DATASETS.is_dir():
+        pytest.skip(f"datasets folder {DATASETS} is absent")
+    return DATASETS
+
+
+def _fetch_fr_images() -> Path:
+    target = CACHE / "face_recognition_images"
+    if all((target / n).is_file() for n in FR_IMAGES):
+        return target
+    download = CACHE / "sdist"
+    download.mkdir(parents=True, exist_ok=True)
+    if not list(download.glob("face_recognition-1.3.0.tar.gz")):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+             "-q", "-d", str(download), FR_SDIST],
+            check=True,
+        )
+    archive = next(download.glob("face_recognition-1.3.0.tar.gz"))
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            name = Path(member.name).name
+            if name in FR_IMAGES and "/tests/test_images/" in member.name:
+                src = tar.extractfile(member)
+                assert src is not None
+                (target / name).write_bytes(src.read())
+    return target
+
+
+@pytest.fixture(scope="session")
+def fr_images() -> Path:
+    """Folder with the public-domain portraits obama.jpg, obama2.jpg, obama3.jpg and biden.jpg.
+
+    They come from the face_recognition 1.3.0 source distribution on PyPI, fetched with pip
+    into ``.cache/`` (never committed).
+    """
+    return _fetch_fr_images()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator["Engine"]:
+    """One engine for the session (models load once)."""
+    from regard.engine import Engine
+
+    yield Engine()
