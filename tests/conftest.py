@@ -38,8 +38,19 @@ def _fetch_fr_images() -> Path:
     download.mkdir(parents=True, exist_ok=True)
     if not list(download.glob("face_recognition-1.3.0.tar.gz")):
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "-q", "-d", str(download), FR_SDIST],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-q",
+                "-d",
+                str(download),
+                FR_SDIST,
+            ],
             check=True,
         )
     archive = next(download.glob("face_recognition-1.3.0.tar.gz"))
@@ -65,7 +76,7 @@ def fr_images() -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator["Engine"]:
+def engine() -> Iterator[Engine]:
     """One engine for the session (models load once)."""
     from regard.engine import Engine
 

@@ -102,8 +102,11 @@ def estimate_pose(points68: Sequence[Point]) -> Pose:
     eye_l = pts[36:42].mean(axis=0)
     eye_r = pts[42:48].mean(axis=0)
     roll = math.degrees(math.atan2(eye_r[1] - eye_l[1], eye_r[0] - eye_l[0]))
-    clamp = lambda v: max(-180.0, min(180.0, v))  # noqa: E731
-    return Pose(roll=clamp(roll), yaw=clamp(yaw), pitch=clamp(pitch))
+    return Pose(roll=_clamp180(roll), yaw=_clamp180(yaw), pitch=_clamp180(pitch))
+
+
+def _clamp180(value: float) -> float:
+    return max(-180.0, min(180.0, value))
 
 
 def _eye_aspect_ratio(eye: np.ndarray) -> float:
@@ -139,7 +142,7 @@ def quality(image: RGBImage, detection: Detection) -> Quality:
     b = detection.box
     h, w = image.shape[:2]
     x0, y0 = max(0, int(b.left)), max(0, int(b.top))
-    x1, y1 = min(w, int(math.ceil(b.right))), min(h, int(math.ceil(b.bottom)))
+    x1, y1 = min(w, math.ceil(b.right)), min(h, math.ceil(b.bottom))
     if x1 - x0 < 3 or y1 - y0 < 3:
         return Quality(brightness=0.0, sharpness=0.0)
     crop = image[y0:y1, x0:x1].astype(np.float64)
@@ -148,13 +151,7 @@ def quality(image: RGBImage, detection: Detection) -> Quality:
     # Normalise the face to ~100 px high so sharpness does not depend on resolution.
     step = max(1, (y1 - y0) // 100)
     small = luma[::step, ::step]
-    lap = (
-        -4.0 * small[1:-1, 1:-1]
-        + small[:-2, 1:-1]
-        + small[2:, 1:-1]
-        + small[1:-1, :-2]
-        + small[1:-1, 2:]
-    )
+    lap = -4.0 * small[1:-1, 1:-1] + small[:-2, 1:-1] + small[2:, 1:-1] + small[1:-1, :-2] + small[1:-1, 2:]
     variance = float(lap.var()) if lap.size else 0.0
     sharpness = float(100.0 * (1.0 - math.exp(-variance / 300.0)))
     return Quality(brightness=round(brightness, 3), sharpness=round(sharpness, 3))

@@ -130,4 +130,5 @@ def default_table() -> CalibrationTable:
 def distances(probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     """Euclidean distances from one probe vector to each gallery row."""
     diff = np.asarray(gallery, np.float32) - np.asarray(probe, np.float32)[None, :]
-    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    result: np.ndarray = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return result

@@ -143,9 +143,7 @@ class Engine:
         min_face_size: int | None = None,
     ) -> list[Face]:
         """Detect, analyze and embed every face (largest first)."""
-        dets = self.detect(
-            image, detector=detector, max_faces=max_faces, min_face_size=min_face_size
-        )
+        dets = self.detect(image, detector=detector, max_faces=max_faces, min_face_size=min_face_size)
         vectors = self.embed(image, dets)
         return [
             Face(detection=d, analysis=self.analyze(image, d), embedding=v)

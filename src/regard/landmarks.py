@@ -13,9 +13,7 @@ from regard.types import Box, Point, RGBImage
 
 
 def to_dlib_rect(box: Box) -> dlib.rectangle:
-    return dlib.rectangle(
-        round(box.left), round(box.top), round(box.right) - 1, round(box.bottom) - 1
-    )
+    return dlib.rectangle(round(box.left), round(box.top), round(box.right) - 1, round(box.bottom) - 1)
 
 
 class ShapePredictors:

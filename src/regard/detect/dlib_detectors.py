@@ -46,9 +46,7 @@ class HogDetector:
         h, w = image.shape[:2]
         out = []
         for rect, score in zip(rects, scores, strict=True):
-            box = clip_box(
-                Box(rect.left(), rect.top(), rect.width(), rect.height()), w, h
-            )
+            box = clip_box(Box(rect.left(), rect.top(), rect.width(), rect.height()), w, h)
             if box.width < min_face_size or box.area <= 0:
                 continue
             pts = landmarks5_from_68(self._predictors.points68(image, box))
