@@ -1,0 +1,95 @@
+"""``regard keys``: create, list and revoke the access keys the HTTP API accepts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from regard.config import Settings
+from regard.keys import KeyStore
+
+
+def _store(data_dir: Path | None) -> KeyStore:
+    return KeyStore(data_dir or Settings.from_env().data_dir)
+
+
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory (default: REGARD_DATA_DIR or the platform's user data dir).",
+)
+
+
+@click.group("keys")
+def keys() -> None:
+    """Manage access keys for the Rekognition-compatible API (AWS Signature Version 4)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="A label for the key (who or what uses it).")
+@click.option("--profile", default="admin", show_default=True, help="Policy profile of the key.")
+@click.option("--role", default="admin", show_default=True, help="Role of the key.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@_data_dir_option
+def create(name: str, profile: str, role: str, as_json: bool, data_dir: Path | None) -> None:
+    """Create a key and print its id and secret. The secret is shown only this once."""
+    key, secret = _store(data_dir).create(name, role=role, profile=profile)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "AccessKeyId": key.access_key_id,
+                    "SecretAccessKey": secret,
+                    "Name": key.name,
+                    "Role": key.role,
+                    "Profile": key.profile,
+                }
+            )
+        )
+        return
+    click.echo(f"aws_access_key_id = {key.access_key_id}")
+    click.echo(f"aws_secret_access_key = {secret}")
+    click.echo("# store the secret now: regard cannot show it again", err=True)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@_data_dir_option
+def list_keys(as_json: bool, data_dir: Path | None) -> None:
+    """List keys (never their secrets)."""
+    rows = _store(data_dir).list()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "AccessKeyId": k.access_key_id,
+                        "Name": k.name,
+                        "Role": k.role,
+                        "Profile": k.profile,
+                        "CreatedAt": k.created_at,
+                        "RevokedAt": k.revoked_at,
+                    }
+                    for k in rows
+                ]
+            )
+        )
+        return
+    for k in rows:
+        state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+        click.echo(f"{k.access_key_id}  {k.name}  role={k.role}  profile={k.profile}  {k.created_at}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("access_key_id")
+@_data_dir_option
+def revoke(access_key_id: str, data_dir: Path | None) -> None:
+    """Revoke a key; requests signed with it are refused from then on."""
+    key = _store(data_dir).revoke(access_key_id)
+    click.echo(f"{key.access_key_id} revoked at {key.revoked_at}")
+
+
+commands = [keys]
