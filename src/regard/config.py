@@ -34,6 +34,12 @@ class Settings:
     data_dir: Path = Path(platformdirs.user_data_dir("regard"))
     #: Where converted models are cached.
     cache_dir: Path = Path(platformdirs.user_cache_dir("regard"))
+    #: S3-compatible endpoint that Image.S3Object reads from ("" = S3Object not available).
+    s3_endpoint_url: str = ""
+    #: Region and credentials for that endpoint (empty: botocore's usual credential chain).
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
