@@ -12,6 +12,7 @@ code can use to restrict what the key may do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sqlite3
@@ -96,10 +97,8 @@ class KeyStore:
 
     def _master_key(self) -> bytes:
         if not self.master_path.exists():
-            try:
+            with contextlib.suppress(FileExistsError):  # another process may create it first
                 _write_private(self.master_path, Fernet.generate_key())
-            except FileExistsError:
-                pass  # another process created it first
         mode = self.master_path.stat().st_mode & 0o777
         if mode & 0o077:
             os.chmod(self.master_path, 0o600)
@@ -191,7 +190,9 @@ class KeyStore:
         try:
             secret = self._fernet.decrypt(row[6]).decode()
         except InvalidToken as exc:
-            raise KeyStoreCorrupt(f"cannot decrypt the secret of {access_key_id} with {self.master_path}") from exc
+            raise KeyStoreCorrupt(
+                f"cannot decrypt the secret of {access_key_id} with {self.master_path}"
+            ) from exc
         with self._lock:
             self._cache[access_key_id] = (now, key, secret)
         return key, secret

@@ -1,0 +1,1 @@
+"""Rekognition's protocol: signatures, request validation, operations and error encoding."""

@@ -1,0 +1,72 @@
+"""The one place where errors become Rekognition's wire format.
+
+AWS JSON 1.1 errors are a JSON body ``{"__type": "<Code>", "message": "..."}`` with
+the ``x-amzn-ErrorType`` and ``x-amzn-RequestId`` headers; botocore and the AWS SDK
+for JavaScript read the code from either. Errors about authentication live here,
+not in :mod:`regard.errors`, because only the API layer authenticates.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.responses import Response
+
+from regard.errors import RegardError
+
+CONTENT_TYPE = "application/x-amz-json-1.1"
+
+
+class ApiError(RegardError):
+    """An error only the HTTP layer produces (authentication, routing, transport)."""
+
+
+class MissingAuthenticationToken(ApiError):
+    code = "MissingAuthenticationTokenException"
+    http_status = 403
+
+
+class UnrecognizedClient(ApiError):
+    code = "UnrecognizedClientException"
+    http_status = 400
+
+
+class InvalidSignature(ApiError):
+    code = "InvalidSignatureException"
+    http_status = 400
+
+
+class IncompleteSignature(ApiError):
+    code = "IncompleteSignatureException"
+    http_status = 400
+
+
+class UnknownOperation(ApiError):
+    code = "UnknownOperationException"
+    http_status = 400
+
+
+class SerializationError(ApiError):
+    code = "SerializationException"
+    http_status = 400
+
+
+class RequestTooLarge(ApiError):
+    code = "RequestEntityTooLargeException"
+    http_status = 413
+
+
+class InternalServerError(ApiError):
+    code = "InternalServerError"
+    http_status = 500
+
+
+def error_response(error: RegardError, request_id: str) -> Response:
+    """The HTTP response for ``error``: status, JSON body and the headers SDKs parse."""
+    body = json.dumps({"__type": error.code, "message": error.message}).encode()
+    return Response(
+        body,
+        status_code=error.http_status,
+        media_type=CONTENT_TYPE,
+        headers={"x-amzn-ErrorType": error.code, "x-amzn-RequestId": request_id},
+    )

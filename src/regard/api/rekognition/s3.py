@@ -1,0 +1,87 @@
+"""``Image.S3Object``: read images from the S3-compatible endpoint the operator configured.
+
+Settings: ``REGARD_S3_ENDPOINT_URL`` (required to use S3Object), ``REGARD_S3_REGION``,
+and optionally ``REGARD_S3_ACCESS_KEY_ID``/``REGARD_S3_SECRET_ACCESS_KEY`` (otherwise
+botocore's usual credential chain applies). Objects larger than the image byte
+limit are refused before they are downloaded.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from regard.config import Settings
+from regard.errors import ImageTooLarge, InvalidParameter, RegardError
+
+
+class InvalidS3Object(RegardError):
+    """The S3 object cannot be read (missing bucket or key, no permission, endpoint down)."""
+
+    code = "InvalidS3ObjectException"
+    http_status = 400
+
+
+class S3Images:
+    """Fetches image bytes from one S3-compatible endpoint; thread-safe."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _s3(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                s = self.settings
+                if not s.s3_endpoint_url:
+                    raise InvalidParameter(
+                        "Image.S3Object is not available: the operator has not configured an S3 endpoint "
+                        "(REGARD_S3_ENDPOINT_URL); send Image.Bytes instead"
+                    )
+                session = botocore.session.get_session()
+                self._client = session.create_client(
+                    "s3",
+                    endpoint_url=s.s3_endpoint_url,
+                    region_name=s.s3_region,
+                    aws_access_key_id=s.s3_access_key_id or None,
+                    aws_secret_access_key=s.s3_secret_access_key or None,
+                    config=Config(
+                        s3={"addressing_style": "path"},
+                        connect_timeout=5,
+                        read_timeout=30,
+                        retries={"max_attempts": 2},
+                    ),
+                )
+            return self._client
+
+    def fetch(self, bucket: str, name: str, version: str | None = None) -> bytes:
+        """The object's bytes; raises InvalidS3Object or ImageTooLarge."""
+        client = self._s3()
+        limit = self.settings.max_image_bytes
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": name}
+        if version:
+            kwargs["VersionId"] = version
+        try:
+            head = client.head_object(**kwargs)
+            size = int(head.get("ContentLength", 0))
+            if size > limit:
+                raise ImageTooLarge(f"S3 object s3://{bucket}/{name} is {size} bytes; the limit is {limit}")
+            response = client.get_object(**kwargs)
+            body = response["Body"]
+            try:
+                data: bytes = body.read(limit + 1)
+            finally:
+                body.close()
+        except (ClientError, BotoCoreError) as exc:
+            raise InvalidS3Object(
+                f"Unable to get object metadata from S3. Check object key, region and/or access "
+                f"permissions. (s3://{bucket}/{name}: {exc})"
+            ) from exc
+        if len(data) > limit:
+            raise ImageTooLarge(f"S3 object s3://{bucket}/{name} exceeds the limit of {limit} bytes")
+        return data
