@@ -30,6 +30,8 @@ class Settings:
     embed_backend: str = "dlib"
     #: Threads for inference (0 = library default).
     threads: int = 0
+    #: onnxruntime execution provider: "auto" (CUDA when onnxruntime-gpu sees a GPU), "cpu" or "cuda".
+    onnx_provider: str = "auto"
     #: Where collections, keys and audit logs live.
     data_dir: Path = Path(platformdirs.user_data_dir("regard"))
     #: Where converted models are cached.
