@@ -52,7 +52,7 @@ class Settings:
             raw = env.get(f"REGARD_{f.name.upper()}")
             if raw is None:
                 continue
-            default = getattr(cls, f.name)
+            default = f.default
             try:
                 if isinstance(default, bool):
                     values[f.name] = raw.lower() in {"1", "true", "yes", "on"}
