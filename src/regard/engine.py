@@ -49,8 +49,14 @@ def _dlib_embedder(engine: Engine) -> Embedder:
     return DlibEmbedder()
 
 
+def _onnx_embedder(engine: Engine) -> Embedder:
+    from regard.embed_onnx import OnnxEmbedder
+
+    return OnnxEmbedder(engine.settings)
+
+
 #: Embedding backend name -> factory.
-EMBEDDERS: dict[str, Callable[[Engine], Embedder]] = {"dlib": _dlib_embedder}
+EMBEDDERS: dict[str, Callable[[Engine], Embedder]] = {"dlib": _dlib_embedder, "onnx": _onnx_embedder}
 
 
 class Engine:
