@@ -11,10 +11,10 @@ secrets and image data are never logged.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 import traceback
@@ -45,6 +45,7 @@ from regard.config import Settings
 from regard.engine import Engine
 from regard.errors import RegardError, UnsupportedOperation
 from regard.keys import KeyStore
+from regard.service import Service
 
 log = logging.getLogger("regard.api")
 
@@ -65,20 +66,27 @@ class ApiState:
     engine: Engine
     s3: S3Images
     max_request_bytes: int
-    _service: Any = None
+    _service: Service | None = None
     _service_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def service(self) -> Any:
+    def service(self) -> Service:
         """The collection service, opened on first use."""
         with self._service_lock:
             if self._service is None:
-                service_module = importlib.import_module("regard.service")
-                self._service = service_module.Service.open(self.settings.data_dir, engine=self.engine)
+                database_url = getattr(self.settings, "database_url", None) or None
+                self._service = Service.open(
+                    self.settings.data_dir, engine=self.engine, database_url=database_url
+                )
             return self._service
+
+    def warm_up(self) -> None:
+        """Load the detector and embedder now rather than on the first request."""
+        self.engine.detector()
+        _ = self.engine.embedder
 
     def close(self) -> None:
         with self._service_lock:
-            if self._service is not None and hasattr(self._service, "close"):
+            if self._service is not None:
                 self._service.close()
             self._service = None
 
@@ -106,8 +114,13 @@ def _log(record: dict[str, Any]) -> None:
         log.info(json.dumps(record, separators=(",", ":"), default=str))
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> Starlette:
-    """A Starlette app serving the Rekognition protocol from ``settings.data_dir``."""
+def create_app(
+    settings: Settings | None = None, *, engine: Engine | None = None, warm_up: bool = False
+) -> Starlette:
+    """A Starlette app serving the Rekognition protocol from ``settings.data_dir``.
+
+    With ``warm_up`` the models load before the server accepts requests.
+    """
     settings = settings or Settings.from_env()
     state = ApiState(
         settings=settings,
@@ -212,8 +225,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if warm_up:
+            await run_in_threadpool(state.warm_up)
         yield
-        state.close()
+        await run_in_threadpool(state.close)
 
     app = Starlette(
         routes=[
@@ -228,4 +243,4 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory regard.api.app:app_from_env`` (settings from REGARD_*)."""
-    return create_app()
+    return create_app(warm_up=os.environ.get("REGARD_WARM_UP", "1") != "0")

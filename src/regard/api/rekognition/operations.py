@@ -19,6 +19,7 @@ from regard.calibrate import fmr_from_similarity
 from regard.engine import Engine
 from regard.errors import InvalidParameter
 from regard.imaging import image_size
+from regard.service import Service, quality_reasons
 from regard.types import Face, FaceAnalysis, RGBImage
 
 Params = dict[str, Any]
@@ -36,13 +37,13 @@ class Context:
 
     engine: Engine
     s3: S3Images
-    service_factory: Callable[[], Any] | None = None
+    service_factory: Callable[[], Service] | None = None
     caller: str = ""
     request_id: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
-    def service(self) -> Any:
+    def service(self) -> Service:
         if self.service_factory is None:
             raise InvalidParameter("collections are not available on this server")
         return self.service_factory()
@@ -127,39 +128,6 @@ def face_detail(face: FaceAnalysis, width: int, height: int, attributes: Sequenc
     return out
 
 
-# -- quality filter ------------------------------------------------------------------------------
-#: Per QualityFilter level: smallest box side (px), max |yaw|/|pitch| (deg), min sharpness,
-#: min brightness and min detection confidence. AUTO uses the LOW bar so that indexing does not
-#: silently drop usable faces; every number is regard's own choice, documented in
-#: docs/rekognition-coverage.md.
-QUALITY_BARS: dict[str, tuple[float, float, float, float, float]] = {
-    "LOW": (20.0, 60.0, 3.0, 8.0, 50.0),
-    "AUTO": (20.0, 60.0, 3.0, 8.0, 50.0),
-    "MEDIUM": (40.0, 45.0, 8.0, 15.0, 75.0),
-    "HIGH": (60.0, 30.0, 15.0, 25.0, 90.0),
-}
-
-
-def quality_reasons(face: FaceAnalysis, level: str) -> list[str]:
-    """Rekognition's Reasons why ``face`` fails QualityFilter ``level`` (empty when it passes)."""
-    if level == "NONE":
-        return []
-    side, pose, sharp, bright, conf = QUALITY_BARS[level]
-    reasons: list[str] = []
-    b = face.detection.box
-    if min(b.width, b.height) < side:
-        reasons.append("SMALL_BOUNDING_BOX")
-    if abs(face.pose.yaw) > pose or abs(face.pose.pitch) > pose:
-        reasons.append("EXTREME_POSE")
-    if face.quality.sharpness < sharp:
-        reasons.append("LOW_SHARPNESS")
-    if face.quality.brightness < bright:
-        reasons.append("LOW_BRIGHTNESS")
-    if face.detection.confidence < conf:
-        reasons.append("LOW_CONFIDENCE")
-    return reasons
-
-
 def with_fmr(similarity: float, extra: Result | None = None) -> Result:
     """``Similarity`` plus the non-standard ``EstimatedFalseMatchRate`` it stands for."""
     out: Result = {"Similarity": similarity, "EstimatedFalseMatchRate": fmr_from_similarity(similarity)}
@@ -216,3 +184,300 @@ def compare_faces(ctx: Context, params: Params) -> Result:
         "FaceMatches": matches,
         "UnmatchedFaces": unmatched,
     }
+
+
+# -- collections ---------------------------------------------------------------------------------
+def _face(record: Any, model_version: str | None = None) -> Result:
+    """Rekognition's Face from a stored :class:`regard.store.base.FaceRecord`."""
+    b = record.bounding_box
+    out: Result = {
+        "FaceId": record.face_id,
+        "BoundingBox": {"Width": b.width, "Height": b.height, "Left": b.left, "Top": b.top},
+        "ImageId": record.image_id,
+        "Confidence": record.confidence,
+    }
+    if record.external_image_id is not None:
+        out["ExternalImageId"] = record.external_image_id
+    if model_version is not None:
+        out["IndexFacesModelVersion"] = model_version
+    if record.user_id is not None:
+        out["UserId"] = record.user_id
+    return out
+
+
+def _face_matches(matches: Sequence[Any], model_version: str) -> list[Result]:
+    return [
+        with_fmr(m.similarity, {"EstimatedFalseMatchRate": m.fmr, "Face": _face(m.face, model_version)})
+        for m in matches
+    ]
+
+
+def _user_matches(matches: Sequence[Any]) -> list[Result]:
+    return [
+        with_fmr(
+            m.similarity,
+            {
+                "EstimatedFalseMatchRate": m.fmr,
+                "User": {"UserId": m.user.user_id, "UserStatus": m.user.status},
+            },
+        )
+        for m in matches
+    ]
+
+
+def _box(box: Any) -> Result:
+    return {"Width": box.width, "Height": box.height, "Left": box.left, "Top": box.top}
+
+
+def _paged(result: Result, next_token: str | None) -> Result:
+    if next_token:
+        result["NextToken"] = next_token
+    return result
+
+
+@operation("CreateCollection")
+def create_collection(ctx: Context, params: Params) -> Result:
+    r = ctx.service.create_collection(params["CollectionId"], params.get("Tags"))
+    return {
+        "StatusCode": r.status_code,
+        "CollectionArn": r.collection_arn,
+        "FaceModelVersion": r.face_model_version,
+    }
+
+
+@operation("DescribeCollection")
+def describe_collection(ctx: Context, params: Params) -> Result:
+    d = ctx.service.describe_collection(params["CollectionId"])
+    return {
+        "FaceCount": d.face_count,
+        "FaceModelVersion": d.face_model_version,
+        "CollectionARN": d.collection_arn,
+        "CreationTimestamp": d.created_at,
+        "UserCount": d.user_count,
+    }
+
+
+@operation("ListCollections")
+def list_collections(ctx: Context, params: Params) -> Result:
+    r = ctx.service.list_collections(params.get("MaxResults"), params.get("NextToken"))
+    return _paged(
+        {"CollectionIds": r.collection_ids, "FaceModelVersions": r.face_model_versions}, r.next_token
+    )
+
+
+@operation("DeleteCollection")
+def delete_collection(ctx: Context, params: Params) -> Result:
+    return {"StatusCode": ctx.service.delete_collection(params["CollectionId"])}
+
+
+@operation("IndexFaces")
+def index_faces(ctx: Context, params: Params) -> Result:
+    data = image_bytes(ctx, params["Image"])
+    r = ctx.service.index_faces(
+        params["CollectionId"],
+        data,
+        external_image_id=params.get("ExternalImageId"),
+        max_faces=params.get("MaxFaces"),
+        quality_filter=params.get("QualityFilter", "AUTO"),
+    )
+    attributes = params.get("DetectionAttributes") or ["DEFAULT"]
+    w, h = r.image_width, r.image_height
+    return {
+        "FaceRecords": [
+            {
+                "Face": _face(f.face, r.face_model_version),
+                "FaceDetail": face_detail(f.analysis, w, h, attributes),
+            }
+            for f in r.face_records
+        ],
+        "FaceModelVersion": r.face_model_version,
+        "UnindexedFaces": [
+            {"Reasons": u.reasons, "FaceDetail": face_detail(u.analysis, w, h, attributes)}
+            for u in r.unindexed_faces
+        ],
+    }
+
+
+@operation("ListFaces")
+def list_faces(ctx: Context, params: Params) -> Result:
+    r = ctx.service.list_faces(
+        params["CollectionId"],
+        max_results=params.get("MaxResults"),
+        next_token=params.get("NextToken"),
+        user_id=params.get("UserId"),
+        face_ids=params.get("FaceIds"),
+    )
+    return _paged(
+        {
+            "Faces": [_face(f, r.face_model_version) for f in r.faces],
+            "FaceModelVersion": r.face_model_version,
+        },
+        r.next_token,
+    )
+
+
+@operation("DeleteFaces")
+def delete_faces(ctx: Context, params: Params) -> Result:
+    r = ctx.service.delete_faces(params["CollectionId"], params["FaceIds"])
+    out: Result = {"DeletedFaces": r.deleted_faces}
+    out["UnsuccessfulFaceDeletions"] = [
+        {"FaceId": u.face_id, "Reasons": u.reasons} | ({"UserId": u.user_id} if u.user_id else {})
+        for u in r.unsuccessful
+    ]
+    return out
+
+
+@operation("SearchFaces")
+def search_faces(ctx: Context, params: Params) -> Result:
+    r = ctx.service.search_faces(
+        params["CollectionId"],
+        params["FaceId"],
+        max_faces=params.get("MaxFaces"),
+        face_match_threshold=params.get("FaceMatchThreshold"),
+    )
+    return {
+        "SearchedFaceId": r.searched_face_id,
+        "FaceMatches": _face_matches(r.face_matches, r.face_model_version),
+        "FaceModelVersion": r.face_model_version,
+    }
+
+
+@operation("SearchFacesByImage")
+def search_faces_by_image(ctx: Context, params: Params) -> Result:
+    data = image_bytes(ctx, params["Image"])
+    r = ctx.service.search_faces_by_image(
+        params["CollectionId"],
+        data,
+        max_faces=params.get("MaxFaces"),
+        face_match_threshold=params.get("FaceMatchThreshold"),
+        quality_filter=params.get("QualityFilter", "NONE"),
+    )
+    return {
+        "SearchedFaceBoundingBox": _box(r.searched_face_bounding_box),
+        "SearchedFaceConfidence": r.searched_face_confidence,
+        "FaceMatches": _face_matches(r.face_matches, r.face_model_version),
+        "FaceModelVersion": r.face_model_version,
+    }
+
+
+@operation("CreateUser")
+def create_user(ctx: Context, params: Params) -> Result:
+    ctx.service.create_user(
+        params["CollectionId"], params["UserId"], client_request_token=params.get("ClientRequestToken")
+    )
+    return {}
+
+
+@operation("DeleteUser")
+def delete_user(ctx: Context, params: Params) -> Result:
+    ctx.service.delete_user(
+        params["CollectionId"], params["UserId"], client_request_token=params.get("ClientRequestToken")
+    )
+    return {}
+
+
+@operation("ListUsers")
+def list_users(ctx: Context, params: Params) -> Result:
+    r = ctx.service.list_users(
+        params["CollectionId"], max_results=params.get("MaxResults"), next_token=params.get("NextToken")
+    )
+    return _paged({"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in r.users]}, r.next_token)
+
+
+def _unsuccessful(items: Sequence[Any], with_confidence: bool) -> list[Result]:
+    out: list[Result] = []
+    for u in items:
+        row: Result = {"FaceId": u.face_id, "Reasons": u.reasons}
+        if u.user_id:
+            row["UserId"] = u.user_id
+        if with_confidence and u.confidence is not None:
+            row["Confidence"] = u.confidence
+        out.append(row)
+    return out
+
+
+@operation("AssociateFaces")
+def associate_faces(ctx: Context, params: Params) -> Result:
+    r = ctx.service.associate_faces(
+        params["CollectionId"],
+        params["UserId"],
+        params["FaceIds"],
+        user_match_threshold=params.get("UserMatchThreshold"),
+        client_request_token=params.get("ClientRequestToken"),
+    )
+    return {
+        "AssociatedFaces": [{"FaceId": f} for f in r.associated_faces],
+        "UnsuccessfulFaceAssociations": _unsuccessful(r.unsuccessful, True),
+        "UserStatus": r.user_status,
+    }
+
+
+@operation("DisassociateFaces")
+def disassociate_faces(ctx: Context, params: Params) -> Result:
+    r = ctx.service.disassociate_faces(
+        params["CollectionId"],
+        params["UserId"],
+        params["FaceIds"],
+        client_request_token=params.get("ClientRequestToken"),
+    )
+    return {
+        "DisassociatedFaces": [{"FaceId": f} for f in r.disassociated_faces],
+        "UnsuccessfulFaceDisassociations": _unsuccessful(r.unsuccessful, False),
+        "UserStatus": r.user_status,
+    }
+
+
+@operation("SearchUsers")
+def search_users(ctx: Context, params: Params) -> Result:
+    r = ctx.service.search_users(
+        params["CollectionId"],
+        user_id=params.get("UserId"),
+        face_id=params.get("FaceId"),
+        user_match_threshold=params.get("UserMatchThreshold"),
+        max_users=params.get("MaxUsers"),
+    )
+    out: Result = {"UserMatches": _user_matches(r.user_matches), "FaceModelVersion": r.face_model_version}
+    if r.searched_face_id is not None:
+        out["SearchedFace"] = {"FaceId": r.searched_face_id}
+    if r.searched_user_id is not None:
+        out["SearchedUser"] = {"UserId": r.searched_user_id}
+    return out
+
+
+@operation("SearchUsersByImage")
+def search_users_by_image(ctx: Context, params: Params) -> Result:
+    data = image_bytes(ctx, params["Image"])
+    r = ctx.service.search_users_by_image(
+        params["CollectionId"],
+        data,
+        user_match_threshold=params.get("UserMatchThreshold"),
+        max_users=params.get("MaxUsers"),
+        quality_filter=params.get("QualityFilter", "NONE"),
+    )
+    w, h = r.image_width, r.image_height
+    return {
+        "UserMatches": _user_matches(r.user_matches),
+        "FaceModelVersion": r.face_model_version,
+        "SearchedFace": {"FaceDetail": face_detail(r.searched_face, w, h, ["DEFAULT"])},
+        "UnsearchedFaces": [
+            {"FaceDetails": face_detail(u.analysis, w, h, ["DEFAULT"]), "Reasons": u.reasons}
+            for u in r.unsearched_faces
+        ],
+    }
+
+
+@operation("TagResource")
+def tag_resource(ctx: Context, params: Params) -> Result:
+    ctx.service.tag_resource(params["ResourceArn"], params["Tags"])
+    return {}
+
+
+@operation("UntagResource")
+def untag_resource(ctx: Context, params: Params) -> Result:
+    ctx.service.untag_resource(params["ResourceArn"], params["TagKeys"])
+    return {}
+
+
+@operation("ListTagsForResource")
+def list_tags_for_resource(ctx: Context, params: Params) -> Result:
+    return {"Tags": ctx.service.list_tags_for_resource(params["ResourceArn"])}

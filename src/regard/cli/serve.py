@@ -1,0 +1,86 @@
+"""``regard serve``: the Rekognition-compatible HTTP API under uvicorn."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from regard.config import Settings
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging: regard's JSON request lines and uvicorn's own messages on stderr."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "bare": {"format": "%(message)s"},
+            "server": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        },
+        "handlers": {
+            "bare": {"class": "logging.StreamHandler", "formatter": "bare", "stream": "ext://sys.stderr"},
+            "server": {"class": "logging.StreamHandler", "formatter": "server", "stream": "ext://sys.stderr"},
+        },
+        "loggers": {
+            "regard.api": {"handlers": ["bare"], "level": level, "propagate": False},
+            "uvicorn": {"handlers": ["server"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9000, show_default=True, type=int, help="TCP port.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory with keys and collections (default: REGARD_DATA_DIR or the user data dir).",
+)
+@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option(
+    "--graceful-timeout",
+    default=30,
+    show_default=True,
+    type=int,
+    help="Seconds in-flight requests may take to finish on shutdown (SIGTERM or Ctrl-C).",
+)
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["info", "warning"]))
+def serve(
+    host: str, port: int, data_dir: Path | None, workers: int, graceful_timeout: int, log_level: str
+) -> None:
+    """Serve Amazon Rekognition's face API (AWS JSON 1.1, SigV4) on HOST:PORT.
+
+    Create a key first with `regard keys create --name NAME`, then point any AWS SDK at
+    http://HOST:PORT with that key. On SIGTERM the server stops accepting connections and
+    finishes the requests in flight before exiting.
+    """
+    import uvicorn
+
+    if workers < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--workers")
+    if data_dir is not None:
+        # Worker processes read their settings from the environment.
+        os.environ["REGARD_DATA_DIR"] = str(data_dir.expanduser().resolve())
+    settings = Settings.from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    click.echo(f"regard: serving {settings.data_dir} on http://{host}:{port} ({workers} worker(s))", err=True)
+    uvicorn.run(
+        "regard.api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=log_config(log_level.upper()),
+        timeout_graceful_shutdown=graceful_timeout,
+        access_log=False,
+        server_header=False,
+    )
+
+
+commands = [serve]
