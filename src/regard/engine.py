@@ -41,8 +41,14 @@ def _cnn(engine: Engine) -> Detector:
     return MmodDetector(engine.predictors)
 
 
+def _mtcnn(engine: Engine) -> Detector:
+    from regard.detect.mtcnn import MtcnnDetector
+
+    return MtcnnDetector(threads=engine.settings.threads, cache_dir=engine.settings.cache_dir)
+
+
 #: Detector name -> factory. Other modules register faster implementations here.
-DETECTORS: dict[str, DetectorFactory] = {"hog": _hog, "cnn": _cnn}
+DETECTORS: dict[str, DetectorFactory] = {"hog": _hog, "cnn": _cnn, "mtcnn": _mtcnn}
 
 
 def _dlib_embedder(engine: Engine) -> Embedder:
