@@ -141,7 +141,7 @@ class KeyStore:
         if not include_revoked:
             sql += " WHERE revoked_at IS NULL"
         with closing(self._connect()) as db:
-            return [self._row(r) for r in db.execute(sql + " ORDER BY created_at, access_key_id")]
+            return [self._row(r) for r in db.execute(sql + " ORDER BY rowid")]
 
     def get(self, access_key_id: str) -> AccessKey:
         with closing(self._connect()) as db:
