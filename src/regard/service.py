@@ -356,9 +356,11 @@ class Service:
         *,
         region: str = "us-east-1",
         account_id: str = "000000000000",
+        calibration: CalibrationTable | None = None,
     ) -> None:
         self.store = store
         self._engine = engine
+        self._calibration = calibration
         self.region = region
         self.account_id = account_id
 
@@ -371,11 +373,13 @@ class Service:
         database_url: str | None = None,
         region: str = "us-east-1",
         account_id: str = "000000000000",
+        calibration: CalibrationTable | None = None,
     ) -> Service:
         """Open (creating if needed) the collections under ``data_dir``.
 
         ``database_url`` ``postgresql://...`` keeps everything in PostgreSQL + pgvector
         instead of the embedded SQLite database ``data_dir/regard.db`` and its index files.
+        ``calibration`` overrides the engine's distance -> FMR table (tests, re-calibration).
         """
         store: Store
         if database_url:
@@ -388,7 +392,7 @@ class Service:
             from regard.store.sqlite import SqliteStore
 
             store = SqliteStore(Path(data_dir))
-        return cls(store, engine, region=region, account_id=account_id)
+        return cls(store, engine, region=region, account_id=account_id, calibration=calibration)
 
     def close(self) -> None:
         self.store.close()
@@ -410,7 +414,10 @@ class Service:
 
     @property
     def calibration(self) -> CalibrationTable:
-        return self.engine.calibration
+        """The distance -> FMR table (the engine's, unless one was given)."""
+        if self._calibration is None:
+            self._calibration = self.engine.calibration
+        return self._calibration
 
     @property
     def face_model(self) -> ModelIdentity:
@@ -665,7 +672,7 @@ class Service:
             "CreateUser",
             client_request_token,
             {"UserId": user_id},
-            lambda: (self.store.create_user(collection_id, user_id), {})[1],
+            lambda: _done(self.store.create_user(collection_id, user_id)),
         )
 
     def delete_user(
@@ -674,12 +681,17 @@ class Service:
         """DeleteUser: the user goes; its faces stay in the collection, unassociated."""
         self._collection(collection_id)
         _check(USER_ID_RE, user_id, "UserId")
+
+        def run() -> dict[str, Any]:
+            self.store.delete_user(collection_id, user_id)
+            return {}
+
         self._idempotent(
             collection_id,
             "DeleteUser",
             client_request_token,
             {"UserId": user_id},
-            lambda: (self.store.delete_user(collection_id, user_id), {})[1],
+            run,
         )
 
     def list_users(
@@ -851,7 +863,7 @@ class Service:
             if rec is None:
                 raise ResourceNotFound(f"face {face_id} is not in collection {collection_id}")
             probes = [rec.embedding]
-        matches = self._match_users(c, probes, threshold, limit, exclude_user=user_id)
+        matches = self._match_users(c, probes, threshold, limit, exclude_user=user_id, exclude_face=face_id)
         return SearchUsersResult(
             user_matches=matches,
             face_model_version=c.face_model.key,
@@ -1015,6 +1027,7 @@ class Service:
         threshold: float,
         limit: int,
         exclude_user: str | None,
+        exclude_face: str | None = None,
     ) -> list[UserMatch]:
         cal = self.calibration
         radius = cal.distance_for_similarity(threshold)
@@ -1023,7 +1036,7 @@ class Service:
         for p in probes:
             for h in self.store.nearest(c.collection_id, p, k, radius):
                 uid = h.face.user_id
-                if uid is None or uid == exclude_user:
+                if uid is None or uid == exclude_user or h.face.face_id == exclude_face:
                     continue
                 if uid not in best or h.distance < best[uid]:
                     best[uid] = h.distance
@@ -1100,6 +1113,11 @@ def _ratios(box: Box, width: int, height: int) -> Box:
     return Box(
         left=box.left / width, top=box.top / height, width=box.width / width, height=box.height / height
     )
+
+
+def _done(_: object) -> dict[str, Any]:
+    """An empty response to remember for an idempotent operation."""
+    return {}
 
 
 def _dist(a: Embeddings, b: Embeddings) -> float:

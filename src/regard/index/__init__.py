@@ -1,0 +1,5 @@
+"""Vector indexes over one collection's templates: an exact numpy oracle and an ANN index (usearch HNSW)."""
+
+from regard.index.exact import ExactIndex, VectorIndex
+
+__all__ = ["ExactIndex", "VectorIndex"]

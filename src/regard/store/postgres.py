@@ -1,0 +1,174 @@
+"""The scale-out backend: PostgreSQL + pgvector, shared by any number of regard servers.
+
+Templates live in a ``vector(128)`` column. Each collection gets its own partial HNSW
+index (``WHERE collection = <key>``, L2 distance), created with the collection and dropped
+with it, so a search only walks its own collection's graph. Small collections are scanned
+exactly by the planner's choice; ``hnsw.ef_search`` is raised per query to at least the
+number of neighbours asked for (pgvector caps it at 1000).
+
+Erasure: deleted rows go at once; :meth:`compact` runs ``VACUUM FULL`` so the table files
+are rewritten without them. PostgreSQL's write-ahead log keeps old records until it recycles
+its segments, which is outside regard's control (see docs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from regard.store.base import Neighbor, as_vector
+from regard.store.migrations import all_migrations, statements
+from regard.store.sql import FACE_COLUMNS, SqlStore, Tx
+from regard.types import Embeddings
+
+#: Advisory lock id that serialises migrations between servers.
+MIGRATION_LOCK = 0x7265676172640001
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+EF_SEARCH = 100
+MAX_EF_SEARCH = 1000
+
+
+class PostgresStore(SqlStore):
+    """A store in one PostgreSQL database (``postgresql://`` URL) with the ``vector`` extension."""
+
+    placeholder = "%s"
+    lock_row = " FOR UPDATE"
+
+    def __init__(self, url: str, *, ef_search: int = EF_SEARCH) -> None:
+        self.url = url
+        self.ef_search = ef_search
+        self._local = threading.local()
+        self._conns: list[psycopg.Connection[Any]] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    # -- connections ------------------------------------------------------------------------
+    def _raw(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            if self._closed:
+                raise RuntimeError("store is closed")
+            conn = psycopg.connect(self.url, autocommit=True)
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        conn = self._raw()
+        if not getattr(self._local, "vector", False):
+            register_vector(conn)
+            self._local.vector = True
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Tx]:
+        conn = self._conn()
+        with conn.transaction(), conn.cursor() as cur:
+            yield Tx(cur, "%s")
+
+    @contextmanager
+    def _read(self) -> Iterator[Tx]:
+        conn = self._conn()
+        with conn.transaction(), conn.cursor() as cur:
+            yield Tx(cur, "%s")
+
+    def _migrate(self) -> None:
+        conn = self._raw()
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT, applied_at DOUBLE PRECISION)"
+            )
+            for m in all_migrations():
+                if conn.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = %s", (m.version,)
+                ).fetchone():
+                    continue
+                for stmt in statements(m.postgres):
+                    conn.execute(stmt.encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                    (m.version, m.name, time.time()),
+                )
+
+    def schema_version(self) -> int:
+        row = self._raw().execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0) if row else 0
+
+    # -- vectors ----------------------------------------------------------------------------
+    def _encode(self, vector: Embeddings) -> Any:
+        return as_vector(vector)
+
+    def _decode(self, raw: Any) -> Embeddings:
+        values = raw.to_numpy() if hasattr(raw, "to_numpy") else raw  # pgvector's Vector
+        return np.asarray(values, dtype=np.float32)
+
+    def _unique_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.UniqueViolation)
+
+    def _collection_created(self, tx: Tx, key: int) -> None:
+        tx.run(
+            f"CREATE INDEX faces_hnsw_{int(key)} ON faces USING hnsw (embedding vector_l2_ops) "
+            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) WHERE collection = {int(key)}"
+        )
+
+    def _collection_dropped(self, tx: Tx, key: int) -> None:
+        tx.run(f"DROP INDEX IF EXISTS faces_hnsw_{int(key)}")
+
+    # -- search -----------------------------------------------------------------------------
+    def nearest(self, collection_id: str, probe: Embeddings, k: int, max_distance: float) -> list[Neighbor]:
+        return self._nearest(collection_id, probe, k, max_distance, exact=False)
+
+    def exact_search(self, collection_id: str, probe: Embeddings, k: int) -> list[Neighbor]:
+        """The oracle: a full scan with the HNSW index switched off (tests, benchmarks)."""
+        return self._nearest(collection_id, probe, k, float("inf"), exact=True)
+
+    def _nearest(
+        self, collection_id: str, probe: Embeddings, k: int, max_distance: float, *, exact: bool
+    ) -> list[Neighbor]:
+        q = as_vector(probe)
+        with self._read() as tx:
+            key = self._key(tx, collection_id)
+            ef = min(MAX_EF_SEARCH, max(self.ef_search, k))
+            tx.run(f"SET LOCAL hnsw.ef_search = {int(ef)}")
+            if k > MAX_EF_SEARCH:
+                tx.run("SET LOCAL hnsw.iterative_scan = strict_order")
+            if exact:
+                tx.run("SET LOCAL enable_indexscan = off")
+            rows = tx.all(
+                f"SELECT {FACE_COLUMNS}, embedding <-> ? AS distance FROM faces "
+                f"WHERE collection = {int(key)} ORDER BY embedding <-> ? LIMIT ?",
+                (q, q, int(k)),
+            )
+        out: list[Neighbor] = []
+        for r in rows:
+            d = float(r[16])
+            if d <= max_distance:
+                out.append(Neighbor(face=self._face_from_row(r), distance=d))
+        return out
+
+    # -- maintenance ------------------------------------------------------------------------
+    def compact(self) -> None:
+        """Rewrite the tables without deleted rows (VACUUM FULL)."""
+        conn = self._conn()
+        for table in ("faces", "users", "changes", "requests", "tags", "collections"):
+            conn.execute(f"VACUUM FULL {table}".encode())
+
+    def close(self) -> None:
+        self._closed = True
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()

@@ -1,0 +1,374 @@
+"""The embedded backend: one SQLite database per data directory plus a vector index per collection.
+
+SQLite (WAL, ``synchronous=FULL``, foreign keys, ``secure_delete``) is the source of truth:
+a face acknowledged by :meth:`add_faces` has been committed and fsynced. Every change to a
+collection's templates is appended to the ``changes`` table in the same transaction; each
+process keeps one in-memory index per collection and, before a search, applies the
+changes it has not seen yet, so processes sharing a data directory stay in step.
+
+Small collections are searched with the exact numpy index; from ``ann_min_faces`` on, a
+usearch HNSW index takes over. HNSW indexes are saved to ``index/<key>-<seq>.usearch``
+(``seq``: the last change the file reflects), loaded on open and caught up from the change
+log; a missing, unreadable or newer-than-the-database file is rebuilt from SQLite. A file is
+never written from an index that has had removals, and removing templates deletes the
+collection's files, so erased templates do not linger in index files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from regard.index.ann import AnnIndex, AnnParams
+from regard.index.exact import ExactIndex
+from regard.store.base import Neighbor, as_vector
+from regard.store.migrations import all_migrations, statements
+from regard.store.sql import SqlStore, Tx
+from regard.types import Embeddings
+
+DB_NAME = "regard.db"
+#: Collections at least this large are searched with HNSW instead of an exact scan.
+ANN_MIN_FACES = 20_000
+#: Save an HNSW index file after this many changes since the last save.
+SAVE_EVERY = 50_000
+BUSY_TIMEOUT_MS = 60_000
+
+
+@dataclass
+class _State:
+    key: int
+    index: ExactIndex | AnnIndex
+    seq: int  # last change applied
+    saved_seq: int
+    lock: threading.Lock
+
+
+class SqliteStore(SqlStore):
+    """The default store: ``data_dir/regard.db`` and ``data_dir/index/``."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        ann_min_faces: int = ANN_MIN_FACES,
+        ann_params: AnnParams | None = None,
+        save_every: int = SAVE_EVERY,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.index_dir = self.data_dir / "index"
+        self.index_dir.mkdir(exist_ok=True)
+        self.path = self.data_dir / DB_NAME
+        self.ann_min_faces = ann_min_faces
+        self.ann_params = ann_params or AnnParams()
+        self.save_every = save_every
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._states: dict[int, _State] = {}
+        self._states_lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    # -- connections ------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("store is closed")
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Tx]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield Tx(conn.cursor(), "?")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[Tx]:
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield Tx(conn.cursor(), "?")
+        finally:
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
+        )
+        for m in all_migrations():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (m.version,)).fetchone():
+                    conn.execute("COMMIT")
+                    continue
+                for stmt in statements(m.sqlite):
+                    conn.execute(stmt)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (m.version, m.name, time.time()),
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        row = self._conn().execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    # -- vectors ----------------------------------------------------------------------------
+    def _encode(self, vector: Embeddings) -> Any:
+        return as_vector(vector).tobytes()
+
+    def _decode(self, raw: Any) -> Embeddings:
+        return np.frombuffer(raw, dtype=np.float32).copy()
+
+    def _unique_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
+
+    # -- index files ------------------------------------------------------------------------
+    def _files(self, key: int) -> list[tuple[int, Path]]:
+        out: list[tuple[int, Path]] = []
+        for p in self.index_dir.glob(f"{key}-*.usearch"):
+            try:
+                out.append((int(p.stem.split("-", 1)[1]), p))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    def _drop_files(self, key: int) -> None:
+        for _, p in self._files(key):
+            p.unlink(missing_ok=True)
+
+    def _after_removal(self, key: int) -> None:
+        self._drop_files(key)
+        with self._states_lock:
+            state = self._states.get(key)
+        if state is not None:
+            with state.lock:
+                if not self._collection_exists(key):
+                    with self._states_lock:
+                        self._states.pop(key, None)
+                else:
+                    self._sync(state)
+
+    def _collection_exists(self, key: int) -> bool:
+        with self._read() as tx:
+            return tx.one("SELECT 1 FROM collections WHERE id = ?", (key,)) is not None
+
+    def _save(self, state: _State) -> None:
+        if not isinstance(state.index, AnnIndex) or state.seq == state.saved_seq:
+            return
+        target = self.index_dir / f"{state.key}-{state.seq}.usearch"
+        if not state.index.save(target):
+            return
+        # A removal committed meanwhile must not survive in a file: drop what we wrote.
+        with self._read() as tx:
+            removed = tx.one(
+                "SELECT 1 FROM changes WHERE collection = ? AND seq > ? AND op = 'del' LIMIT 1",
+                (state.key, state.seq),
+            )
+        if removed is not None:
+            target.unlink(missing_ok=True)
+            return
+        state.saved_seq = state.seq
+        for seq, p in self._files(state.key):
+            if seq < state.seq:
+                p.unlink(missing_ok=True)
+
+    def _build(self, key: int) -> _State:
+        """Load the newest usable index file, else build from SQLite; then catch up."""
+        with self._read() as tx:
+            row = tx.one("SELECT max(seq) FROM changes WHERE collection = ?", (key,))
+        latest = int(row[0] or 0)
+        for seq, path in reversed(self._files(key)):
+            if seq > latest:
+                path.unlink(missing_ok=True)  # from a newer or discarded state of the database
+                continue
+            try:
+                ann = AnnIndex.load(path, params=self.ann_params)
+            except (OSError, ValueError, RuntimeError):
+                path.unlink(missing_ok=True)
+                continue
+            state = _State(key, ann, seq, seq, threading.Lock())
+            self._sync(state)
+            return state
+        with self._read() as tx:
+            row = tx.one("SELECT max(seq) FROM changes WHERE collection = ?", (key,))
+            seq = int(row[0] or 0)
+            rows = tx.all("SELECT id, embedding FROM faces WHERE collection = ?", (key,))
+        keys = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), 128)
+        del rows
+        index: ExactIndex | AnnIndex = (
+            AnnIndex(params=self.ann_params) if len(keys) >= self.ann_min_faces else ExactIndex()
+        )
+        index.add(keys, vectors)
+        state = _State(key, index, seq, 0, threading.Lock())
+        self._sync(state)
+        return state
+
+    def _sync(self, state: _State) -> None:
+        """Apply the changes committed since ``state.seq`` (caller holds ``state.lock``)."""
+        with self._read() as tx:
+            rows = tx.all(
+                "SELECT seq, face_key, op FROM changes WHERE collection = ? AND seq > ? ORDER BY seq",
+                (state.key, state.seq),
+            )
+            if not rows:
+                return
+            last: dict[int, str] = {}
+            for _, fk, op in rows:
+                last[int(fk)] = op
+            adds = [k for k, op in last.items() if op == "add"]
+            vectors: dict[int, bytes] = {}
+            for i in range(0, len(adds), 500):
+                chunk = adds[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for fk, emb in tx.all(f"SELECT id, embedding FROM faces WHERE id IN ({marks})", chunk):
+                    vectors[int(fk)] = emb
+        dels = np.array([k for k, op in last.items() if op != "add" or k not in vectors], dtype=np.int64)
+        state.index.remove(dels)
+        if vectors:
+            keys = np.fromiter(vectors.keys(), dtype=np.int64, count=len(vectors))
+            mat = np.frombuffer(b"".join(vectors.values()), dtype=np.float32).reshape(len(vectors), 128)
+            if isinstance(state.index, ExactIndex) and state.index.size + len(keys) >= self.ann_min_faces:
+                old_keys, old_vectors = state.index.vectors()
+                ann = AnnIndex(params=self.ann_params)
+                ann.add(old_keys, old_vectors)
+                state.index = ann
+            state.index.add(keys, mat)
+        state.seq = int(rows[-1][0])
+        if isinstance(state.index, AnnIndex) and state.seq - state.saved_seq >= self.save_every:
+            self._save(state)
+
+    def _state(self, key: int) -> _State:
+        with self._states_lock:
+            state = self._states.get(key)
+            if state is None:
+                state = self._build(key)
+                self._states[key] = state
+            return state
+
+    def nearest(self, collection_id: str, probe: Embeddings, k: int, max_distance: float) -> list[Neighbor]:
+        with self._read() as tx:
+            key = self._key(tx, collection_id)
+        state = self._state(key)
+        with state.lock:
+            self._sync(state)
+            keys, dists = state.index.search(as_vector(probe), k)
+        keep = dists <= max_distance
+        keys, dists = keys[keep], dists[keep]
+        if len(keys) == 0:
+            return []
+        with self._read() as tx:
+            records = self.faces_by_key(tx, [int(x) for x in keys])
+        return [
+            Neighbor(face=records[int(fk)], distance=float(d))
+            for fk, d in zip(keys, dists, strict=True)
+            if int(fk) in records
+        ]
+
+    def index_stats(self, collection_id: str) -> dict[str, Any]:
+        """What the collection's in-memory index is: kind, size, memory (benchmarks, diagnostics)."""
+        with self._read() as tx:
+            key = self._key(tx, collection_id)
+        state = self._state(key)
+        with state.lock:
+            self._sync(state)
+            return {
+                "kind": "hnsw" if isinstance(state.index, AnnIndex) else "exact",
+                "size": state.index.size,
+                "memory_bytes": state.index.memory_bytes(),
+                "seq": state.seq,
+            }
+
+    def exact_search(self, collection_id: str, probe: Embeddings, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The oracle: exact k nearest face keys and distances straight from SQLite (slow; tests, bench)."""
+        with self._read() as tx:
+            key = self._key(tx, collection_id)
+            rows = tx.all("SELECT id, embedding FROM faces WHERE collection = ?", (key,))
+        idx = ExactIndex()
+        if rows:
+            idx.add(
+                np.array([int(r[0]) for r in rows], dtype=np.int64),
+                np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), 128),
+            )
+        return idx.search(as_vector(probe), k)
+
+    # -- maintenance ------------------------------------------------------------------------
+    def compact(self) -> None:
+        """Checkpoint and VACUUM the database; rebuild HNSW indexes that have had removals and save them."""
+        with self._states_lock:
+            states = list(self._states.values())
+        for state in states:
+            with state.lock:
+                self._sync(state)
+                if isinstance(state.index, AnnIndex) and state.index.removed_since_build:
+                    self._drop_files(state.key)
+                    fresh = self._build_fresh(state.key)
+                    state.index, state.seq, state.saved_seq = fresh.index, fresh.seq, 0
+                self._save(state)
+        conn = self._conn()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _build_fresh(self, key: int) -> _State:
+        self._drop_files(key)
+        return self._build(key)
+
+    def checkpoint(self) -> None:
+        self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._states_lock:
+            states = list(self._states.values())
+        for state in states:
+            # An index file is a cache: if it cannot be written, the next open rebuilds it.
+            with state.lock, contextlib.suppress(OSError, RuntimeError, sqlite3.Error):
+                self._save(state)
+        self._closed = True
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+
+def database_path(data_dir: Path) -> Path:
+    return Path(data_dir) / DB_NAME
+
+
+def wal_path(data_dir: Path) -> Path:
+    return Path(os.fspath(database_path(data_dir)) + "-wal")
