@@ -80,7 +80,9 @@ def list_keys(as_json: bool, data_dir: Path | None) -> None:
         return
     for k in rows:
         state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
-        click.echo(f"{k.access_key_id}  {k.name}  role={k.role}  profile={k.profile}  {k.created_at}  {state}")
+        click.echo(
+            f"{k.access_key_id}  {k.name}  role={k.role}  profile={k.profile}  {k.created_at}  {state}"
+        )
 
 
 @keys.command("revoke")
