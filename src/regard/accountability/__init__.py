@@ -1,0 +1,11 @@
+"""Accountability built in: audit log, policy profiles, two-person review, erasure.
+
+* :mod:`regard.accountability.audit`: append-only, hash-chained, fsync'ed audit log.
+* :mod:`regard.accountability.policy`: policy profiles (operations, collections, roles,
+  threshold floors as error rates, purpose/case reference, provenance, rate limits).
+* :mod:`regard.accountability.review`: two-person verification of 1:N search results.
+* :mod:`regard.accountability.erasure`: physical erasure and subject access export.
+* :mod:`regard.accountability.guard`: the wrapper the API runs around every operation.
+
+None of these modules knows HTTP or the terminal.
+"""

@@ -1,0 +1,454 @@
+"""An append-only, hash-chained audit log that is durable before an operation is acknowledged.
+
+The log is one JSON-lines file, ``<data_dir>/audit/audit.jsonl``. Each line is one record
+serialised canonically (keys sorted, no insignificant whitespace, UTF-8) and carries:
+
+``seq``
+    1, 2, 3, ... without gaps.
+``time``
+    UTC, ISO 8601 with microseconds.
+``prev_hash``
+    the ``hash`` of the record before it (:data:`GENESIS` for the first record).
+``hash``
+    sha256 of the canonical serialisation of the record without its ``hash`` field.
+
+plus the event's own fields (request id, access key and principal, operation, collection,
+parameters, purpose, case reference, collection state, results, outcome...). Templates and
+image bytes cannot be written: :func:`canonical` refuses ``bytes`` and numpy arrays, and the
+guard references a probe image by its sha256 only.
+
+Appends are serialised across threads and processes with ``flock`` on a lock file and the
+file is ``fsync``'ed before :meth:`AuditLog.append` returns, so an acknowledged operation is
+on disk. A crash in the middle of a write can leave a torn last line; the next append cuts
+it off and records that repair (with the torn bytes' hash) as a record of its own, so nothing
+disappears silently.
+
+:meth:`AuditLog.verify` re-derives every hash and names the first record that does not
+check out. Records older than the retention floor (default 183 days) can never be pruned;
+pruning older ones leaves an anchor (the last pruned record's seq and hash) that the chain
+continues from, and is itself recorded.
+
+The chain makes edits evident to anyone holding a later hash: ``regard audit head`` prints
+the newest hash so that it can be recorded outside regard (a ticket, a notary, a WORM store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from regard.errors import AccessDenied, InvalidParameter, RegardError
+
+GENESIS = "0" * 64
+DEFAULT_RETENTION_FLOOR_DAYS = 183
+LOG_NAME = "audit.jsonl"
+ANCHOR_NAME = "anchor.json"
+LOCK_NAME = "audit.lock"
+#: Fields every record has, in the order exports list them.
+CSV_FIELDS = (
+    "seq",
+    "time",
+    "kind",
+    "request_id",
+    "access_key_id",
+    "principal",
+    "role",
+    "profile",
+    "operation",
+    "collection",
+    "purpose",
+    "case_reference",
+    "outcome",
+    "error",
+    "collection_state",
+    "probe_sha256",
+    "parameters",
+    "results",
+    "prev_hash",
+    "hash",
+)
+_RESERVED = ("seq", "time", "prev_hash", "hash")
+
+
+class AuditError(RegardError):
+    """The audit log cannot be written or read; operations fail closed."""
+
+    code = "InternalServerError"
+    http_status = 500
+
+
+def _default(value: object) -> object:
+    if isinstance(value, bytes | bytearray | memoryview | np.ndarray):
+        raise TypeError("biometric templates and image bytes never go into the audit log")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write a {type(value).__name__} to the audit log")
+
+
+def canonical(record: Mapping[str, Any]) -> str:
+    """The one serialisation a record is hashed and stored in."""
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
+    )
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> datetime:
+    """An ISO 8601 date or time (``2026-11-29``, ``2026-11-29T12:00:00Z``); naive means UTC."""
+    try:
+        t = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidParameter(f"not an ISO 8601 date or time: {value!r}") from exc
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """What :meth:`AuditLog.verify` found: ``ok`` or the first broken record and why."""
+
+    ok: bool
+    records: int
+    head_hash: str
+    broken_seq: int | None = None
+    broken_line: int | None = None
+    reason: str | None = None
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"audit log OK: {self.records} records, head {self.head_hash}"
+        return (
+            f"audit log BROKEN at record seq {self.broken_seq} (line {self.broken_line}): {self.reason}; "
+            f"{self.records} records before it check out"
+        )
+
+
+class AuditLog:
+    """The audit log of one data directory."""
+
+    def __init__(self, data_dir: Path, *, retention_floor_days: int = DEFAULT_RETENTION_FLOOR_DAYS) -> None:
+        self.dir = Path(data_dir) / "audit"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / LOG_NAME
+        self.anchor_path = self.dir / ANCHOR_NAME
+        self.lock_path = self.dir / LOCK_NAME
+        self.retention_floor_days = retention_floor_days
+        self._thread_lock = threading.Lock()
+
+    # -- writing ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._thread_lock:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def append(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Append one record for ``event``; returns it (with seq, time and hashes) once on disk."""
+        clash = [k for k in _RESERVED if k in event]
+        if clash:
+            raise InvalidParameter(f"audit events may not set {', '.join(clash)}")
+        canonical(event)  # refuse bytes/arrays before taking the lock
+        try:
+            with self._locked():
+                return self._append_locked(event)
+        except OSError as exc:
+            raise AuditError(f"cannot write the audit log {self.path}: {exc}") from exc
+
+    def _append_locked(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            seq, prev = self._tail(fd)
+            lines: list[str] = []
+            if seq < 0:  # torn tail: cut it off and say so
+                torn = self._cut_torn_tail(fd)
+                seq, prev = self._tail(fd)
+                repair = {
+                    "kind": "system",
+                    "operation": "AuditLogRepair",
+                    "outcome": "success",
+                    "results": {"torn_bytes": len(torn), "torn_sha256": hashlib.sha256(torn).hexdigest()},
+                }
+                rec = self._seal(repair, seq + 1, prev)
+                lines.append(canonical(rec))
+                seq, prev = rec["seq"], rec["hash"]
+            record = self._seal(event, seq + 1, prev)
+            lines.append(canonical(record))
+            data = ("\n".join(lines) + "\n").encode("utf-8")
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+            return record
+        finally:
+            os.close(fd)
+
+    def _seal(self, event: Mapping[str, Any], seq: int, prev: str) -> dict[str, Any]:
+        record: dict[str, Any] = dict(event)
+        record["seq"] = seq
+        record["time"] = now_iso()
+        record["prev_hash"] = prev
+        record["hash"] = record_hash(record)
+        return record
+
+    def _anchor(self) -> tuple[int, str]:
+        if not self.anchor_path.exists():
+            return 0, GENESIS
+        data = json.loads(self.anchor_path.read_text())
+        return int(data["seq"]), str(data["hash"])
+
+    def _tail(self, fd: int) -> tuple[int, str]:
+        """(seq, hash) of the last complete record; seq -1 when the file ends in a torn line."""
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return self._anchor()
+        last = os.pread(fd, 1, size - 1)
+        if last != b"\n":
+            return -1, ""
+        block = 4096
+        end = size - 1
+        buf = b""
+        while True:
+            start = max(0, end - block)
+            buf = os.pread(fd, end - start, start) + buf
+            cut = buf.rfind(b"\n")
+            if cut >= 0 or start == 0:
+                line = buf[cut + 1 :] if cut >= 0 else buf
+                break
+            end = start
+            block *= 2
+        try:
+            rec = json.loads(line)
+            return int(rec["seq"]), str(rec["hash"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AuditError(
+                f"the last record of {self.path} is unreadable; run `regard audit verify`"
+            ) from exc
+
+    def _cut_torn_tail(self, fd: int) -> bytes:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, size, 0)
+        cut = data.rfind(b"\n") + 1
+        os.ftruncate(fd, cut)
+        os.fsync(fd)
+        return data[cut:]
+
+    # -- reading ----------------------------------------------------------------------------
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every complete, parseable record in order (use :meth:`verify` to check them)."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    return
+                with contextlib.suppress(ValueError):
+                    yield json.loads(raw)
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the newest record."""
+        with self._locked():
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o600)
+            try:
+                seq, h = self._tail(fd)
+            finally:
+                os.close(fd)
+        if seq < 0:
+            raise AuditError("the audit log ends in a torn record")
+        return seq, h
+
+    def verify(self) -> VerifyResult:
+        """Walk the whole chain; the first record whose bytes, seq, link or hash is wrong fails it."""
+        try:
+            expected_seq, prev = self._anchor()
+        except (ValueError, KeyError, OSError) as exc:
+            return VerifyResult(False, 0, GENESIS, 1, 0, f"anchor file unreadable: {exc}")
+        count = 0
+        if not self.path.exists():
+            return VerifyResult(True, 0, prev)
+        with self.path.open("rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                seq = expected_seq + 1
+                reason = self._check_line(raw, seq, prev)
+                if reason is not None:
+                    return VerifyResult(False, count, prev, seq, line_no, reason)
+                prev = str(json.loads(raw)["hash"])
+                expected_seq = seq
+                count += 1
+        return VerifyResult(True, count, prev)
+
+    @staticmethod
+    def _check_line(raw: bytes, seq: int, prev: str) -> str | None:
+        """Why one line is not the record ``seq`` following ``prev``, or None if it is."""
+        if not raw.endswith(b"\n"):
+            return "incomplete last line (no newline)"
+        try:
+            text = raw[:-1].decode("utf-8")
+            rec = json.loads(text)
+        except (UnicodeDecodeError, ValueError):
+            return "not valid UTF-8 JSON"
+        if not isinstance(rec, dict):
+            return "not a JSON object"
+        try:
+            ok_bytes = canonical(rec) == text
+        except (TypeError, ValueError):
+            ok_bytes = False
+        if not ok_bytes:
+            return "bytes differ from the record's canonical form"
+        if rec.get("seq") != seq:
+            return f"seq is {rec.get('seq')!r}, expected {seq}"
+        if rec.get("prev_hash") != prev:
+            return "prev_hash does not match the previous record's hash"
+        if rec.get("hash") != record_hash(rec):
+            return "hash does not match the record's content"
+        return None
+
+    def select(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Records with ``since <= time < until``."""
+        for rec in self.records():
+            t = parse_time(str(rec.get("time", "")))
+            if since is not None and t < since:
+                continue
+            if until is not None and t >= until:
+                continue
+            yield rec
+
+    def export(
+        self,
+        out: TextIO,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        fmt: str = "jsonl",
+    ) -> int:
+        """Write the selected records to ``out`` as JSON lines or CSV; returns how many."""
+        n = 0
+        if fmt == "jsonl":
+            for rec in self.select(since, until):
+                out.write(canonical(rec) + "\n")
+                n += 1
+            return n
+        if fmt != "csv":
+            raise InvalidParameter("format must be jsonl or csv")
+        writer = csv.writer(out)
+        writer.writerow(CSV_FIELDS)
+        for rec in self.select(since, until):
+            writer.writerow([_csv_cell(rec.get(name)) for name in CSV_FIELDS])
+            n += 1
+        return n
+
+    # -- retention --------------------------------------------------------------------------
+    def prune(self, before: datetime, *, actor: str, now: datetime | None = None) -> int:
+        """Delete records older than ``before``; refused if that reaches inside the retention floor.
+
+        The chain stays verifiable: the last pruned record's seq and hash become the anchor the
+        remaining records continue from. The pruning is itself recorded.
+        """
+        current = now or datetime.now(UTC)
+        limit = current - timedelta(days=self.retention_floor_days)
+        if before > limit:
+            raise AccessDenied(
+                f"audit records younger than the retention floor of {self.retention_floor_days} days "
+                f"(before {limit.isoformat()}) cannot be deleted"
+            )
+        check = self.verify()
+        if not check.ok:
+            raise AuditError(f"refusing to prune a broken log: {check.describe()}")
+        with self._locked():
+            kept: list[bytes] = []
+            last: tuple[int, str] | None = None
+            with self.path.open("rb") as f:
+                for raw in f:
+                    rec = json.loads(raw)
+                    if parse_time(rec["time"]) < before and not kept:
+                        last = (int(rec["seq"]), str(rec["hash"]))
+                    else:
+                        kept.append(raw)
+            if last is None:
+                pruned = 0
+            else:
+                pruned = last[0] - self._anchor()[0]
+                tmp_anchor = self.anchor_path.with_suffix(".tmp")
+                tmp_anchor.write_text(json.dumps({"seq": last[0], "hash": last[1], "pruned_at": now_iso()}))
+                tmp_log = self.path.with_suffix(".tmp")
+                with tmp_log.open("wb") as f:
+                    f.writelines(kept)
+                    f.flush()
+                    os.fsync(f.fileno())
+                with tmp_anchor.open("rb") as f:
+                    os.fsync(f.fileno())
+                # the anchor first: a crash in between leaves a log whose first record names its
+                # predecessor in the anchor (old records then fail to link: verify reports it)
+                os.replace(tmp_anchor, self.anchor_path)
+                os.replace(tmp_log, self.path)
+                _fsync_dir(self.dir)
+        self.append(
+            {
+                "kind": "admin",
+                "operation": "AuditPrune",
+                "principal": actor,
+                "parameters": {
+                    "before": before.isoformat(),
+                    "retention_floor_days": self.retention_floor_days,
+                },
+                "results": {"pruned": pruned},
+                "outcome": "success",
+            }
+        )
+        return pruned
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def export_text(log: AuditLog, fmt: str = "jsonl") -> str:
+    """The whole log as text (a convenience for tests and small exports)."""
+    buf = io.StringIO()
+    log.export(buf, fmt=fmt)
+    return buf.getvalue()

@@ -1,0 +1,409 @@
+"""Policy profiles: what an access key may do, and with which error rates.
+
+Each access key names a profile (``regard keys create --profile``). Profiles live in a readable
+TOML file, ``<data_dir>/policy.toml``, written with the defaults below on first use; ``regard
+policy show|set`` reads and changes it and every change is audited.
+
+A profile says:
+
+``operations`` / ``collections``
+    the Rekognition operations and the collection ids (shell-style patterns) it may use;
+``roles``
+    the key roles allowed to use it (a key's role is set at ``regard keys create --role``);
+``max_fmr``
+    the threshold floor of a 1:1 comparison as a false-match rate per comparison: a
+    CompareFaces ``SimilarityThreshold`` (or any search threshold) whose estimated FMR is above
+    it is too low;
+``max_fpir``
+    the threshold floor of a 1:N search as a false positive identification rate per search.
+    FPIR is about gallery size x FMR, so the per-comparison rate allowed is
+    ``max_fpir / gallery_size`` and the similarity floor rises as the collection grows;
+``on_low_threshold``
+    ``deny`` (AccessDeniedException) or ``raise`` (the threshold is raised to the floor; the
+    response's ``x-regard-effective-threshold`` header and the audit record show it);
+``require_purpose`` / ``require_case_reference``
+    whether biometric requests must carry ``x-regard-purpose`` / ``x-regard-case-reference``;
+``require_provenance``
+    whether IndexFaces must carry ``x-regard-source`` and ``x-regard-legal-basis``;
+``two_person_review``
+    whether 1:N search results become investigative leads pending two verifiers;
+``rate_per_second`` / ``burst``
+    a token bucket per access key (per server process); beyond it ThrottlingException.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import threading
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from regard.calibrate import similarity_from_fmr
+from regard.errors import AccessDenied, InvalidParameter, Throttling
+
+POLICY_NAME = "policy.toml"
+
+#: Operations that take a face image or template and produce biometric results.
+BIOMETRIC_OPERATIONS = frozenset(
+    {
+        "DetectFaces",
+        "CompareFaces",
+        "IndexFaces",
+        "SearchFaces",
+        "SearchFacesByImage",
+        "SearchUsers",
+        "SearchUsersByImage",
+        "AssociateFaces",
+        "DisassociateFaces",
+    }
+)
+#: 1:N operations: their threshold floor comes from the FPIR and the gallery size.
+IDENTIFICATION_OPERATIONS = frozenset(
+    {"SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage"}
+)
+#: Request parameter holding the similarity threshold, and its Rekognition default.
+THRESHOLD_PARAMETERS: dict[str, tuple[str, float]] = {
+    "CompareFaces": ("SimilarityThreshold", 80.0),
+    "SearchFaces": ("FaceMatchThreshold", 80.0),
+    "SearchFacesByImage": ("FaceMatchThreshold", 80.0),
+    "SearchUsers": ("UserMatchThreshold", 80.0),
+    "SearchUsersByImage": ("UserMatchThreshold", 80.0),
+}
+ALL_OPERATIONS = (
+    "DetectFaces",
+    "CompareFaces",
+    "CreateCollection",
+    "DescribeCollection",
+    "ListCollections",
+    "DeleteCollection",
+    "IndexFaces",
+    "ListFaces",
+    "DeleteFaces",
+    "SearchFaces",
+    "SearchFacesByImage",
+    "CreateUser",
+    "DeleteUser",
+    "ListUsers",
+    "AssociateFaces",
+    "DisassociateFaces",
+    "SearchUsers",
+    "SearchUsersByImage",
+    "TagResource",
+    "UntagResource",
+    "ListTagsForResource",
+)
+ROLES = ("admin", "operator", "verifier")
+ON_LOW = ("deny", "raise")
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One policy profile (see the module docstring for each field)."""
+
+    name: str
+    description: str = ""
+    operations: tuple[str, ...] = ()
+    collections: tuple[str, ...] = ("*",)
+    roles: tuple[str, ...] = ROLES
+    max_fmr: float = 1e-4
+    max_fpir: float = 0.0  # 0: no FPIR floor (max_fmr alone applies to searches too)
+    on_low_threshold: str = "deny"
+    require_purpose: bool = False
+    require_case_reference: bool = False
+    require_provenance: bool = False
+    two_person_review: bool = False
+    rate_per_second: float = 20.0
+    burst: int = 40
+
+    def allows_operation(self, operation: str) -> bool:
+        return "*" in self.operations or operation in self.operations
+
+    def allows_collection(self, collection_id: str) -> bool:
+        return any(fnmatch.fnmatchcase(collection_id, p) for p in self.collections)
+
+    def floor_fmr(self, operation: str, gallery_size: int | None) -> float:
+        """The largest per-comparison FMR a threshold of ``operation`` may stand for."""
+        fmr = self.max_fmr if self.max_fmr > 0 else 1.0
+        if operation in IDENTIFICATION_OPERATIONS and self.max_fpir > 0:
+            fmr = min(fmr, self.max_fpir / max(1, gallery_size or 0))
+        return fmr
+
+    def floor_similarity(self, operation: str, gallery_size: int | None) -> float:
+        return similarity_from_fmr(self.floor_fmr(operation, gallery_size))
+
+    def validate(self) -> Profile:
+        for op in self.operations:
+            if op != "*" and op not in ALL_OPERATIONS:
+                raise InvalidParameter(f"profile {self.name}: unknown operation {op!r}")
+        if self.on_low_threshold not in ON_LOW:
+            raise InvalidParameter(f"profile {self.name}: on_low_threshold must be deny or raise")
+        for r in self.roles:
+            if r not in ROLES:
+                raise InvalidParameter(f"profile {self.name}: unknown role {r!r} (roles: {', '.join(ROLES)})")
+        if not (0.0 <= self.max_fmr <= 1.0) or not (0.0 <= self.max_fpir <= 1.0):
+            raise InvalidParameter(f"profile {self.name}: max_fmr and max_fpir are rates between 0 and 1")
+        if self.rate_per_second < 0 or self.burst < 0:
+            raise InvalidParameter(f"profile {self.name}: rate_per_second and burst must be >= 0")
+        return self
+
+
+_BIOMETRIC_READS = (
+    "DetectFaces",
+    "CompareFaces",
+    "DescribeCollection",
+    "ListCollections",
+    "ListTagsForResource",
+)
+
+DEFAULT_PROFILES: dict[str, Profile] = {
+    "verification": Profile(
+        name="verification",
+        description="1:1 verification: compare a probe with a claimed identity's reference image.",
+        operations=_BIOMETRIC_READS,
+        roles=("operator", "verifier", "admin"),
+        max_fmr=1e-4,
+        on_low_threshold="deny",
+        rate_per_second=20.0,
+        burst=40,
+    ),
+    "identification": Profile(
+        name="identification",
+        description=(
+            "1:N identification against a watch-list: purpose and case reference required, "
+            "FPIR floor that rises with the gallery, two-person verification of every candidate."
+        ),
+        operations=(
+            "DetectFaces",
+            "CompareFaces",
+            "DescribeCollection",
+            "ListCollections",
+            "ListFaces",
+            "ListUsers",
+            "IndexFaces",
+            "DeleteFaces",
+            "CreateUser",
+            "DeleteUser",
+            "AssociateFaces",
+            "DisassociateFaces",
+            "SearchFaces",
+            "SearchFacesByImage",
+            "SearchUsers",
+            "SearchUsersByImage",
+            "ListTagsForResource",
+        ),
+        roles=("operator", "verifier", "admin"),
+        max_fmr=1e-4,
+        max_fpir=1e-3,
+        on_low_threshold="deny",
+        require_purpose=True,
+        require_case_reference=True,
+        require_provenance=True,
+        two_person_review=True,
+        rate_per_second=5.0,
+        burst=10,
+    ),
+    "admin": Profile(
+        name="admin",
+        description=(
+            "Administration and testing by the operator: every operation, no threshold floor "
+            "(still audited and rate-limited). Give people doing biometric work another profile."
+        ),
+        operations=("*",),
+        roles=("admin",),
+        max_fmr=1.0,
+        on_low_threshold="deny",
+        rate_per_second=100.0,
+        burst=200,
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """The whole policy file: audit retention plus the profiles."""
+
+    retention_floor_days: int = 183
+    profiles: dict[str, Profile] = field(default_factory=lambda: dict(DEFAULT_PROFILES))
+
+    def profile(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise AccessDenied(f"policy profile {name!r} does not exist") from None
+
+
+_PROFILE_FIELDS = {f.name: f for f in fields(Profile) if f.name != "name"}
+
+
+def _coerce(name: str, value: Any, profile: str) -> Any:
+    default = getattr(Profile(name="x"), name)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InvalidParameter(f"profile {profile}: {name} must be true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidParameter(f"profile {profile}: {name} must be an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise InvalidParameter(f"profile {profile}: {name} must be a number")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidParameter(f"profile {profile}: {name} must be a list of strings")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise InvalidParameter(f"profile {profile}: {name} must be a string")
+    return value
+
+
+def config_from_dict(data: Mapping[str, Any]) -> PolicyConfig:
+    audit = data.get("audit", {})
+    retention = audit.get("retention_floor_days", 183)
+    if isinstance(retention, bool) or not isinstance(retention, int) or retention < 0:
+        raise InvalidParameter("audit.retention_floor_days must be a non-negative integer")
+    profiles: dict[str, Profile] = {}
+    for name, body in (data.get("profiles") or {}).items():
+        if not isinstance(body, dict):
+            raise InvalidParameter(f"profiles.{name} must be a table")
+        unknown = set(body) - set(_PROFILE_FIELDS)
+        if unknown:
+            raise InvalidParameter(f"profile {name}: unknown settings {', '.join(sorted(unknown))}")
+        values = {k: _coerce(k, v, name) for k, v in body.items()}
+        profiles[name] = Profile(name=name, **values).validate()
+    return PolicyConfig(retention_floor_days=retention, profiles=profiles)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def to_toml(config: PolicyConfig) -> str:
+    """The policy file's text (a small writer for this file's fixed shape)."""
+    lines = [
+        "# regard policy profiles. Change with `regard policy set PROFILE SETTING VALUE` so that the",
+        "# change is audited; see docs/accountability.md for what each setting means.",
+        "",
+        "[audit]",
+        f"retention_floor_days = {config.retention_floor_days}",
+    ]
+    for name, p in config.profiles.items():
+        lines += ["", f"[profiles.{name}]"]
+        for key, value in asdict(p).items():
+            if key != "name":
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+class PolicyStore:
+    """``<data_dir>/policy.toml``: read (re-read when it changes) and written atomically."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / POLICY_NAME
+        self._lock = threading.Lock()
+        self._cached: tuple[float, int, PolicyConfig] | None = None
+
+    def load(self) -> PolicyConfig:
+        with self._lock:
+            if not self.path.exists():
+                self._write(PolicyConfig())
+            st = self.path.stat()
+            if self._cached and self._cached[:2] == (st.st_mtime, st.st_size):
+                return self._cached[2]
+            try:
+                data = tomllib.loads(self.path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise InvalidParameter(f"{self.path}: {exc}") from exc
+            config = config_from_dict(data)
+            self._cached = (st.st_mtime, st.st_size, config)
+            return config
+
+    def _write(self, config: PolicyConfig) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(to_toml(config), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self._cached = None
+
+    def set(self, profile: str, setting: str, value: str) -> tuple[Any, Any]:
+        """Change one setting from its text form; returns (old, new). ``profile`` ``audit`` sets
+        ``retention_floor_days``. A new profile name creates a profile from the defaults."""
+        config = self.load()
+        if profile == "audit":
+            if setting != "retention_floor_days":
+                raise InvalidParameter("the audit table has only retention_floor_days")
+            new_days = _parse_setting("retention_floor_days", value, 0)
+            with self._lock:
+                self._write(replace(config, retention_floor_days=new_days))
+            return config.retention_floor_days, new_days
+        if setting not in _PROFILE_FIELDS:
+            raise InvalidParameter(f"unknown setting {setting!r}; one of {', '.join(_PROFILE_FIELDS)}")
+        current = config.profiles.get(profile, Profile(name=profile))
+        old = getattr(current, setting)
+        new = _coerce(setting, _parse_setting(setting, value, old), profile)
+        updated = replace(current, **{setting: new}).validate()
+        profiles = dict(config.profiles)
+        profiles[profile] = updated
+        with self._lock:
+            self._write(replace(config, profiles=profiles))
+        return old, new
+
+
+def _parse_setting(name: str, text: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        low = text.strip().lower()
+        if low not in {"true", "false", "yes", "no", "1", "0", "on", "off"}:
+            raise InvalidParameter(f"{name} takes true or false")
+        return low in {"true", "yes", "1", "on"}
+    if isinstance(like, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise InvalidParameter(f"{name} takes an integer") from None
+    if isinstance(like, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise InvalidParameter(f"{name} takes a number such as 1e-4") from None
+    if isinstance(like, tuple):
+        return [s.strip() for s in text.split(",") if s.strip()]
+    return text
+
+
+class RateLimiter:
+    """Token buckets per access key (in this process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, rate: float, burst: int) -> None:
+        """Spend one token or raise :class:`Throttling`. ``rate`` 0 means unlimited."""
+        if rate <= 0:
+            return
+        now = time.monotonic()
+        capacity = float(max(1, burst))
+        with self._lock:
+            tokens, last = self._buckets.get(key, (capacity, now))
+            tokens = min(capacity, tokens + (now - last) * rate)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                raise Throttling(f"Rate exceeded: the profile allows {rate:g} requests per second")
+            self._buckets[key] = (tokens - 1.0, now)
