@@ -1,0 +1,388 @@
+"""The audit itself: from templates and labels to the report's numbers (no plotting, no I/O).
+
+One global threshold per target false-match rate is set on all impostor pairs; each group's
+FMR (impostor pairs with both images in the group) and FNMR (genuine pairs of the group) are
+then measured at that same threshold, as in NISTIR 8280. Two more operating points are the
+deployed ones: similarity 80 under the shipped calibration table (Rekognition's default
+threshold) and the policy floor, an FPIR per search turned into a per-comparison FMR for the
+gallery size (FPIR ~ N x FMR) and then into a similarity and distance by the shipped table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from regard import __version__
+from regard.calibrate import CalibrationTable, similarity_from_fmr
+from regard.evaluation import identification
+from regard.evaluation.dataset import NO_FACE, OK, UNREADABLE, Dataset, Templates
+from regard.evaluation.metrics import (
+    MIN_GENUINE_PAIRS,
+    Rate,
+    bootstrap_fmr,
+    bootstrap_fnmr,
+    differential,
+    group_rates,
+    make_rate,
+    min_impostors_for,
+    threshold_from_smallest,
+)
+from regard.evaluation.pairs import BIN_EDGES, Grouping, PairScores, score_all_pairs, score_listed_pairs
+
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class QualityPolicy:
+    """When an acquired face counts as a quality rejection (reported per group; still compared)."""
+
+    min_face_height: float = 40.0
+    min_sharpness: float = 5.0
+    min_brightness: float = 10.0
+    max_brightness: float = 95.0
+
+    def rejected(self, t: Templates) -> np.ndarray:
+        ok = t.acquired
+        bad = (
+            (t.face_height < self.min_face_height)
+            | (t.sharpness < self.min_sharpness)
+            | (t.brightness < self.min_brightness)
+            | (t.brightness > self.max_brightness)
+        )
+        return np.asarray(ok & bad)
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    groups: Sequence[str] = ()
+    targets: Sequence[float] = (1e-3, 1e-4, 1e-5)
+    seed: int = 0
+    bootstrap: int = 1000
+    fpir_floor: float = 0.01
+    quality: QualityPolicy = field(default_factory=QualityPolicy)
+
+
+@dataclass
+class AuditData:
+    """What the report module needs to draw: the scores beside the numbers."""
+
+    report: dict[str, Any]
+    scores: PairScores | None
+    groupings: list[Grouping]
+    operating: list[dict[str, Any]]
+
+
+def default_groups(dataset: Dataset) -> list[str]:
+    """The demographic columns present among sex, race and age, in that order."""
+    return [c for c in ("sex", "race", "age") if c in dataset.labels]
+
+
+def run_audit(
+    dataset: Dataset,
+    templates: Templates,
+    system: dict[str, Any],
+    options: AuditOptions,
+    table: CalibrationTable | None,
+) -> AuditData:
+    """Compute every number of the report."""
+    targets = sorted({float(t) for t in options.targets}, reverse=True)
+    if not targets or any(not 0 < t < 1 for t in targets):
+        raise ValueError("targets must be false-match rates strictly between 0 and 1")
+    specs = list(options.groups) or default_groups(dataset)
+    acquired = np.nonzero(templates.acquired)[0]
+    emb = templates.embeddings[acquired]
+    subj_names = [dataset.subjects[i] for i in acquired]
+    subj_lookup = {s: k for k, s in enumerate(sorted(set(subj_names)))}
+    subj = np.array([subj_lookup[s] for s in subj_names], dtype=np.int64)
+    all_values = {spec: dataset.group_values(spec) for spec in specs}
+    groupings = [Grouping.of(ALL, [ALL] * len(acquired))] + [
+        Grouping.of(spec, [all_values[spec][i] for i in acquired]) for spec in specs
+    ]
+
+    report: dict[str, Any] = {
+        "regard_version": __version__,
+        "system": dict(system),
+        "dataset": {
+            "name": dataset.name,
+            "root": str(dataset.root),
+            "has_identities": dataset.has_identities,
+            "pairs_file": dataset.pairs is not None,
+            "groups": specs,
+        },
+        "options": {
+            "targets": targets,
+            "seed": options.seed,
+            "bootstrap_replicates": options.bootstrap,
+            "fpir_floor": options.fpir_floor,
+            "quality_policy": options.quality.__dict__,
+        },
+    }
+    report["system"]["calibration_table"] = (
+        {"version": table.version, "model": table.model, "dataset": table.dataset} if table else None
+    )
+    report["acquisition"] = _acquisition(dataset, templates, specs, all_values, options.quality)
+
+    # -- pairs ---------------------------------------------------------------------------------
+    gallery_size = int(identification.split(subj, options.seed).gallery.size) if len(acquired) else 0
+    fixed: dict[str, float] = {}
+    if table is not None:
+        fixed["similarity 80 (shipped table)"] = table.distance_for_similarity(80.0)
+        if gallery_size:
+            floor_fmr = options.fpir_floor / gallery_size
+            fixed[f"policy floor (FPIR {options.fpir_floor:g} at N={gallery_size})"] = table.distance_for_fmr(
+                floor_fmr
+            )
+    if len(acquired) < 2:
+        scores = None
+    elif dataset.pairs is not None:
+        pos = {int(a): k for k, a in enumerate(acquired)}
+        listed = [(pos[a], pos[b], s) for a, b, s in dataset.pairs if a in pos and b in pos]
+        scores = score_listed_pairs(emb, listed, groupings)
+    else:
+        scores = score_all_pairs(
+            emb, subj, groupings, max_target=targets[0], fixed_thresholds=list(fixed.values())
+        )
+    report["data_card"] = _data_card(dataset, templates, groupings, scores, subj, acquired)
+    if scores is None or scores.n_impostor == 0:
+        report["operating_points"] = []
+        report["note"] = "fewer than two acquired images or no impostor pairs: no rates can be measured"
+        return AuditData(report, scores, groupings, [])
+
+    points: list[dict[str, Any]] = []
+    for t in targets:
+        k = math.floor(t * scores.n_impostor + 1e-9)
+        if k >= scores.tail_d.size:
+            continue
+        tau = threshold_from_smallest(scores.tail_d, scores.n_impostor, t)
+        points.append({"label": f"FMR {t:g} (global)", "kind": "target", "target_fmr": t, "distance": tau})
+    for label, tau in fixed.items():
+        kind = "similarity80" if label.startswith("similarity") else "floor"
+        nominal = table.fmr_at(tau) if table else None
+        points.append({"label": label, "kind": kind, "target_fmr": nominal, "distance": tau})
+    if table is None:
+        # No shipped table: similarity 80 and the floor are placed by this data's own impostors.
+        wanted = [("similarity 80 (measured on this data)", "similarity80", 1e-4)]
+        if gallery_size:
+            label = f"policy floor (FPIR {options.fpir_floor:g} at N={gallery_size}, measured)"
+            wanted.append((label, "floor", options.fpir_floor / gallery_size))
+        for label, kind, fmr in wanted:
+            if math.floor(fmr * scores.n_impostor + 1e-9) < scores.tail_d.size:
+                tau = threshold_from_smallest(scores.tail_d, scores.n_impostor, fmr)
+                points.append({"label": label, "kind": kind, "target_fmr": fmr, "distance": tau})
+    for p in points:
+        p["shipped_similarity"] = table.similarity(p["distance"]) if table else None
+        p["shipped_fmr"] = table.fmr_at(p["distance"]) if table else None
+        _measure_point(p, scores, groupings, subj, options)
+    report["operating_points"] = points
+    report["calibration"] = _calibration(scores, table)
+    sim = (lambda d: table.similarity(d)) if table else (lambda d: None)
+    names = [dataset.paths[i] for i in acquired]
+    report["identification"] = identification.evaluate_identification(
+        emb,
+        subj,
+        groupings,
+        {p["label"]: p["distance"] for p in points},
+        seed=options.seed,
+        names=names,
+        similarity=sim,
+    )
+    return AuditData(report, scores, groupings, points)
+
+
+def _acquisition(
+    dataset: Dataset,
+    templates: Templates,
+    specs: Sequence[str],
+    values: dict[str, list[str]],
+    quality: QualityPolicy,
+) -> dict[str, Any]:
+    fta = ~templates.acquired
+    rejected = quality.rejected(templates)
+    out: dict[str, Any] = {
+        "no_face": int((templates.status == NO_FACE).sum()),
+        "unreadable": int((templates.status == UNREADABLE).sum()),
+        "by_group": {},
+    }
+    for spec, vals in [(ALL, [ALL] * len(dataset)), *[(s, values[s]) for s in specs]]:
+        fta_counts = group_rates(fta.tolist(), vals)
+        acq = templates.acquired
+        q_counts = group_rates(rejected[acq].tolist(), [v for v, a in zip(vals, acq, strict=True) if a])
+        per: dict[str, Any] = {}
+        for g, (err, n) in sorted(fta_counts.items()):
+            qe, qn = q_counts.get(g, (0, 0))
+            per[g] = {
+                "failure_to_acquire": make_rate(err, n, min_trials=1).to_dict(),
+                "quality_rejected": make_rate(qe, qn, min_trials=1).to_dict(),
+            }
+        out["by_group"][spec] = per
+    return out
+
+
+def _data_card(
+    dataset: Dataset,
+    templates: Templates,
+    groupings: Sequence[Grouping],
+    scores: PairScores | None,
+    subj: np.ndarray,
+    acquired: np.ndarray,
+) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "images": len(dataset),
+        "subjects": len(set(dataset.subjects)),
+        "acquired": int(templates.acquired.sum()),
+        "not_acquired": int((templates.status != OK).sum()),
+        "genuine_pairs": int(scores.genuine_d.size) if scores else 0,
+        "impostor_pairs": int(scores.n_impostor) if scores else 0,
+        "by_group": {},
+    }
+    for g in groupings:
+        per: dict[str, Any] = {}
+        totals = scores.impostor_totals(g.spec) if scores else None
+        for k, name in enumerate(g.names):
+            members = g.codes == k
+            gen = 0
+            if scores is not None and scores.genuine_ij.size:
+                ij = scores.genuine_ij
+                gen = int(((g.codes[ij[:, 0]] == k) & (g.codes[ij[:, 1]] == k)).sum())
+            per[name] = {
+                "acquired_images": int(members.sum()),
+                "subjects": int(np.unique(subj[members]).size),
+                "genuine_pairs": gen,
+                "impostor_pairs_same_group": int(totals[k, k]) if totals is not None else 0,
+            }
+        card["by_group"][g.spec] = per
+    return card
+
+
+def _fm_subject_pairs(scores: PairScores, subj: np.ndarray, sel: np.ndarray, tau: float) -> np.ndarray:
+    hit = sel & (scores.tail_d <= tau)
+    return np.stack([subj[scores.tail_ij[hit, 0]], subj[scores.tail_ij[hit, 1]]], axis=1)
+
+
+def _measure_point(
+    point: dict[str, Any],
+    scores: PairScores,
+    groupings: Sequence[Grouping],
+    subj: np.ndarray,
+    options: AuditOptions,
+) -> None:
+    tau = float(point["distance"])
+    nominal = point["target_fmr"] or 1e-4
+    min_imp = min_impostors_for(nominal)
+    gi, gj = scores.genuine_ij[:, 0], scores.genuine_ij[:, 1]
+    ti, tj = scores.tail_ij[:, 0], scores.tail_ij[:, 1]
+    by_group: dict[str, Any] = {}
+    differentials: dict[str, Any] = {}
+    cross: dict[str, Any] = {}
+    seed = options.seed
+    for g in groupings:
+        totals = scores.impostor_totals(g.spec)
+        fmr_rates: dict[str, Rate] = {}
+        fnmr_rates: dict[str, Rate] = {}
+        per: dict[str, Any] = {}
+        for k, name in enumerate(g.names):
+            sel_t = (g.codes[ti] == k) & (g.codes[tj] == k)
+            n_imp = int(totals[k, k])
+            fm = int((sel_t & (scores.tail_d <= tau)).sum())
+            fmr = make_rate(fm, n_imp, min_trials=min_imp)
+            sel_g = (g.codes[gi] == k) & (g.codes[gj] == k)
+            gd = scores.genuine_d[sel_g]
+            fnm = int((gd > tau).sum())
+            fnmr = make_rate(fnm, int(gd.size), min_trials=MIN_GENUINE_PAIRS)
+            if options.bootstrap > 0:
+                fmr = _with_fmr_bootstrap(
+                    fmr, scores, subj, g.codes == k, sel_t, tau, options.bootstrap, seed
+                )
+                fnmr = _with_fnmr_bootstrap(fnmr, subj[gi[sel_g]], gd > tau, options.bootstrap, seed)
+            fmr_rates[name], fnmr_rates[name] = fmr, fnmr
+            per[name] = {"fmr": fmr.to_dict(), "fnmr": fnmr.to_dict()}
+        by_group[g.spec] = per
+        if g.spec != ALL:
+            fd, nd = differential(fmr_rates), differential(fnmr_rates)
+            differentials[g.spec] = {"fmr": fd.to_dict(), "fnmr": nd.to_dict()}
+            # Cross-group impostor FMR matrix.
+            n_g = len(g.names)
+            hit = scores.tail_d <= tau
+            lo = np.minimum(g.codes[ti[hit]], g.codes[tj[hit]])
+            hi = np.maximum(g.codes[ti[hit]], g.codes[tj[hit]])
+            fm_mat = np.bincount(lo * n_g + hi, minlength=n_g * n_g).reshape(n_g, n_g)
+            fm_sym = fm_mat + np.triu(fm_mat, 1).T
+            tot_sym = totals + np.triu(totals, 1).T
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = np.where(tot_sym > 0, fm_sym / np.maximum(tot_sym, 1), np.nan)
+            cross[g.spec] = {
+                "groups": g.names,
+                "false_matches": np.triu(fm_sym).tolist(),
+                "impostor_pairs": np.triu(tot_sym).tolist(),
+                "fmr": [[None if not np.isfinite(v) else float(v) for v in row] for row in rate],
+            }
+    point["global"] = by_group[ALL][ALL]
+    point["by_group"] = {k: v for k, v in by_group.items() if k != ALL}
+    point["differentials"] = differentials
+    point["cross_group_fmr"] = cross
+
+
+def _with_fmr_bootstrap(
+    rate: Rate,
+    scores: PairScores,
+    subj: np.ndarray,
+    members: np.ndarray,
+    sel_t: np.ndarray,
+    tau: float,
+    replicates: int,
+    seed: int,
+) -> Rate:
+    if rate.trials == 0:
+        return rate
+    group_subj = subj[members]
+    uniq, counts = np.unique(group_subj, return_counts=True)
+    pairs = _fm_subject_pairs(scores, subj, sel_t, tau)
+    local = np.searchsorted(uniq, pairs).reshape(-1, 2)
+    ci = bootstrap_fmr(counts, local, replicates=replicates, seed=seed)
+    return Rate(rate.errors, rate.trials, rate.ci, rate.estimable, ci, rate.note)
+
+
+def _with_fnmr_bootstrap(
+    rate: Rate, pair_subjects: np.ndarray, errors: np.ndarray, replicates: int, seed: int
+) -> Rate:
+    if rate.trials == 0:
+        return rate
+    uniq, inv = np.unique(pair_subjects, return_inverse=True)
+    e = np.bincount(inv, weights=errors.astype(np.float64), minlength=uniq.size)
+    n = np.bincount(inv, minlength=uniq.size).astype(np.float64)
+    ci = bootstrap_fnmr(e, n, replicates=replicates, seed=seed)
+    return Rate(rate.errors, rate.trials, rate.ci, rate.estimable, ci, rate.note)
+
+
+def _calibration(scores: PairScores, table: CalibrationTable | None) -> dict[str, Any]:
+    """Measured distance -> FMR/similarity on this data next to the shipped table's values."""
+    cum = np.cumsum(scores.hist_all)
+    rows = []
+    genuine = np.sort(scores.genuine_d)
+    for d in np.round(np.arange(0.20, 0.82, 0.02), 2):
+        idx = int(np.searchsorted(BIN_EDGES, d - 1e-12)) - 1  # bin whose upper edge is d
+        fm = int(cum[idx]) if idx >= 0 else 0
+        fmr = fm / scores.n_impostor
+        fnmr = (
+            float(genuine.size - np.searchsorted(genuine, d, side="right")) / genuine.size
+            if genuine.size
+            else None
+        )
+        rows.append(
+            {
+                "distance": float(d),
+                "measured_fmr": fmr,
+                "measured_false_matches": fm,
+                "measured_similarity": similarity_from_fmr(fmr) if fm else None,
+                "measured_fnmr": fnmr,
+                "shipped_fmr": table.fmr_at(float(d)) if table else None,
+                "shipped_similarity": table.similarity(float(d)) if table else None,
+                "shipped_fnmr": table.fnmr_at(float(d)) if table else None,
+            }
+        )
+    return {"impostor_pairs": scores.n_impostor, "rows": rows}
