@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -594,8 +595,8 @@ class Service:
                 )
             else:
                 deletable.append(f)
-        deleted = self.store.delete_faces(collection_id, deletable) if deletable else []
-        gone = set(deleted)
+        gone = set(self.store.delete_faces(collection_id, deletable) if deletable else [])
+        deleted = [f for f in deletable if f in gone]
         for f in deletable:
             if f not in gone:  # deleted or associated concurrently
                 unsuccessful.append(UnsuccessfulFaceDeletion(f, None, ["FACE_NOT_FOUND"]))
@@ -764,7 +765,8 @@ class Service:
                 refs.append(rec.embedding)
             if user.face_count + len(accept) > MAX_FACES_PER_USER:
                 raise ServiceQuotaExceeded(f"a user holds at most {MAX_FACES_PER_USER} faces")
-            done = self.store.associate_faces(collection_id, user_id, accept) if accept else []
+            stored = set(self.store.associate_faces(collection_id, user_id, accept) if accept else [])
+            done = [f for f in accept if f in stored]
             for fid in accept:
                 if fid not in done:
                     unsuccessful.append({"FaceId": fid, "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]})
@@ -817,7 +819,8 @@ class Service:
                     )
                 else:
                     mine.append(fid)
-            done = self.store.disassociate_faces(collection_id, user_id, mine) if mine else []
+            gone = set(self.store.disassociate_faces(collection_id, user_id, mine) if mine else [])
+            done = [f for f in mine if f in gone]
             status = self.store.get_user(collection_id, user_id).status
             return {"Disassociated": done, "Unsuccessful": unsuccessful, "UserStatus": status}
 
@@ -996,7 +999,7 @@ class Service:
         self._check_search_params(max_faces, threshold)
         limit = 80 if max_faces is None else max_faces
         sim_min = DEFAULT_FACE_MATCH_THRESHOLD if threshold is None else threshold
-        radius = self.calibration.distance_for_similarity(sim_min)
+        radius = self._radius(sim_min)
         extra = len(exclude) if exclude else 0
         hits: list[Neighbor] = self.store.nearest(c.collection_id, probe, limit + extra, radius)
         cal = self.calibration
@@ -1011,6 +1014,12 @@ class Service:
             out.append(FaceMatch(similarity=sim, fmr=fmr, distance=h.distance, face=h.face))
         out.sort(key=lambda m: m.distance)
         return out[:limit]
+
+    def _radius(self, similarity: float) -> float:
+        """The largest distance whose similarity is still at least ``similarity`` (inf for 0)."""
+        if similarity <= 0:
+            return math.inf
+        return self.calibration.distance_for_similarity(similarity) + 1e-9
 
     @staticmethod
     def _user_search_params(threshold: float | None, max_users: int | None) -> tuple[float, int]:
@@ -1030,7 +1039,7 @@ class Service:
         exclude_face: str | None = None,
     ) -> list[UserMatch]:
         cal = self.calibration
-        radius = cal.distance_for_similarity(threshold)
+        radius = self._radius(threshold)
         k = min(MAX_SEARCH_FACES, max(c.face_count, 1))
         best: dict[str, float] = {}
         for p in probes:

@@ -1,0 +1,42 @@
+"""Synthetic templates for the store suite and benchmarks: clusters of noisy copies around random centres."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+
+from regard.store.base import NewFace
+from regard.types import Box
+
+
+def people(n_people: int, per_person: int, seed: int = 0, spread: float = 0.12) -> np.ndarray:
+    """Synthetic templates: ``n_people`` well-separated centres, ``per_person`` noisy copies of each.
+
+    Centres sit about 1.4 apart (impostors far beyond distance 0.6); copies stay within about
+    ``spread * 1.4`` of their centre (genuine pairs well under 0.5, similarity > 80).
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_people, 128)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    noise = rng.normal(size=(n_people, per_person, 128)).astype(np.float32)
+    noise *= spread / np.sqrt(128)
+    out = centres[:, None, :] + noise
+    return out.reshape(n_people * per_person, 128).astype(np.float32)
+
+
+def new_faces(vectors: np.ndarray, external: str | None = None, image_id: str | None = None) -> list[NewFace]:
+    image = image_id or str(uuid.uuid4())
+    return [
+        NewFace(
+            face_id=str(uuid.uuid4()),
+            image_id=image,
+            external_image_id=external,
+            bounding_box=Box(0.1, 0.2, 0.3, 0.4),
+            confidence=99.5,
+            embedding=np.asarray(v, dtype=np.float32),
+            brightness=60.0,
+            sharpness=70.0,
+        )
+        for v in vectors
+    ]
