@@ -279,6 +279,9 @@ def index_faces(ctx: Context, params: Params) -> Result:
         external_image_id=params.get("ExternalImageId"),
         max_faces=params.get("MaxFaces"),
         quality_filter=params.get("QualityFilter", "AUTO"),
+        # provenance from x-regard-source / x-regard-legal-basis, put here by regard.accountability.guard
+        source_note=params.get("RegardSourceNote"),
+        legal_basis=params.get("RegardLegalBasis"),
     )
     attributes = params.get("DetectionAttributes") or ["DEFAULT"]
     w, h = r.image_width, r.image_height
