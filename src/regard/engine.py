@@ -36,6 +36,12 @@ def _hog(engine: Engine) -> Detector:
 
 
 def _cnn(engine: Engine) -> Detector:
+    from regard.detect.mmod_onnx import MmodOnnxDetector
+
+    return MmodOnnxDetector(engine.predictors, engine.settings)
+
+
+def _cnn_dlib(engine: Engine) -> Detector:
     from regard.detect.dlib_detectors import MmodDetector
 
     return MmodDetector(engine.predictors)
@@ -48,7 +54,7 @@ def _mtcnn(engine: Engine) -> Detector:
 
 
 #: Detector name -> factory. Other modules register faster implementations here.
-DETECTORS: dict[str, DetectorFactory] = {"hog": _hog, "cnn": _cnn, "mtcnn": _mtcnn}
+DETECTORS: dict[str, DetectorFactory] = {"hog": _hog, "cnn": _cnn, "cnn-dlib": _cnn_dlib, "mtcnn": _mtcnn}
 
 
 def _dlib_embedder(engine: Engine) -> Embedder:

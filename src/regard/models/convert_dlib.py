@@ -4,8 +4,9 @@ The networks are the ones defined in dlib's examples ``dnn_face_recognition_ex.c
 ResNet ending in a 128-d fully connected layer) and ``dnn_mmod_face_detection_ex.cpp`` (a
 downsampling stack of strided 5x5 convolutions, three 5x5 layers and a 9x9 scoring filter).
 Batch normalisation (``bn_con``) and its inference form ``affine`` are folded into the preceding
-convolution. Each graph takes ``uint8`` RGB pixels (``N x H x W x 3``) and does dlib's input
-normalisation itself: ``(pixel - channel_mean) / 256``.
+convolution. The ResNet graph takes ``uint8`` RGB chips (``N x 150 x 150 x 3``) and does dlib's
+input normalisation itself, ``(pixel - channel_mean) / 256``; the MMOD graph takes the already
+normalised tiled pyramid.
 
 Both graphs are built from the files in ``face_recognition_models`` and cached by
 :func:`regard.models.cache.cached_model`; :func:`resnet_onnx_path` and :func:`mmod_onnx_path`
@@ -28,7 +29,7 @@ from regard.models.dlib_dat import F32, DlibNet, Layer, load
 from regard.models.packaged import dlib_model_path
 
 #: Bump when the graphs change: a new version builds new cache entries.
-CONVERTER_VERSION = "dlib-onnx-1"
+CONVERTER_VERSION = "dlib-onnx-2"
 OPSET = 17
 IR_VERSION = 8
 
@@ -235,16 +236,19 @@ def build_resnet(source: Path | None = None) -> bytes:
 
 
 def build_mmod(source: Path | None = None) -> bytes:
-    """ONNX bytes of dlib's MMOD CNN: ``image`` uint8 ``N x H x W x 3`` -> ``scores`` ``N x 1 x h x w``."""
+    """ONNX bytes of dlib's MMOD CNN: ``tensor`` float ``N x 3 x H x W`` -> ``scores`` ``N x 1 x h x w``.
+
+    The input is the normalised tiled image pyramid dlib's ``input_rgb_image_pyramid`` builds
+    (see :mod:`regard.detect.mmod_onnx`), so normalisation happens before the graph.
+    """
     path = source or dlib_model_path("mmod")
     net = load(path)
     if net.loss != "loss_mmod" or net.input != "input_rgb_image_pyramid":
         raise ModelUnavailable(f"{path} is not dlib's MMOD detector")
     g = _Graph()
-    x = _Value(_preprocess(g, "image", net.input_attrs["mean"]), (3, -1, -1))
-    out = _body(g, net, x)
+    out = _body(g, net, _Value("tensor", (3, -1, -1)))
     g.node("Identity", [out.name], "out", output="scores")
-    inputs = [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", "H", "W", 3])]
+    inputs = [helper.make_tensor_value_info("tensor", TensorProto.FLOAT, ["N", 3, "H", "W"])]
     outputs = [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", out.shape[0], "h", "w"])]
     return _model(g, inputs, outputs, f"dlib MMOD face detector converted from {path.name}")
 
