@@ -1,0 +1,113 @@
+"""Erasure leaves no template bytes in any file; subject access lists metadata only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from regard.accountability.erasure import erase, subject_access
+from regard.engine import Engine
+from regard.errors import InvalidParameter
+
+from .helpers import ADMIN, CASE, INVESTIGATOR, PROVENANCE, Endpoint, endpoint
+
+
+@pytest.fixture
+def ep(tmp_path: Path, engine: Engine) -> Iterator[Endpoint]:
+    e = endpoint(tmp_path, engine)
+    yield e
+    e.service.close()
+
+
+def _files_holding(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_erasure_removes_every_template_byte_and_search_finds_nothing(ep: Endpoint, fr_images: Path) -> None:
+    photo = {p.stem: p.read_bytes() for p in fr_images.glob("*.jpg")}
+    ep.call("CreateCollection", CollectionId="watch")
+    subject: list[str] = []
+    for name in ("obama", "obama2"):
+        r = ep.call(
+            "IndexFaces",
+            INVESTIGATOR,
+            CollectionId="watch",
+            Image={"Bytes": photo[name]},
+            ExternalImageId="subject-42",
+            **PROVENANCE,
+            **CASE,
+        )
+        subject.append(r.result["FaceRecords"][0]["Face"]["FaceId"])
+    other = ep.call(
+        "IndexFaces", ADMIN, CollectionId="watch", Image={"Bytes": photo["biden"]}, ExternalImageId="other"
+    ).result["FaceRecords"][0]["Face"]["FaceId"]
+    ep.call("CreateUser", CollectionId="watch", UserId="u42")
+    ep.call("AssociateFaces", CollectionId="watch", UserId="u42", FaceIds=subject)
+    found = ep.call(
+        "SearchFacesByImage", INVESTIGATOR, CollectionId="watch", Image={"Bytes": photo["obama3"]}, **CASE
+    )
+    assert {m["Face"]["FaceId"] for m in found.result["FaceMatches"]} == set(subject)
+    templates = {f.face_id: f.embedding.tobytes() for f in ep.service.list_faces("watch").faces}
+    ep.service.compact()
+    for fid in subject:
+        assert _files_holding(ep.data_dir, templates[fid]), "the scan must see templates while they are held"
+
+    held = subject_access(
+        ep.service, ep.guard.audit, actor="dpo", external_image_id="subject-42", review=ep.guard.review
+    )
+    (coll,) = held["Collections"]
+    assert {f["FaceId"] for f in coll["Faces"]} == set(subject)
+    assert all(f["LegalBasis"] == PROVENANCE["legal_basis"] for f in coll["Faces"])
+    assert all(f["UserId"] == "u42" for f in coll["Faces"])
+    assert len(held["ReviewLeads"]) == 2 and held["AuditRecords"]
+    text = json.dumps(held)
+    assert "embedding" not in text.lower() and "template" not in text.lower().replace(
+        "templates are held", ""
+    )
+
+    report = erase(
+        ep.service,
+        ep.guard.audit,
+        actor="dpo",
+        external_image_id="subject-42",
+        review=ep.guard.review,
+        reason="art. 17 request 7",
+    )
+    assert sorted(report.face_ids) == sorted(subject) and report.collections == ["watch"]
+    assert report.leads_deleted == 2
+
+    after = ep.call(
+        "SearchFacesByImage", INVESTIGATOR, CollectionId="watch", Image={"Bytes": photo["obama3"]}, **CASE
+    )
+    assert after.result["FaceMatches"] == []
+    assert [f.face_id for f in ep.service.list_faces("watch").faces] == [other]
+    for fid in subject:
+        assert _files_holding(ep.data_dir, templates[fid]) == [], f"template of {fid} still on disk"
+    assert _files_holding(ep.data_dir, templates[other]), "faces of other people stay"
+    assert ep.guard.review.list(status=None) == []
+    erasure = [r for r in ep.guard.audit.records() if r["operation"] == "Erase"]
+    assert len(erasure) == 1 and sorted(erasure[0]["results"]["DeletedFaces"]) == sorted(subject)
+    assert ep.guard.audit.verify().ok
+    empty = subject_access(ep.service, ep.guard.audit, actor="dpo", external_image_id="subject-42")
+    assert empty["Collections"] == []
+
+
+def test_erase_by_user_id_deletes_the_user_and_its_faces(ep: Endpoint, fr_images: Path) -> None:
+    ep.call("CreateCollection", CollectionId="staff")
+    ids = [
+        ep.call("IndexFaces", CollectionId="staff", Image={"Bytes": (fr_images / n).read_bytes()}).result[
+            "FaceRecords"
+        ][0]["Face"]["FaceId"]
+        for n in ("obama.jpg", "obama2.jpg")
+    ]
+    ep.call("CreateUser", CollectionId="staff", UserId="barack")
+    ep.call("AssociateFaces", CollectionId="staff", UserId="barack", FaceIds=ids)
+    report = erase(ep.service, ep.guard.audit, actor="dpo", collection_id="staff", user_id="barack")
+    assert sorted(report.face_ids) == sorted(ids) and report.users_deleted == ["barack"]
+    assert ep.service.describe_collection("staff").face_count == 0
+    assert ep.service.list_users("staff").users == []
+    with pytest.raises(InvalidParameter):
+        erase(ep.service, ep.guard.audit, actor="dpo", user_id="x", face_id=ids[0])
