@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 if TYPE_CHECKING:
-    from conftest import LiveServer
+    from live_server import LiveServer
 
 pytestmark = pytest.mark.slow
 

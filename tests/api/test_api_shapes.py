@@ -45,3 +45,26 @@ def test_oversized_image_bytes_are_image_too_large() -> None:
     blob = base64.b64encode(b"\0" * (5 * 1024 * 1024 + 1)).decode()
     with pytest.raises(ImageTooLarge):
         validate("DetectFaces", {"Image": {"Bytes": blob}})
+
+
+def test_every_pattern_in_the_model_compiles_and_tags_follow_it() -> None:
+    from regard.api.rekognition.shapes import _pattern, service_model
+
+    model = service_model()
+    patterns = {
+        model.shape_for(name).metadata["pattern"]
+        for name in model.shape_names
+        if "pattern" in model.shape_for(name).metadata
+    }
+    assert len(patterns) > 10
+    for p in patterns:
+        _pattern(p)
+    validate(
+        "TagResource",
+        {"ResourceArn": "arn:aws:rekognition:us-east-1:0:collection/c", "Tags": {"équipe 1": "x"}},
+    )
+    with pytest.raises(InvalidParameter, match="regular expression pattern"):
+        validate(
+            "TagResource",
+            {"ResourceArn": "arn:aws:rekognition:us-east-1:0:collection/c", "Tags": {"a#b": "x"}},
+        )

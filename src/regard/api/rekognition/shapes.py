@@ -34,8 +34,19 @@ def operation_model(name: str) -> OperationModel:
     return service_model().operation_model(name)
 
 
+#: Java's Unicode classes, which the model's patterns use, in Python ``re`` terms (inside ``[...]``).
+#: ``\w`` is letters, digits and ``_`` in Unicode; every pattern that uses them already allows ``_``.
+_UNICODE_CLASSES = {
+    r"\p{L}": r"\w",
+    r"\p{N}": r"\w",
+    r"\p{Z}": " \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000",
+}
+
+
 @cache
 def _pattern(pattern: str) -> re.Pattern[str]:
+    for java, python in _UNICODE_CLASSES.items():
+        pattern = pattern.replace(java, python)
     return re.compile(pattern)
 
 
