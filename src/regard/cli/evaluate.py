@@ -11,6 +11,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from regard.accountability.policy import DEFAULT_PROFILES
 from regard.config import Settings
 from regard.engine import Engine
 from regard.errors import InvalidParameter
@@ -50,7 +51,10 @@ def _bar(stream: Iterable[Any], total: int) -> Iterable[Any]:
     "--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="Bootstrap replicates."
 )
 @click.option(
-    "--fpir-floor", default=0.01, show_default=True, type=float, help="Policy floor: FPIR per search."
+    "--fpir-floor", default=None, type=float, help="Policy floor: FPIR per search (default: profile)."
+)
+@click.option(
+    "--fmr-floor", default=None, type=float, help="Policy floor: FMR per comparison (default: profile)."
 )
 @click.option(
     "--workers", default=None, type=click.IntRange(min=1), help="Embedding processes (default: CPU count)."
@@ -67,14 +71,18 @@ def evaluate_cmd(
     limit: int | None,
     gate: Path | None,
     bootstrap: int,
-    fpir_floor: float,
+    fpir_floor: float | None,
+    fmr_floor: float | None,
     workers: int | None,
     backend: str | None,
     detector: str | None,
     quiet: bool,
 ) -> None:
     """Measure accuracy and demographic differentials on DATASET (a folder with manifest.csv, or a
-    pairs CSV) and write report.json and report.html into --out. Exits 1 when a --gate fails."""
+    pairs CSV) and write report.json and report.html into --out. Exits 1 when a --gate fails.
+
+    The policy floor defaults to the "identification" profile's: per-comparison FMR
+    min(max_fmr, max_fpir / gallery size)."""
     from regard.evaluation import AuditOptions, evaluate
 
     settings = Settings.from_env()
@@ -85,14 +93,18 @@ def evaluate_cmd(
     engine = Engine(settings)
     engine.embedder  # noqa: B018 - fail early on an unknown backend
     engine.detector()
-    if not 0 < fpir_floor <= 1:
-        raise InvalidParameter("--fpir-floor must be in (0, 1]")
+    profile = DEFAULT_PROFILES["identification"]
+    fpir_floor = profile.max_fpir if fpir_floor is None else fpir_floor
+    fmr_floor = profile.max_fmr if fmr_floor is None else fmr_floor
+    if not (0 < fpir_floor <= 1 and 0 < fmr_floor <= 1):
+        raise InvalidParameter("--fpir-floor and --fmr-floor must be in (0, 1]")
     options = AuditOptions(
         groups=[g.strip() for g in groups.split(",") if g.strip()] if groups else (),
         targets=_floats(targets),
         seed=seed,
         bootstrap=bootstrap,
         fpir_floor=fpir_floor,
+        fmr_floor=fmr_floor,
     )
     result = evaluate(
         dataset,

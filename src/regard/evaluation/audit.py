@@ -5,7 +5,8 @@ FMR (impostor pairs with both images in the group) and FNMR (genuine pairs of th
 then measured at that same threshold, as in NISTIR 8280. Two more operating points are the
 deployed ones: similarity 80 under the shipped calibration table (Rekognition's default
 threshold) and the policy floor, an FPIR per search turned into a per-comparison FMR for the
-gallery size (FPIR ~ N x FMR) and then into a similarity and distance by the shipped table.
+gallery size (FPIR ~ N x FMR), capped by the profile's per-comparison FMR, as the
+"identification" policy profile does, and then into a distance by the shipped table.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class AuditOptions:
     targets: Sequence[float] = (1e-3, 1e-4, 1e-5)
     seed: int = 0
     bootstrap: int = 1000
-    fpir_floor: float = 0.01
+    fpir_floor: float = 1e-3  # the "identification" policy profile's max_fpir
+    fmr_floor: float = 1e-4  # its max_fmr: the floor's per-comparison FMR is min(this, fpir / N)
     quality: QualityPolicy = field(default_factory=QualityPolicy)
 
 
@@ -119,6 +121,7 @@ def run_audit(
             "seed": options.seed,
             "bootstrap_replicates": options.bootstrap,
             "fpir_floor": options.fpir_floor,
+            "fmr_floor": options.fmr_floor,
             "quality_policy": options.quality.__dict__,
         },
     }
@@ -133,9 +136,8 @@ def run_audit(
     if table is not None:
         fixed["similarity 80 (shipped table)"] = table.distance_for_similarity(80.0)
         if gallery_size:
-            floor_fmr = options.fpir_floor / gallery_size
-            fixed[f"policy floor (FPIR {options.fpir_floor:g} at N={gallery_size})"] = table.distance_for_fmr(
-                floor_fmr
+            fixed[_floor_label(options, gallery_size)] = table.distance_for_fmr(
+                _floor_fmr(options, gallery_size)
             )
     if len(acquired) < 2:
         scores = None
@@ -168,8 +170,8 @@ def run_audit(
         # No shipped table: similarity 80 and the floor are placed by this data's own impostors.
         wanted = [("similarity 80 (measured on this data)", "similarity80", 1e-4)]
         if gallery_size:
-            label = f"policy floor (FPIR {options.fpir_floor:g} at N={gallery_size}, measured)"
-            wanted.append((label, "floor", options.fpir_floor / gallery_size))
+            label = _floor_label(options, gallery_size) + " measured"
+            wanted.append((label, "floor", _floor_fmr(options, gallery_size)))
         for label, kind, fmr in wanted:
             if math.floor(fmr * scores.n_impostor + 1e-9) < scores.tail_d.size:
                 tau = threshold_from_smallest(scores.tail_d, scores.n_impostor, fmr)
@@ -192,6 +194,17 @@ def run_audit(
         similarity=sim,
     )
     return AuditData(report, scores, groupings, points)
+
+
+def _floor_fmr(options: AuditOptions, gallery_size: int) -> float:
+    return min(options.fmr_floor, options.fpir_floor / max(1, gallery_size))
+
+
+def _floor_label(options: AuditOptions, gallery_size: int) -> str:
+    return (
+        f"policy floor (FMR {_floor_fmr(options, gallery_size):.2g} = min({options.fmr_floor:g}, "
+        f"FPIR {options.fpir_floor:g} / N={gallery_size}))"
+    )
 
 
 def _acquisition(

@@ -258,22 +258,31 @@ def bootstrap_fmr(
     each other (they would be the same person), matching the denominator.
     """
     n = np.asarray(images_per_subject, dtype=np.float64)
-    s = n.size
-    if s < 2:
+    if n.size < 2:
         return None
-    w = _resample_weights(s, replicates, np.random.default_rng(seed))
+    w = _resample_weights(n.size, replicates, np.random.default_rng(seed))
+    return _percentiles(resampled_fmr(n, false_match_pairs, w), confidence)
+
+
+def resampled_fmr(
+    images_per_subject: np.ndarray, false_match_pairs: np.ndarray, weights: np.ndarray
+) -> FloatArray:
+    """The false-match rate of each replicate (row of subject multiplicities ``weights``)."""
+    n = np.asarray(images_per_subject, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    s = n.size
     wn = w * n[None, :]
     den = (wn.sum(axis=1) ** 2 - (wn**2).sum(axis=1)) / 2.0
     fm = np.asarray(false_match_pairs, dtype=np.int64).reshape(-1, 2)
     if fm.shape[0] == 0:
-        num = np.zeros(replicates)
+        num = np.zeros(w.shape[0])
     else:
         a = sparse.coo_matrix((np.ones(fm.shape[0]), (fm[:, 0], fm[:, 1])), shape=(s, s)).tocsr()
         # sum_k w[b, s_k] * w[b, t_k] for every replicate b.
         num = np.asarray((a @ w.T).T * w).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rates = num / den
-    return _percentiles(rates, confidence)
+        rates: FloatArray = num / den
+    return rates
 
 
 # -- curves -----------------------------------------------------------------------------------------

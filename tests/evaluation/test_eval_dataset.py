@@ -1,0 +1,76 @@
+"""Reading manifests and pairs files, groups, age bands and seeded subsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from regard.errors import InvalidParameter
+from regard.evaluation.dataset import read_dataset
+
+
+def _manifest(folder: Path, rows: list[str], header: str = "path,subject,sex,age,race") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_manifest_groups_and_age_bands(tmp_path: Path) -> None:
+    folder = _manifest(
+        tmp_path / "set",
+        [
+            "a1.jpg,s1,Female,4,Asian",
+            "a2.jpg,s1,Female,15,Asian",
+            "b1.jpg,s2,Male,39,White",
+            "c1.jpg,s3,Male,40,",
+            "d1.jpg,s4,Female,61,Black",
+        ],
+    )
+    ds = read_dataset(folder)
+    assert ds.has_identities
+    assert ds.subjects == ["s1", "s1", "s2", "s3", "s4"]
+    assert ds.group_values("age") == ["0-12", "13-19", "20-39", "40-59", "60+"]
+    assert ds.group_values("race") == ["Asian", "Asian", "White", "unknown", "Black"]
+    assert ds.group_values("race+sex")[0] == "Asian / Female"
+    with pytest.raises(InvalidParameter):
+        ds.group_values("height")
+
+
+def test_age_bands_already_given_are_kept(tmp_path: Path) -> None:
+    folder = _manifest(tmp_path / "ff", ["x.jpg,20-29,Male,White"], header="path,age,sex,race")
+    ds = read_dataset(folder)
+    assert not ds.has_identities
+    assert ds.subjects == ["x.jpg"]  # every image its own person
+    assert ds.group_values("age") == ["20-29"]
+
+
+def test_limit_keeps_whole_subjects_and_is_seeded(tmp_path: Path) -> None:
+    rows = [f"s{s}_{k}.jpg,s{s},Male,30,White" for s in range(20) for k in range(3)]
+    folder = _manifest(tmp_path / "ids", rows)
+    a = read_dataset(folder, limit=10, seed=7)
+    b = read_dataset(folder, limit=10, seed=7)
+    assert a.paths == b.paths
+    assert len(a) == 12  # four whole subjects of three images
+    assert all(a.subjects.count(s) == 3 for s in set(a.subjects))
+    c = read_dataset(folder, limit=10, seed=8)
+    assert c.paths != a.paths
+
+
+def test_pairs_file_with_manifest_labels(tmp_path: Path) -> None:
+    folder = _manifest(
+        tmp_path / "p", ["a.jpg,s1,Male,30,White", "b.jpg,s1,Male,31,White", "c.jpg,s2,Female,5,Asian"]
+    )
+    (folder / "pairs.csv").write_text("path_a,path_b,same\na.jpg,b.jpg,1\na.jpg,c.jpg,0\n", encoding="utf-8")
+    ds = read_dataset(folder / "pairs.csv")
+    assert ds.paths == ["a.jpg", "b.jpg", "c.jpg"]
+    assert ds.pairs == [(0, 1, True), (0, 2, False)]
+    assert ds.group_values("sex") == ["Male", "Male", "Female"]
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameter):
+        read_dataset(tmp_path)
+    (tmp_path / "bad.csv").write_text("x,y\n1,2\n", encoding="utf-8")
+    with pytest.raises(InvalidParameter):
+        read_dataset(tmp_path / "bad.csv")
