@@ -34,7 +34,9 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a :class:`RegardError` becomes one line on stderr and exit status 2."""
     try:
-        cli.main(args=argv, prog_name="regard", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="regard", standalone_mode=False)
+        if isinstance(rc, int) and not isinstance(rc, bool):  # a command's click.exceptions.Exit(code)
+            return rc
     except RegardError as exc:
         click.echo(f"regard: error: {type(exc).__name__}: {exc.message}", err=True)
         return 2
