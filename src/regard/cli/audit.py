@@ -1,0 +1,113 @@
+"""``regard audit``: verify the hash chain, export for auditors, print the head, prune past retention."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+
+import click
+
+from regard.accountability.audit import AuditLog, parse_time
+from regard.accountability.policy import PolicyStore
+from regard.cli.output import emit_json
+from regard.config import Settings
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory (default: REGARD_DATA_DIR or the platform's user data dir).",
+)
+actor_option = click.option(
+    "--actor", default=None, help="Who makes this change, for the audit log (default: the OS user)."
+)
+
+
+def resolve_data_dir(data_dir: Path | None) -> Path:
+    return data_dir or Settings.from_env().data_dir
+
+
+def resolve_actor(actor: str | None) -> str:
+    if actor:
+        return actor
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "local:unknown"
+
+
+def open_log(data_dir: Path | None) -> AuditLog:
+    root = resolve_data_dir(data_dir)
+    days = PolicyStore(root).load().retention_floor_days
+    return AuditLog(root, retention_floor_days=days)
+
+
+@click.group("audit")
+def audit() -> None:
+    """The tamper-evident audit log of every biometric operation and administrative change."""
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@data_dir_option
+def verify(as_json: bool, data_dir: Path | None) -> None:
+    """Re-derive every record's hash and link; exit 1 naming the first broken record."""
+    result = open_log(data_dir).verify()
+    if as_json:
+        emit_json(
+            {
+                "ok": result.ok,
+                "records": result.records,
+                "head_hash": result.head_hash,
+                "broken_seq": result.broken_seq,
+                "broken_line": result.broken_line,
+                "reason": result.reason,
+            }
+        )
+    else:
+        click.echo(result.describe(), err=not result.ok)
+    if not result.ok:
+        raise click.exceptions.Exit(1)
+
+
+@audit.command("export")
+@click.option("--since", default=None, help="ISO 8601 date or time (inclusive), UTC unless stated.")
+@click.option("--until", default=None, help="ISO 8601 date or time (exclusive).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@data_dir_option
+def export(
+    since: str | None, until: str | None, fmt: str, output: Path | None, data_dir: Path | None
+) -> None:
+    """Export records for an auditor (to stdout or --output)."""
+    log = open_log(data_dir)
+    start = parse_time(since) if since else None
+    end = parse_time(until) if until else None
+    if output is None:
+        n = log.export(sys.stdout, since=start, until=end, fmt=fmt)
+    else:
+        with output.open("w", encoding="utf-8", newline="") as f:
+            n = log.export(f, since=start, until=end, fmt=fmt)
+    click.echo(f"{n} records exported", err=True)
+
+
+@audit.command("head")
+@data_dir_option
+def head(data_dir: Path | None) -> None:
+    """Print the newest record's seq and hash (record it outside regard to anchor the chain)."""
+    seq, digest = open_log(data_dir).head()
+    click.echo(f"{seq} {digest}")
+
+
+@audit.command("prune")
+@click.option("--before", required=True, help="Delete records older than this ISO 8601 date or time.")
+@actor_option
+@data_dir_option
+def prune(before: str, actor: str | None, data_dir: Path | None) -> None:
+    """Delete old records; refused inside the retention floor (policy: audit.retention_floor_days)."""
+    n = open_log(data_dir).prune(parse_time(before), actor=resolve_actor(actor))
+    click.echo(f"{n} records pruned")
+
+
+commands = [audit]
