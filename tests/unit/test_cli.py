@@ -41,10 +41,14 @@ def test_detect_table_and_draw(capsys: pytest.CaptureFixture[str], fr_images: Pa
 
 
 def test_compare_same_and_different(capsys: pytest.CaptureFixture[str], fr_images: Path) -> None:
-    code, out, _ = run(capsys, "compare", str(fr_images / "obama.jpg"), str(fr_images / "obama2.jpg"), "--json")
+    code, out, _ = run(
+        capsys, "compare", str(fr_images / "obama.jpg"), str(fr_images / "obama2.jpg"), "--json"
+    )
     assert code == 0
     same = json.loads(out)
-    code, out, _ = run(capsys, "compare", str(fr_images / "obama.jpg"), str(fr_images / "biden.jpg"), "--json")
+    code, out, _ = run(
+        capsys, "compare", str(fr_images / "obama.jpg"), str(fr_images / "biden.jpg"), "--json"
+    )
     assert code == 0
     other = json.loads(out)
     assert same["similarity"] > 80 > other["similarity"]
@@ -62,7 +66,9 @@ def test_embed_json(capsys: pytest.CaptureFixture[str], fr_images: Path) -> None
 
 
 @pytest.mark.parametrize("command", ["detect", "embed"])
-def test_bad_input_is_one_clear_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str) -> None:
+def test_bad_input_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
     code, out, err = run(capsys, command, str(bad))

@@ -1,0 +1,115 @@
+"""Calibration: the similarity <-> FMR scale, table building, and the shipped table on held-apart data."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from regard.calibrate import (
+    CalibrationTable,
+    build_table,
+    default_table,
+    fmr_from_similarity,
+    pair_distances,
+    similarity_from_fmr,
+)
+
+
+@pytest.mark.parametrize(
+    ("fmr", "similarity"),
+    [(1.0, 0.0), (0.1, 20.0), (1e-3, 60.0), (1e-4, 80.0), (1e-5, 100.0), (1e-9, 100.0), (2.0, 0.0)],
+)
+def test_similarity_scale(fmr: float, similarity: float) -> None:
+    assert similarity_from_fmr(fmr) == pytest.approx(similarity)
+    if 1e-5 <= fmr <= 1:
+        assert fmr_from_similarity(similarity) == pytest.approx(fmr)
+
+
+def test_pair_distances_counts_and_values() -> None:
+    emb = np.array([[0, 0], [3, 4], [0, 1], [6, 8]], dtype=np.float32)
+    subjects = np.array(["a", "a", "b", "b"])
+    genuine, impostor = pair_distances(emb, subjects, block=3)
+    assert sorted(genuine.tolist()) == pytest.approx([5.0, math.sqrt(85)])
+    assert sorted(impostor.tolist()) == pytest.approx(sorted([1.0, 10.0, math.sqrt(18), 5.0]))
+
+
+def synthetic_table(seed: int = 0) -> tuple[CalibrationTable, np.random.Generator]:
+    rng = np.random.default_rng(seed)
+    genuine = rng.normal(0.4, 0.08, 20_000)
+    impostor = rng.normal(0.9, 0.08, 200_000)
+    data = build_table(genuine, impostor, model="synthetic", dataset="normal", version="t")
+    return CalibrationTable.from_dict(data), rng
+
+
+def test_table_matches_the_distribution_it_was_built_from() -> None:
+    from scipy.stats import norm
+
+    table, _ = synthetic_table()
+    for d in (0.75, 0.7, 0.65, 0.6):
+        truth = float(norm.cdf(d, 0.9, 0.08))
+        assert table.fmr_at(d) == pytest.approx(truth, rel=0.35)
+    assert table.fnmr_at(0.4) == pytest.approx(0.5, abs=0.02)
+    # Monotone: larger distance, more false matches, fewer false non-matches.
+    ds = np.linspace(0, 1.4, 57)
+    fmrs = [table.fmr_at(float(d)) for d in ds]
+    assert all(a <= b for a, b in itertools.pairwise(fmrs))
+    sims = [table.similarity(float(d)) for d in ds]
+    assert all(a >= b for a, b in itertools.pairwise(sims))
+
+
+def test_extrapolated_tail_keeps_falling() -> None:
+    table, _ = synthetic_table()
+    anchor = table.tail_anchor[0]
+    assert table.fmr_at(anchor - 0.1) < table.fmr_at(anchor) / 10
+
+
+@pytest.mark.parametrize("target", [1e-2, 1e-3, 1e-4, 1e-6])
+def test_threshold_for_a_target_fmr_round_trips(target: float) -> None:
+    table, _ = synthetic_table()
+    d = table.distance_for_fmr(target)
+    assert table.fmr_at(d) == pytest.approx(target, rel=1e-3)
+    if target >= 1e-5:  # similarity stops at 100 (FMR 1e-5)
+        assert table.distance_for_similarity(similarity_from_fmr(target)) == pytest.approx(d)
+
+
+def test_build_table_refuses_too_little_data() -> None:
+    with pytest.raises(ValueError, match="too few"):
+        build_table(np.ones(5), np.ones(50), model="m", dataset="d", version="v")
+
+
+def test_shipped_table_is_sane() -> None:
+    table = default_table()
+    assert table.model.startswith("dlib_face_recognition_resnet_model_v1:")
+    assert table.counts["impostor"] > 100_000
+    # dlib's documented operating point: 0.6 separates people.
+    assert 1e-4 < table.fmr_at(0.6) < 1e-1
+    assert table.distance_for_fmr(1e-3) < table.distance_for_fmr(1e-2) < 0.7
+
+
+@pytest.mark.dataset
+@pytest.mark.slow
+def test_fmr_threshold_holds_on_held_apart_subjects(datasets: Path, engine: object, tmp_path: Path) -> None:
+    """A threshold for FMR 1e-3 from the shipped table gives about 1e-3 on subjects it never saw."""
+    from regard.datasets import Manifest, embed_manifest, held_apart
+    from regard.engine import Engine
+
+    assert isinstance(engine, Engine)
+    full = Manifest.read(datasets / "recognition" / "celeba_dev")
+    rows = [r for r in full.rows if held_apart(r["subject"])]
+    assert len({r["subject"] for r in rows}) >= 30
+    emb = embed_manifest(engine, Manifest(full.root, rows), cache=Path(".cache/embeddings"))
+    subjects = np.array([r["subject"] for r in rows])[emb.found]
+    genuine, impostor = pair_distances(emb.embeddings[emb.found], subjects)
+    assert len(impostor) > 30_000
+    table = default_table()
+    for target in (1e-2, 1e-3):
+        threshold = table.distance_for_fmr(target)
+        measured = float((impostor <= threshold).mean())
+        # "About" the target: within the binomial noise of this many pairs and a 1.6x margin.
+        margin = 3 * math.sqrt(target / len(impostor))
+        assert measured <= 1.6 * target + margin, (target, measured)
+        assert float((genuine > threshold).mean()) < 0.5
