@@ -104,8 +104,7 @@ def _largest_face_template(engine: Engine, path: Path, detector: str | None) -> 
     dets = engine.detect(rgb, detector=detector, max_faces=1)
     if not dets:
         raise InvalidParameter(f"no face found in {path}")
-    vectors: np.ndarray = engine.embed(rgb, dets)
-    return vectors[0]
+    return np.asarray(engine.embed(rgb, dets)[0], dtype=np.float32)
 
 
 @click.command()
