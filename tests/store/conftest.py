@@ -6,8 +6,12 @@ session in a temporary directory, one fresh database per test.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,8 +61,24 @@ def pg_server() -> Iterator[Any]:
     try:
         yield server
     finally:
+        # A throwaway server: immediate shutdown (SIGQUIT) instead of pg_ctl's checkpointing stop.
+        pid = server.get_pid()
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGQUIT)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.05)
         server.cleanup()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.fixture

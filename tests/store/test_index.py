@@ -1,0 +1,146 @@
+"""Vector indexes: the exact oracle, HNSW recall against it, and the SQLite store's index files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from regard.index.ann import AnnIndex
+from regard.index.exact import ExactIndex
+from regard.store.sqlite import SqliteStore
+from regard.types import ModelIdentity
+from store.synthetic import new_faces, people
+
+MODEL = ModelIdentity("test-model", "1", "0" * 64, "none")
+
+
+def test_exact_index_matches_brute_force_and_removes() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 128)).astype(np.float32)
+    idx = ExactIndex()
+    idx.add(np.arange(500, dtype=np.int64) + 1000, x)
+    q = rng.normal(size=128).astype(np.float32)
+    keys, dist = idx.search(q, 5)
+    truth = np.argsort(np.linalg.norm(x - q, axis=1))[:5]
+    assert keys.tolist() == (truth + 1000).tolist()
+    assert np.allclose(dist, np.linalg.norm(x[truth] - q, axis=1), atol=1e-4)
+    idx.remove(np.array([truth[0] + 1000]))
+    assert idx.size == 499
+    assert int(truth[0] + 1000) not in idx
+    assert idx.search(q, 1)[0][0] == truth[1] + 1000
+    # Re-adding a key replaces its vector.
+    idx.add(np.array([truth[1] + 1000]), (q + 5)[None, :])
+    assert idx.size == 499
+    assert idx.search(q, 1)[0][0] != truth[1] + 1000
+
+
+def test_hnsw_recall_against_the_exact_index() -> None:
+    x = people(1000, 5, seed=3, spread=0.6)
+    keys = np.arange(len(x), dtype=np.int64)
+    exact, ann = ExactIndex(), AnnIndex()
+    exact.add(keys, x)
+    ann.add(keys, x)
+    rng = np.random.default_rng(4)
+    probes = x[rng.choice(len(x), 100, replace=False)] + rng.normal(scale=0.05, size=(100, 128)).astype(
+        np.float32
+    )
+    hits1 = hits10 = 0
+    for q in probes:
+        truth = exact.search(q, 10)[0]
+        got = ann.search(q, 10)[0]
+        hits1 += int(got[0] == truth[0])
+        hits10 += len(set(got.tolist()) & set(truth.tolist()))
+    assert hits1 / 100 >= 0.99
+    assert hits10 / 1000 >= 0.99
+
+
+def _store(path: Path, **kw: int) -> SqliteStore:
+    return SqliteStore(
+        path, ann_min_faces=kw.get("ann_min_faces", 300), save_every=kw.get("save_every", 10**9)
+    )
+
+
+def _same_as_oracle(store: SqliteStore, vectors: np.ndarray) -> None:
+    for q in vectors[::97]:
+        got = [n.face.face_id for n in store.nearest("c", q, 5, 10.0)]
+        oracle_keys, _ = store.exact_search("c", q, 5)
+        with store._read() as tx:
+            oracle = store.faces_by_key(tx, [int(k) for k in oracle_keys])
+        assert got[0] == oracle[int(oracle_keys[0])].face_id
+        assert len(set(got) & {f.face_id for f in oracle.values()}) >= 4
+
+
+def test_switches_to_hnsw_saves_loads_and_repairs_index_files(tmp_path: Path) -> None:
+    vectors = people(200, 5, seed=5, spread=0.5)
+    s = _store(tmp_path)
+    s.create_collection("c", "arn:c", MODEL, {})
+    s.add_faces("c", new_faces(vectors[:100]))
+    assert s.index_stats("c")["kind"] == "exact"
+    for i in range(100, 1000, 100):
+        s.add_faces("c", new_faces(vectors[i : i + 100]))
+    stats = s.index_stats("c")
+    assert stats == {**stats, "kind": "hnsw", "size": 1000}
+    _same_as_oracle(s, vectors)
+    s.close()
+    files = sorted((tmp_path / "index").glob("*.usearch"))
+    assert len(files) == 1 and files[0].name.endswith(f"-{stats['seq']}.usearch")
+
+    # Reopen: the file is loaded and caught up with faces another writer added meanwhile.
+    writer = _store(tmp_path)
+    writer.add_faces("c", new_faces(people(1, 3, seed=6)))
+    writer.close()
+    s = _store(tmp_path)
+    stats2 = s.index_stats("c")
+    assert stats2["kind"] == "hnsw" and stats2["size"] == 1003
+    _same_as_oracle(s, vectors)
+    s.close()
+
+    # A corrupt file is discarded and the index rebuilt from SQLite.
+    for f in (tmp_path / "index").glob("*.usearch"):
+        f.write_bytes(b"not an index")
+    s = _store(tmp_path)
+    assert s.index_stats("c")["size"] == 1003
+    _same_as_oracle(s, vectors)
+    s.close()
+
+    # A file claiming a later state than the database (e.g. a restored backup) is not trusted.
+    (only,) = list((tmp_path / "index").glob("*.usearch"))
+    key = only.name.split("-")[0]
+    only.rename(only.with_name(f"{key}-999999.usearch"))
+    s = _store(tmp_path)
+    assert s.index_stats("c")["size"] == 1003
+    assert not (tmp_path / "index" / f"{key}-999999.usearch").exists()
+    s.close()
+
+
+def _index_bytes(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted((root / "index").glob("*.usearch")))
+
+
+def test_removal_drops_index_files_until_compacted(tmp_path: Path) -> None:
+    vectors = people(100, 5, seed=7, spread=0.5)
+    s = _store(tmp_path)
+    s.create_collection("c", "arn:c", MODEL, {})
+    records = s.add_faces("c", new_faces(vectors))
+    s.nearest("c", vectors[0], 1, 10.0)  # an index exists once a search needed it
+    s.close()
+    gone = vectors[0].astype(np.float32).tobytes()
+    assert gone in _index_bytes(tmp_path)
+    s = _store(tmp_path)
+    s.nearest("c", vectors[0], 1, 10.0)  # loaded from the file
+    s.delete_faces("c", [records[0].face_id])
+    assert not list((tmp_path / "index").glob("*.usearch"))
+    assert records[0].face_id not in {n.face.face_id for n in s.nearest("c", vectors[0], 3, 10.0)}
+    s.close()  # an index that has had removals is not written back
+    assert not list((tmp_path / "index").glob("*.usearch"))
+    s = _store(tmp_path)
+    s.nearest("c", vectors[0], 1, 10.0)  # rebuilt from SQLite, without the removed template
+    s.delete_faces("c", [records[1].face_id])
+    s.compact()  # rebuilds without the removed templates, then saves
+    assert len(list((tmp_path / "index").glob("*.usearch"))) == 1
+    assert s.index_stats("c")["size"] == 498
+    s.close()
+    data = _index_bytes(tmp_path)
+    assert data and gone not in data and vectors[1].astype(np.float32).tobytes() not in data
+    assert vectors[2].astype(np.float32).tobytes() in data
