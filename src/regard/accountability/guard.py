@@ -309,11 +309,13 @@ class Guard:
             record["outcome"] = "error"
             record["error"] = {"code": exc.code, "message": exc.message}
             self.audit.append(record)
+            _mark_audited(exc)
             raise
         except Exception as exc:
             record["outcome"] = "error"
             record["error"] = {"code": "InternalServerError", "message": type(exc).__name__}
             self.audit.append(record)
+            _mark_audited(exc)
             raise
         sealed = self.audit.append(record)
         headers[HEADER_AUDIT_SEQ] = str(sealed["seq"])
@@ -523,6 +525,7 @@ class Guard:
             record["outcome"] = "error"
             record["error"] = {"code": exc.code, "message": exc.message}
             self.audit.append(record)
+            _mark_audited(exc)
             raise
         record["collection"] = lead.collection_id
         record["case_reference"] = lead.case_reference
@@ -556,11 +559,17 @@ class Guard:
             record["outcome"] = "error"
             record["error"] = {"code": exc.code, "message": exc.message}
             self.audit.append(record)
+            _mark_audited(exc)
             raise
         record["outcome"] = "success"
         record["results"] = {"leads": len(leads)}
         self.audit.append(record)
         return [lead.to_json() for lead in leads]
+
+
+def _mark_audited(exc: BaseException) -> None:
+    """Tell outer layers (the API's refusal logging) that this error already has its record."""
+    exc.audited = True  # type: ignore[attr-defined]
 
 
 def admin_record(

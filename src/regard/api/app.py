@@ -30,6 +30,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from regard import __version__
+from regard.accountability.guard import Guard
+from regard.api.accountability import guarded_call, note_refusal, review_routes
 from regard.api.rekognition import shapes, sigv4
 from regard.api.rekognition.errors import (
     CONTENT_TYPE,
@@ -129,6 +131,8 @@ def create_app(
         s3=S3Images(settings),
         max_request_bytes=default_max_request_bytes(settings),
     )
+    # policy before, audit record after, review leads: regard.accountability (docs/accountability.md)
+    guard = Guard(settings.data_dir, service_factory=state.service)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})
@@ -188,16 +192,30 @@ def create_app(
                 request_id=request_id,
             )
             op_started = time.perf_counter()
-            result = await run_in_threadpool(fn, ctx, params)
+            result, accountability_headers = await run_in_threadpool(
+                guarded_call,
+                guard,
+                operation,
+                params,
+                caller.key,
+                request_id,
+                request.headers,
+                lambda p: fn(ctx, p),
+            )
             op_ms = (time.perf_counter() - op_started) * 1000.0
             payload = json.dumps(result, separators=(",", ":")).encode()
             response = Response(
                 payload,
                 media_type=CONTENT_TYPE,
-                headers={"x-amzn-RequestId": request_id, "x-regard-operation-ms": f"{op_ms:.3f}"},
+                headers={
+                    "x-amzn-RequestId": request_id,
+                    "x-regard-operation-ms": f"{op_ms:.3f}",
+                    **accountability_headers,
+                },
             )
             record["status"] = 200
         except RegardError as exc:
+            await run_in_threadpool(note_refusal, guard, operation, request_id, record["access_key_id"], exc)
             response = error_response(exc, request_id)
             record["status"] = exc.http_status
             record["error"] = exc.code
@@ -234,6 +252,7 @@ def create_app(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/", dispatch, methods=["POST"]),
+            *review_routes(state.keys, lambda: guard),
         ],
         lifespan=lifespan,
     )

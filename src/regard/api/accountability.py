@@ -1,0 +1,148 @@
+"""HTTP side of regard's accountability: the guard around each operation, the review endpoints.
+
+Every Rekognition operation runs inside :meth:`regard.accountability.guard.Guard.run` (policy
+check, audit record fsync'ed before the response, review leads). Requests refused before
+that (bad signature, unknown key, unknown operation, malformed body) are logged too.
+
+Accountability request headers (all optional unless the caller's profile requires them):
+
+``x-regard-purpose``         why the biometric operation is done
+``x-regard-case-reference``  the case, file or ticket it belongs to
+``x-regard-source``          IndexFaces: where the image comes from
+``x-regard-legal-basis``     IndexFaces: the legal basis for processing it
+
+Response headers: ``x-regard-effective-threshold`` and ``x-regard-threshold-fmr`` (the
+threshold actually applied and the per-comparison FMR it stands for), ``x-regard-review``
+(``PENDING_VERIFICATION`` when a search's candidates became leads) and ``x-regard-audit-seq``.
+
+The two-person review queue, signed with the same SigV4 keys (service ``rekognition``):
+
+``GET  /regard/review/leads?status=PENDING_VERIFICATION|CONFIRMED|REJECTED|ALL``
+``POST /regard/review/leads/{lead_id}/confirm``  body ``{"Note": "..."}`` (optional)
+``POST /regard/review/leads/{lead_id}/reject``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from regard.accountability.guard import Caller, Guard, RequestInfo
+from regard.api.rekognition import sigv4
+from regard.api.rekognition.errors import CONTENT_TYPE, SerializationError, error_response
+from regard.errors import InvalidParameter, RegardError
+from regard.keys import AccessKey, KeyStore
+
+MAX_REVIEW_BODY = 16 * 1024
+
+
+def caller_of(key: AccessKey) -> Caller:
+    return Caller(key.access_key_id, key.name, key.role, key.profile)
+
+
+def guarded_call(
+    guard: Guard,
+    operation: str,
+    params: dict[str, Any],
+    key: AccessKey,
+    request_id: str,
+    headers: Mapping[str, str],
+    call: Callable[[dict[str, Any]], dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Run ``call`` under the guard; returns the result and the headers to add to the response."""
+    try:
+        info = RequestInfo.from_headers(request_id, headers)
+    except RegardError as exc:
+        guard.record_refusal(operation, RequestInfo(request_id), key.access_key_id, exc)
+        exc.audited = True  # type: ignore[attr-defined]
+        raise
+    out = guard.run(operation, params, caller_of(key), info, call)  # logs errors itself
+    return out.result, out.headers
+
+
+def note_refusal(
+    guard: Guard, operation: str | None, request_id: str, access_key_id: str | None, exc: RegardError
+) -> None:
+    """Log a request refused outside the guard (authentication, routing, body); never raises."""
+    if getattr(exc, "audited", False):
+        return
+    with contextlib.suppress(RegardError):  # the refusal stands even if it cannot be logged
+        guard.record_refusal(operation, RequestInfo(request_id), access_key_id, exc)
+
+
+def _json(data: Any, request_id: str) -> Response:
+    return Response(
+        json.dumps(data, separators=(",", ":")).encode(),
+        media_type=CONTENT_TYPE,
+        headers={"x-amzn-RequestId": request_id},
+    )
+
+
+def review_routes(keys: KeyStore, guard_of: Callable[[], Guard]) -> list[Route]:
+    """The review queue's routes for the API app."""
+
+    async def authenticate(request: Request, body: bytes) -> Caller:
+        signed = await run_in_threadpool(
+            sigv4.verify,
+            keys,
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query,
+            headers=request.headers.items(),
+            body=body,
+        )
+        return caller_of(signed.key)
+
+    async def leads(request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        guard = guard_of()
+        try:
+            caller = await authenticate(request, b"")
+            status = request.query_params.get("status", "PENDING_VERIFICATION").upper()
+            wanted = None if status == "ALL" else status
+            rows = await run_in_threadpool(guard.review_list, caller, RequestInfo(request_id), wanted)
+            return _json({"Leads": rows}, request_id)
+        except RegardError as exc:
+            note_refusal(guard, "ReviewList", request_id, None, exc)
+            return error_response(exc, request_id)
+
+    async def decide(request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        guard = guard_of()
+        lead_id = request.path_params["lead_id"]
+        decision = request.path_params["decision"]
+        operation = "ReviewConfirm" if decision == "confirm" else "ReviewReject"
+        try:
+            body = await request.body()
+            if len(body) > MAX_REVIEW_BODY:
+                raise InvalidParameter("request body too large")
+            caller = await authenticate(request, body)
+            if decision not in ("confirm", "reject"):
+                raise InvalidParameter("use /confirm or /reject")
+            try:
+                payload = json.loads(body or b"{}")
+            except ValueError:
+                raise SerializationError("Request body is not valid JSON") from None
+            note = payload.get("Note") if isinstance(payload, dict) else None
+            if note is not None and not isinstance(note, str):
+                raise InvalidParameter("Note must be a string")
+            lead = await run_in_threadpool(
+                guard.review_decide, lead_id, decision, caller, RequestInfo(request_id), note
+            )
+            return _json(lead, request_id)
+        except RegardError as exc:
+            note_refusal(guard, operation, request_id, None, exc)
+            return error_response(exc, request_id)
+
+    return [
+        Route("/regard/review/leads", leads, methods=["GET"]),
+        Route("/regard/review/leads/{lead_id}/{decision}", decide, methods=["POST"]),
+    ]
