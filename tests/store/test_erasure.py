@@ -1,0 +1,79 @@
+"""Erasure is physical: deleted templates leave the database file, its WAL and the index files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from regard.calibrate import CalibrationTable
+from regard.engine import Engine
+from regard.service import Service
+from regard.store.sqlite import SqliteStore
+from store.synthetic import new_faces, people
+
+
+def _sqlite_bytes(root: Path) -> bytes:
+    files = [root / "regard.db", root / "regard.db-wal", *sorted((root / "index").glob("*"))]
+    return b"".join(p.read_bytes() for p in files if p.is_file())
+
+
+@pytest.mark.parametrize("ann_min_faces", [10**9, 50], ids=["exact", "hnsw"])
+def test_deleted_faces_and_collections_leave_the_sqlite_files(
+    tmp_path: Path, engine: Engine, calibration: CalibrationTable, ann_min_faces: int
+) -> None:
+    root = tmp_path / "data"
+    store = SqliteStore(root, ann_min_faces=ann_min_faces)
+    service = Service(store, engine, calibration=calibration)
+    service.create_collection("keep")
+    service.create_collection("drop")
+    vectors = people(40, 3, seed=11, spread=0.6)
+    kept = service.add_templates("keep", new_faces(vectors[:60]))
+    dropped = service.add_templates("drop", new_faces(vectors[60:]))
+    for name, recs in (("keep", kept), ("drop", dropped)):
+        service.search_faces_by_vector(name, recs[0].embedding)  # build (and for HNSW save) indexes
+    store.close()
+    store = SqliteStore(root, ann_min_faces=ann_min_faces)
+    service = Service(store, engine, calibration=calibration)
+    service.search_faces_by_vector("keep", kept[0].embedding)
+    service.compact()
+
+    def marker(v: np.ndarray) -> bytes:
+        return np.asarray(v, dtype=np.float32).tobytes()
+
+    before = _sqlite_bytes(root)
+    assert all(marker(r.embedding) in before for r in kept[:5] + dropped[:5])
+    erased = kept[:5]
+    out = service.delete_faces("keep", [r.face_id for r in erased])
+    assert len(out.deleted_faces) == 5
+    service.delete_collection("drop")
+    service.compact()
+    after = _sqlite_bytes(root)
+    for r in erased + dropped:
+        assert marker(r.embedding) not in after
+        assert r.face_id.encode() not in after
+    assert all(marker(r.embedding) in after for r in kept[5:10])  # the rest is still there
+    assert service.describe_collection("keep").face_count == 55
+    store.close()
+    assert all(marker(r.embedding) not in _sqlite_bytes(root) for r in erased + dropped)
+
+
+@pytest.mark.postgres
+def test_deleted_faces_leave_the_postgres_table_files(
+    pg_server: Any, pg_url: str, engine: Engine, calibration: CalibrationTable
+) -> None:
+    service = Service.open(Path("unused"), engine=engine, database_url=pg_url, calibration=calibration)
+    service.create_collection("c")
+    records = service.add_templates("c", new_faces(people(10, 2, seed=12, spread=0.6)))
+    service.delete_faces("c", [r.face_id for r in records[:5]])
+    service.compact()
+    conn = service.store._conn()  # type: ignore[attr-defined]
+    conn.execute("CHECKPOINT")
+    data_dir = Path(pg_server.pgdata)
+    base = b"".join(p.read_bytes() for p in (data_dir / "base").rglob("*") if p.is_file())
+    for r in records[:5]:
+        assert np.asarray(r.embedding, np.float32).tobytes() not in base
+    assert any(np.asarray(r.embedding, np.float32).tobytes() in base for r in records[5:])
+    service.close()
