@@ -1,0 +1,254 @@
+"""Accountability through a live ``regard serve``: headers, review endpoints, kill -9 durability."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regard.accountability.audit import AuditLog
+from regard.keys import KeyStore
+
+BIN = Path(sys.executable).parent
+CASE_HEADERS = {"x-regard-purpose": "locate a missing person", "x-regard-case-reference": "CASE-7"}
+PROVENANCE_HEADERS = {"x-regard-source": "photo handed in by the family", "x-regard-legal-basis": "consent"}
+
+
+@dataclass
+class Server:
+    endpoint: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    keys: dict[str, tuple[str, str]]
+
+    def client(self, who: str, headers: dict[str, str] | None = None) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        akid, secret = self.keys[who]
+        client = boto3.client(
+            "rekognition",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=akid,
+            aws_secret_access_key=secret,
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120),
+        )
+        if headers:
+
+            def add(request: Any, **_: Any) -> None:
+                for k, v in headers.items():
+                    request.headers[k] = v
+
+            client.meta.events.register("before-sign.rekognition.*", add)
+        return client
+
+    def signed(self, who: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        akid, secret = self.keys[who]
+        data = json.dumps(body).encode() if body is not None else b""
+        req = AWSRequest(method=method, url=self.endpoint + path, data=data)
+        SigV4Auth(Credentials(akid, secret), "rekognition", "us-east-1").add_auth(req)
+        raw = urllib.request.Request(
+            self.endpoint + path,
+            data=data if method == "POST" else None,
+            method=method,
+            headers=dict(req.headers),
+        )
+        try:
+            with urllib.request.urlopen(raw, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _start(data_dir: Path) -> Server:
+    store = KeyStore(data_dir)
+    keys = {}
+    for name, role, profile in (
+        ("admin", "admin", "admin"),
+        ("investigator", "operator", "identification"),
+        ("vera", "verifier", "identification"),
+        ("victor", "verifier", "identification"),
+    ):
+        key, secret = store.create(name, role=role, profile=profile)
+        keys[name] = (key.access_key_id, secret)
+    port = _free_port()
+    env = dict(os.environ, REGARD_DATA_DIR=str(data_dir))
+    with (data_dir / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "regard"),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError((data_dir / "serve.log").read_text()[-3000:])
+        try:
+            with urllib.request.urlopen(endpoint + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return Server(endpoint, data_dir, proc, keys)
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("regard serve did not become healthy")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = _start(tmp_path)
+    yield s
+    if s.process.poll() is None:
+        s.process.send_signal(signal.SIGTERM)
+        try:
+            s.process.wait(60)
+        except subprocess.TimeoutExpired:
+            s.process.kill()
+            s.process.wait()
+
+
+@pytest.fixture(scope="module")
+def photos(fr_images: Path) -> dict[str, bytes]:
+    return {p.stem: p.read_bytes() for p in sorted(fr_images.glob("*.jpg"))}
+
+
+@pytest.mark.slow
+def test_identification_over_http_floor_leads_and_two_verifiers(
+    server: Server, photos: dict[str, bytes]
+) -> None:
+    admin = server.client("admin")
+    admin.create_collection(CollectionId="watch")
+    bare = server.client("investigator")
+    with pytest.raises(bare.exceptions.AccessDeniedException):
+        bare.index_faces(CollectionId="watch", Image={"Bytes": photos["obama"]})  # no provenance, no purpose
+    inv = server.client("investigator", {**CASE_HEADERS, **PROVENANCE_HEADERS})
+    face_id = inv.index_faces(CollectionId="watch", Image={"Bytes": photos["obama"]})["FaceRecords"][0][
+        "Face"
+    ]["FaceId"]
+    with pytest.raises(bare.exceptions.AccessDeniedException):
+        bare.search_faces_by_image(CollectionId="watch", Image={"Bytes": photos["obama2"]})  # no purpose
+    found = inv.search_faces_by_image(CollectionId="watch", Image={"Bytes": photos["obama2"]})
+    assert [m["Face"]["FaceId"] for m in found["FaceMatches"]] == [face_id]
+    headers = found["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-regard-review"] == "PENDING_VERIFICATION"
+    assert float(headers["x-regard-effective-threshold"]) == 80.0
+    seq = int(headers["x-regard-audit-seq"])
+
+    status, body = server.signed("vera", "GET", "/regard/review/leads")
+    assert status == 200
+    (lead,) = body["Leads"]
+    assert lead["FaceId"] == face_id and lead["CaseReference"] == "CASE-7"
+    path = f"/regard/review/leads/{lead['LeadId']}/confirm"
+    status, body = server.signed("investigator", "POST", path, {})
+    assert status == 400 and body["__type"] == "AccessDeniedException"
+    status, body = server.signed("vera", "POST", path, {"Note": "same ears"})
+    assert status == 200 and body["Status"] == "PENDING_VERIFICATION"
+    status, body = server.signed("vera", "POST", path, {})
+    assert status == 400 and "already reviewed" in body["message"]
+    status, body = server.signed("victor", "POST", path, {})
+    assert status == 200 and body["Status"] == "CONFIRMED"
+    status, body = server.signed("victor", "GET", "/regard/review/leads?status=CONFIRMED")
+    assert [x["LeadId"] for x in body["Leads"]] == [lead["LeadId"]]
+
+    records = list(AuditLog(server.data_dir).records())
+    search = next(r for r in records if r["seq"] == seq)
+    assert search["operation"] == "SearchFacesByImage" and search["case_reference"] == "CASE-7"
+    assert search["results"]["matches"][0]["lead_id"] == lead["LeadId"]
+    assert [r["outcome"] for r in records if r["operation"] == "ReviewConfirm"] == [
+        "error",
+        "success",
+        "error",
+        "success",
+    ]
+    # unauthenticated requests are refused and logged
+    req = urllib.request.Request(server.endpoint + "/", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=30)
+    refused.value.close()
+    assert AuditLog(server.data_dir).verify().ok
+    assert list(AuditLog(server.data_dir).records())[-1]["kind"] == "access"
+
+
+@pytest.mark.slow
+def test_audit_log_survives_kill_9_with_every_acknowledged_operation(
+    server: Server, photos: dict[str, bytes]
+) -> None:
+    admin = server.client("admin")
+    admin.create_collection(CollectionId="load")
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker(n: int) -> None:
+        client = server.client("admin")
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                if i % 3 == 0:
+                    r = client.detect_faces(Image={"Bytes": photos["biden"]})
+                else:
+                    r = client.create_user(CollectionId="load", UserId=f"w{n}-{i}")
+            except Exception:  # the server is gone: nothing more is acknowledged
+                return
+            with lock:
+                acknowledged.append(r["ResponseMetadata"]["RequestId"])
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 90
+    while len(acknowledged) < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(server.process.pid, signal.SIGKILL)  # mid-request: the workers are still sending
+    server.process.wait()
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert len(acknowledged) >= 40
+
+    log = AuditLog(server.data_dir)
+    check = log.verify()
+    if not check.ok:  # only a torn, never-acknowledged last write is acceptable; the next append repairs it
+        assert check.reason == "incomplete last line (no newline)", check.describe()
+        log.append({"kind": "system", "operation": "Restart", "outcome": "success"})
+        assert log.verify().ok
+    logged = {r.get("request_id") for r in log.records()}
+    missing = [rid for rid in acknowledged if rid not in logged]
+    assert missing == [], f"{len(missing)} acknowledged operations are not in the audit log"
+    assert all(r["outcome"] == "success" for r in log.records() if r.get("request_id") in set(acknowledged))
