@@ -136,3 +136,30 @@ def test_review_from_the_command_line_needs_two_verifiers(
         ("ReviewConfirm", "success"),
         ("ReviewList", "success"),
     ]
+
+
+def test_key_changes_are_audited_without_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = str(tmp_path)
+    code, out, _ = run(
+        capsys,
+        "keys",
+        "create",
+        "--name",
+        "vera",
+        "--role",
+        "verifier",
+        "--profile",
+        "identification",
+        "--json",
+        "--data-dir",
+        d,
+    )
+    assert code == 0
+    created = json.loads(out)
+    code, _, _ = run(capsys, "keys", "revoke", created["AccessKeyId"], "--data-dir", d)
+    assert code == 0
+    records = list(AuditLog(tmp_path).records())
+    assert [r["operation"] for r in records] == ["CreateAccessKey", "RevokeAccessKey"]
+    assert records[0]["parameters"] == {"Name": "vera", "Role": "verifier", "Profile": "identification"}
+    assert records[0]["results"]["AccessKeyId"] == created["AccessKeyId"]
+    assert created["SecretAccessKey"] not in AuditLog(tmp_path).path.read_text()

@@ -111,3 +111,18 @@ def prune(before: str, actor: str | None, data_dir: Path | None) -> None:
 
 
 commands = [audit]
+
+
+def record_admin_change(
+    data_dir: Path | None,
+    operation: str,
+    parameters: dict[str, object],
+    results: dict[str, object] | None = None,
+    actor: str | None = None,
+) -> None:
+    """Log an administrative change made from the command line (keys, collections...)."""
+    from regard.accountability.guard import admin_record
+
+    admin_record(
+        open_log(data_dir), operation, principal=resolve_actor(actor), parameters=parameters, results=results
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from regard.cli.audit import record_admin_change
 from regard.config import Settings
 from regard.keys import KeyStore
 
@@ -37,6 +38,12 @@ def keys() -> None:
 def create(name: str, profile: str, role: str, as_json: bool, data_dir: Path | None) -> None:
     """Create a key and print its id and secret. The secret is shown only this once."""
     key, secret = _store(data_dir).create(name, role=role, profile=profile)
+    record_admin_change(  # audit log (regard.accountability): who created which key, never the secret
+        data_dir,
+        "CreateAccessKey",
+        {"Name": name, "Role": role, "Profile": profile},
+        {"AccessKeyId": key.access_key_id},
+    )
     if as_json:
         click.echo(
             json.dumps(
@@ -91,6 +98,9 @@ def list_keys(as_json: bool, data_dir: Path | None) -> None:
 def revoke(access_key_id: str, data_dir: Path | None) -> None:
     """Revoke a key; requests signed with it are refused from then on."""
     key = _store(data_dir).revoke(access_key_id)
+    record_admin_change(
+        data_dir, "RevokeAccessKey", {"AccessKeyId": access_key_id}, {"RevokedAt": key.revoked_at}
+    )
     click.echo(f"{key.access_key_id} revoked at {key.revoked_at}")
 
 
