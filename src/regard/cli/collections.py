@@ -1,0 +1,466 @@
+"""``regard collections|index|search|users``: face collections from the shell."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from regard.cli.output import emit_json, emit_table
+from regard.config import Settings
+from regard.errors import RegardError
+from regard.service import FaceMatch, Service
+from regard.store.base import FaceRecord
+
+_options = [
+    click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Data directory (default: REGARD_DATA_DIR or the user data dir).",
+    ),
+    click.option(
+        "--database-url",
+        envvar="REGARD_DATABASE_URL",
+        default=None,
+        help="postgresql://... to use PostgreSQL + pgvector instead of the embedded store.",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
+]
+
+
+def common(f: Any) -> Any:
+    for option in reversed(_options):
+        f = option(f)
+    return f
+
+
+@contextmanager
+def _service(data_dir: Path | None, database_url: str | None) -> Iterator[Service]:
+    root = data_dir.expanduser() if data_dir is not None else Settings.from_env().data_dir
+    service = Service.open(root, database_url=database_url)
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+def _face_json(f: FaceRecord) -> dict[str, Any]:
+    b = f.bounding_box
+    out: dict[str, Any] = {
+        "FaceId": f.face_id,
+        "ImageId": f.image_id,
+        "BoundingBox": {"Width": b.width, "Height": b.height, "Left": b.left, "Top": b.top},
+        "Confidence": f.confidence,
+    }
+    if f.external_image_id is not None:
+        out["ExternalImageId"] = f.external_image_id
+    if f.user_id is not None:
+        out["UserId"] = f.user_id
+    return out
+
+
+def _match_json(m: FaceMatch) -> dict[str, Any]:
+    return {"Similarity": m.similarity, "EstimatedFalseMatchRate": m.fmr, "Face": _face_json(m.face)}
+
+
+def _parse_tags(values: tuple[str, ...]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for v in values:
+        if "=" not in v:
+            raise click.BadParameter(f"tag {v!r} is not KEY=VALUE", param_hint="--tag")
+        k, _, val = v.partition("=")
+        tags[k] = val
+    return tags
+
+
+# -- collections ----------------------------------------------------------------------------------
+@click.group("collections")
+def collections() -> None:
+    """Create, list, describe and delete face collections."""
+
+
+@collections.command("create")
+@click.argument("collection_id")
+@click.option("--tag", "tags", multiple=True, help="KEY=VALUE (repeatable).")
+@common
+def create(
+    collection_id: str, tags: tuple[str, ...], data_dir: Path | None, database_url: str | None, as_json: bool
+) -> None:
+    """Create a collection."""
+    with _service(data_dir, database_url) as s:
+        out = s.create_collection(collection_id, _parse_tags(tags))
+    if as_json:
+        emit_json(
+            {
+                "StatusCode": out.status_code,
+                "CollectionArn": out.collection_arn,
+                "FaceModelVersion": out.face_model_version,
+            }
+        )
+    else:
+        click.echo(out.collection_arn)
+
+
+@collections.command("list")
+@common
+def list_(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
+    """List every collection."""
+    rows: list[tuple[str, str]] = []
+    with _service(data_dir, database_url) as s:
+        token: str | None = None
+        while True:
+            page = s.list_collections(max_results=1000, next_token=token)
+            rows.extend(zip(page.collection_ids, page.face_model_versions, strict=True))
+            token = page.next_token
+            if token is None:
+                break
+    if as_json:
+        emit_json({"CollectionIds": [r[0] for r in rows], "FaceModelVersions": [r[1] for r in rows]})
+    else:
+        emit_table(["COLLECTION", "FACE MODEL"], rows)
+
+
+@collections.command("describe")
+@click.argument("collection_id")
+@common
+def describe(collection_id: str, data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
+    """Faces, users, model and content version of a collection."""
+    with _service(data_dir, database_url) as s:
+        d = s.describe_collection(collection_id)
+    data = {
+        "CollectionARN": d.collection_arn,
+        "FaceCount": d.face_count,
+        "UserCount": d.user_count,
+        "FaceModelVersion": d.face_model_version,
+        "CreationTimestamp": d.created_at,
+        "ContentVersion": d.content_version,
+        "ContentHash": d.content_hash,
+    }
+    if as_json:
+        emit_json(data)
+    else:
+        emit_table(["FIELD", "VALUE"], list(data.items()))
+
+
+@collections.command("delete")
+@click.argument("collection_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@common
+def delete(
+    collection_id: str, yes: bool, data_dir: Path | None, database_url: str | None, as_json: bool
+) -> None:
+    """Delete a collection with all of its faces, templates and users."""
+    if not yes and not as_json:
+        click.confirm(f"Delete collection {collection_id} and every face in it?", abort=True)
+    with _service(data_dir, database_url) as s:
+        status = s.delete_collection(collection_id)
+    if as_json:
+        emit_json({"StatusCode": status})
+    else:
+        click.echo(f"deleted {collection_id}")
+
+
+# -- index and search ----------------------------------------------------------------------------
+def _default_external_id(path: Path) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.\-:]", "_", path.name)[:255]
+
+
+@click.command("index")
+@click.argument("collection_id")
+@click.argument(
+    "images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--external-id", default=None, help="ExternalImageId for every face (default: the file name).")
+@click.option("--max-faces", type=int, default=None, help="Index at most this many faces per image.")
+@click.option(
+    "--quality-filter",
+    type=click.Choice(["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]),
+    default="AUTO",
+    show_default=True,
+)
+@click.option("--source-note", default=None, help="Provenance note stored with each face.")
+@click.option("--legal-basis", default=None, help="Legal basis for processing, stored with each face.")
+@common
+def index(
+    collection_id: str,
+    images: tuple[Path, ...],
+    external_id: str | None,
+    max_faces: int | None,
+    quality_filter: str,
+    source_note: str | None,
+    legal_basis: str | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """Index the faces in one or more images into a collection."""
+    results: list[dict[str, Any]] = []
+    failed = 0
+    with _service(data_dir, database_url) as s:
+        for path in tqdm(images, desc="indexing", unit="image", disable=len(images) < 2, leave=False):
+            try:
+                out = s.index_faces(
+                    collection_id,
+                    path.read_bytes(),
+                    external_image_id=external_id or _default_external_id(path),
+                    max_faces=max_faces,
+                    quality_filter=quality_filter,
+                    source_note=source_note,
+                    legal_basis=legal_basis,
+                )
+            except RegardError as exc:
+                if len(images) == 1:
+                    raise
+                failed += 1
+                results.append({"Image": str(path), "Error": exc.code, "Message": exc.message})
+                continue
+            results.append(
+                {
+                    "Image": str(path),
+                    "FaceRecords": [_face_json(r.face) for r in out.face_records],
+                    "UnindexedFaces": [{"Reasons": u.reasons} for u in out.unindexed_faces],
+                }
+            )
+    if as_json:
+        emit_json({"Results": results})
+    else:
+        rows = []
+        for r in results:
+            if "Error" in r:
+                rows.append((r["Image"], "-", f"{r['Error']}: {r['Message']}"))
+                continue
+            rows.extend((r["Image"], f["FaceId"], "indexed") for f in r["FaceRecords"])
+            rows.extend((r["Image"], "-", "skipped: " + ",".join(u["Reasons"])) for u in r["UnindexedFaces"])
+            if not r["FaceRecords"] and not r["UnindexedFaces"]:
+                rows.append((r["Image"], "-", "no face"))
+        emit_table(["IMAGE", "FACE ID", "RESULT"], rows)
+    if failed:
+        raise click.ClickException(f"{failed} of {len(images)} images failed")
+
+
+@click.command("search")
+@click.argument("collection_id")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--threshold", type=float, default=80.0, show_default=True, help="FaceMatchThreshold (0-100).")
+@click.option("--max-faces", type=int, default=10, show_default=True, help="Most matches to return (1-4096).")
+@common
+def search(
+    collection_id: str,
+    image: Path,
+    threshold: float,
+    max_faces: int,
+    data_dir: Path | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """Search a collection for the largest face in IMAGE."""
+    with _service(data_dir, database_url) as s:
+        out = s.search_faces_by_image(
+            collection_id, image.read_bytes(), max_faces=max_faces, face_match_threshold=threshold
+        )
+    if as_json:
+        b = out.searched_face_bounding_box
+        emit_json(
+            {
+                "SearchedFaceBoundingBox": {
+                    "Width": b.width,
+                    "Height": b.height,
+                    "Left": b.left,
+                    "Top": b.top,
+                },
+                "SearchedFaceConfidence": out.searched_face_confidence,
+                "FaceMatches": [_match_json(m) for m in out.face_matches],
+                "FaceModelVersion": out.face_model_version,
+            }
+        )
+    else:
+        emit_table(
+            ["SIMILARITY", "EST. FMR", "FACE ID", "EXTERNAL ID", "USER"],
+            [
+                (m.similarity, m.fmr, m.face.face_id, m.face.external_image_id or "", m.face.user_id or "")
+                for m in out.face_matches
+            ],
+        )
+
+
+# -- users --------------------------------------------------------------------------------------
+@click.group("users")
+def users() -> None:
+    """Users: named groups of one person's faces in a collection."""
+
+
+@users.command("create")
+@click.argument("collection_id")
+@click.argument("user_id")
+@common
+def user_create(
+    collection_id: str, user_id: str, data_dir: Path | None, database_url: str | None, as_json: bool
+) -> None:
+    """Create a user."""
+    with _service(data_dir, database_url) as s:
+        s.create_user(collection_id, user_id)
+    emit_json({}) if as_json else click.echo(f"created user {user_id}")
+
+
+@users.command("delete")
+@click.argument("collection_id")
+@click.argument("user_id")
+@common
+def user_delete(
+    collection_id: str, user_id: str, data_dir: Path | None, database_url: str | None, as_json: bool
+) -> None:
+    """Delete a user (its faces stay in the collection)."""
+    with _service(data_dir, database_url) as s:
+        s.delete_user(collection_id, user_id)
+    emit_json({}) if as_json else click.echo(f"deleted user {user_id}")
+
+
+@users.command("list")
+@click.argument("collection_id")
+@common
+def user_list(collection_id: str, data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
+    """List a collection's users."""
+    found = []
+    with _service(data_dir, database_url) as s:
+        token: str | None = None
+        while True:
+            page = s.list_users(collection_id, next_token=token)
+            found.extend(page.users)
+            token = page.next_token
+            if token is None:
+                break
+    if as_json:
+        emit_json({"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in found]})
+    else:
+        emit_table(["USER", "STATUS", "FACES"], [(u.user_id, u.status, u.face_count) for u in found])
+
+
+@users.command("associate")
+@click.argument("collection_id")
+@click.argument("user_id")
+@click.argument("face_ids", nargs=-1, required=True)
+@click.option("--threshold", type=float, default=75.0, show_default=True, help="UserMatchThreshold (0-100).")
+@common
+def user_associate(
+    collection_id: str,
+    user_id: str,
+    face_ids: tuple[str, ...],
+    threshold: float,
+    data_dir: Path | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """Associate faces with a user."""
+    with _service(data_dir, database_url) as s:
+        out = s.associate_faces(collection_id, user_id, list(face_ids), user_match_threshold=threshold)
+    unsuccessful: list[dict[str, Any]] = [
+        {"FaceId": u.face_id, "UserId": u.user_id, "Confidence": u.confidence, "Reasons": u.reasons}
+        for u in out.unsuccessful
+    ]
+    if as_json:
+        emit_json(
+            {
+                "AssociatedFaces": [{"FaceId": f} for f in out.associated_faces],
+                "UnsuccessfulFaceAssociations": unsuccessful,
+                "UserStatus": out.user_status,
+            }
+        )
+    else:
+        rows = [(f, "associated") for f in out.associated_faces]
+        rows += [(u["FaceId"], ",".join(u["Reasons"])) for u in unsuccessful]
+        emit_table(["FACE ID", "RESULT"], rows)
+
+
+@users.command("disassociate")
+@click.argument("collection_id")
+@click.argument("user_id")
+@click.argument("face_ids", nargs=-1, required=True)
+@common
+def user_disassociate(
+    collection_id: str,
+    user_id: str,
+    face_ids: tuple[str, ...],
+    data_dir: Path | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """Disassociate faces from a user."""
+    with _service(data_dir, database_url) as s:
+        out = s.disassociate_faces(collection_id, user_id, list(face_ids))
+    if as_json:
+        emit_json(
+            {
+                "DisassociatedFaces": [{"FaceId": f} for f in out.disassociated_faces],
+                "UnsuccessfulFaceDisassociations": [
+                    {"FaceId": u.face_id, "UserId": u.user_id, "Reasons": u.reasons} for u in out.unsuccessful
+                ],
+                "UserStatus": out.user_status,
+            }
+        )
+    else:
+        rows = [(f, "disassociated") for f in out.disassociated_faces]
+        rows += [(u.face_id, ",".join(u.reasons)) for u in out.unsuccessful]
+        emit_table(["FACE ID", "RESULT"], rows)
+
+
+@users.command("search")
+@click.argument("collection_id")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--user-id", default=None)
+@click.option("--face-id", default=None)
+@click.option("--threshold", type=float, default=80.0, show_default=True, help="UserMatchThreshold (0-100).")
+@click.option("--max-users", type=int, default=10, show_default=True)
+@common
+def user_search(
+    collection_id: str,
+    image: Path | None,
+    user_id: str | None,
+    face_id: str | None,
+    threshold: float,
+    max_users: int,
+    data_dir: Path | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """Find users like an image's largest face, a user or a face (give exactly one)."""
+    if sum(x is not None for x in (image, user_id, face_id)) != 1:
+        raise click.UsageError("give exactly one of --image, --user-id and --face-id")
+    with _service(data_dir, database_url) as s:
+        if image is not None:
+            matches = s.search_users_by_image(
+                collection_id, image.read_bytes(), user_match_threshold=threshold, max_users=max_users
+            ).user_matches
+        else:
+            matches = s.search_users(
+                collection_id,
+                user_id=user_id,
+                face_id=face_id,
+                user_match_threshold=threshold,
+                max_users=max_users,
+            ).user_matches
+    if as_json:
+        emit_json(
+            {
+                "UserMatches": [
+                    {
+                        "Similarity": m.similarity,
+                        "EstimatedFalseMatchRate": m.fmr,
+                        "User": {"UserId": m.user.user_id, "UserStatus": m.user.status},
+                    }
+                    for m in matches
+                ]
+            }
+        )
+    else:
+        emit_table(
+            ["SIMILARITY", "EST. FMR", "USER"], [(m.similarity, m.fmr, m.user.user_id) for m in matches]
+        )
+
+
+commands = [collections, index, search, users]
