@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from regard.analyze import quality
 from regard.errors import ImageError, InvalidParameter
 
 #: Age bands (inclusive lower bound, label) used when an ``age`` column holds years.
@@ -231,12 +232,13 @@ class TemplateSource:
             image = self.engine.load_image(path)
         except ImageError:
             return UNREADABLE, None, 0.0, 0.0, 0.0
-        faces = self.engine.faces(image, max_faces=1)
-        if not faces:
+        found = self.engine.detect(image, max_faces=1)  # the largest face
+        if not found:
             return NO_FACE, None, 0.0, 0.0, 0.0
-        f = faces[0]
-        q = f.analysis.quality
-        return OK, f.embedding, float(f.detection.box.height), q.sharpness, q.brightness
+        det = found[0]
+        vector = self.engine.embed(image, found)[0]
+        q = quality(image, det)  # pose and eyes are not needed here, so no full analysis
+        return OK, vector, float(det.box.height), q.sharpness, q.brightness
 
 
 _worker: TemplateSource | None = None
