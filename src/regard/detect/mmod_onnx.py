@@ -118,7 +118,10 @@ def pyramid_rects(nr: int, nc: int) -> tuple[list[Rect], int, int]:
 
 
 def resize_bilinear(src: F32, rows: int, cols: int) -> F32:
-    """dlib's bilinear resize (corners aligned, edges clamped) of a ``C x h x w`` array."""
+    """dlib's bilinear resize (corners aligned, edges clamped) of a ``C x h x w`` array.
+
+    Done separably (rows, then columns): the same weights as dlib's, in a different order.
+    """
     h, w = src.shape[-2:]
     ys = np.arange(rows, dtype=np.float64) * ((h - 1) / max(rows - 1, 1))
     xs = np.arange(cols, dtype=np.float64) * ((w - 1) / max(cols - 1, 1))
@@ -127,11 +130,11 @@ def resize_bilinear(src: F32, rows: int, cols: int) -> F32:
     bottom = np.minimum(top + 1, h - 1)
     right = np.minimum(left + 1, w - 1)
     fy = (ys - top).astype(np.float32)[:, None]
-    fx = (xs - left).astype(np.float32)[None, :]
-    t = src[..., top, :]
-    b = src[..., bottom, :]
-    tl, tr, bl, br = t[..., left], t[..., right], b[..., left], b[..., right]
-    out: F32 = ((1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)).astype(np.float32)
+    fx = (xs - left).astype(np.float32)
+    upper = np.take(src, top, axis=-2)
+    upper += (np.take(src, bottom, axis=-2) - upper) * fy
+    out: F32 = np.take(upper, left, axis=-1)
+    out += (np.take(upper, right, axis=-1) - out) * fx
     return out
 
 
