@@ -77,6 +77,8 @@ def test_export_and_head(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     )
     assert code == 0 and "3 records" in err
     assert len(target.read_text().splitlines()) == 4
+    exported = list(log.records())[-1]
+    assert exported["operation"] == "AuditExport" and exported["results"] == {"records": 3}
     code, _, err = run(capsys, "audit", "prune", "--before", "2000-01-01", "--data-dir", str(tmp_path))
     assert code == 0
     code, _, err = run(capsys, "audit", "prune", "--before", "2999-01-01", "--data-dir", str(tmp_path))

@@ -89,6 +89,15 @@ def export(
     else:
         with output.open("w", encoding="utf-8", newline="") as f:
             n = log.export(f, since=start, until=end, fmt=fmt)
+    from regard.accountability.guard import admin_record
+
+    admin_record(  # who took a copy of the log, and which part of it
+        log,
+        "AuditExport",
+        principal=resolve_actor(None),
+        parameters={"since": since, "until": until, "format": fmt, "output": str(output) if output else None},
+        results={"records": n},
+    )
     click.echo(f"{n} records exported", err=True)
 
 
