@@ -39,6 +39,9 @@ def make_session(path: Path, settings: Settings) -> ort.InferenceSession:
     if settings.threads:
         options.intra_op_num_threads = settings.threads
     options.inter_op_num_threads = 1
+    # Idle worker threads sleep instead of spinning: on a small shared machine spinning threads
+    # steal the cores the other stages (and other processes) need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), options, providers=providers_for(settings.onnx_provider))
