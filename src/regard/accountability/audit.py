@@ -158,6 +158,9 @@ class AuditLog:
         self.lock_path = self.dir / LOCK_NAME
         self.retention_floor_days = retention_floor_days
         self._thread_lock = threading.Lock()
+        if not self.path.exists():  # create it once, with its directory entry on disk
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            _fsync_dir(self.dir)
 
     # -- writing ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -207,7 +210,7 @@ class AuditLog:
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            os.fsync(fd)
+            os.fdatasync(fd)  # data and file size on disk before the caller is answered
             return record
         finally:
             os.close(fd)
