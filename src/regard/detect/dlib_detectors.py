@@ -37,12 +37,14 @@ class HogDetector:
 
     def __init__(self, predictors: ShapePredictors, *, max_upsample: int = 1) -> None:
         self._detector = dlib.get_frontal_face_detector()
+        self._lock = threading.Lock()  # dlib's object_detector is not safe for concurrent use
         self._predictors = predictors
         self._max_upsample = max_upsample
 
     def detect(self, image: RGBImage, *, min_face_size: int) -> list[Detection]:
         ups = upsamples_for(min_face_size, HOG_WINDOW, self._max_upsample)
-        rects, scores, _ = self._detector.run(image, ups, -0.2)
+        with self._lock:
+            rects, scores, _ = self._detector.run(image, ups, -0.2)
         h, w = image.shape[:2]
         out = []
         for rect, score in zip(rects, scores, strict=True):
