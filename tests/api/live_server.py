@@ -85,7 +85,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, worker
     key = json.loads(created.stdout)
     port = free_port()
     log_path = data_dir / "serve.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [
                 str(BIN / "regard"),
@@ -114,6 +114,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, worker
 
 
 def stop_server(server: LiveServer) -> int:
+    """SIGTERM, then wait; returns the exit status (uvicorn re-raises SIGTERM after a clean shutdown: -15)."""
     server.process.send_signal(signal.SIGTERM)
     try:
         return server.process.wait(timeout=60)

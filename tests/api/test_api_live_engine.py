@@ -246,3 +246,20 @@ def test_request_log_is_structured_and_secret_free(api: LiveServer, rek: Any) ->
     assert rec["status"] == 400 and rec["request_id"] and rec["access_key_id"] == api.access_key_id
     assert rec["error"] == "ResourceNotFoundException"
     assert api.secret not in api.log_path.read_text()
+
+
+def test_concurrent_requests_are_all_answered(api: LiveServer, photos: dict[str, bytes]) -> None:
+    """Several clients at once: every call succeeds and the server stays up (dlib is not thread-safe)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = [api.client() for _ in range(4)]
+    names = ["obama", "obama2", "obama3", "biden"]
+
+    def call(i: int) -> int:
+        r = clients[i % 4].detect_faces(Image={"Bytes": photos[names[i % 4]]})
+        return len(r["FaceDetails"])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        counts = list(pool.map(call, range(8)))
+    assert counts == [1] * 8
+    assert api.process.poll() is None
