@@ -252,3 +252,39 @@ def test_audit_log_survives_kill_9_with_every_acknowledged_operation(
     missing = [rid for rid in acknowledged if rid not in logged]
     assert missing == [], f"{len(missing)} acknowledged operations are not in the audit log"
     assert all(r["outcome"] == "success" for r in log.records() if r.get("request_id") in set(acknowledged))
+
+
+@pytest.mark.slow
+def test_erasure_from_the_cli_while_the_server_runs(server: Server, photos: dict[str, bytes]) -> None:
+    admin = server.client("admin")
+    admin.create_collection(CollectionId="staff")
+    erased = admin.index_faces(CollectionId="staff", Image={"Bytes": photos["obama"]}, ExternalImageId="s-1")
+    admin.index_faces(CollectionId="staff", Image={"Bytes": photos["biden"]}, ExternalImageId="s-2")
+    face_id = erased["FaceRecords"][0]["Face"]["FaceId"]
+    assert admin.search_faces_by_image(CollectionId="staff", Image={"Bytes": photos["obama2"]})["FaceMatches"]
+    from regard.service import Service
+
+    with Service.open(server.data_dir) as svc:
+        template = svc.list_faces("staff", face_ids=[face_id]).faces[0].embedding.tobytes()
+    done = subprocess.run(
+        [
+            *(str(BIN / "regard"), "erase", "--external-image-id", "s-1", "--yes", "--actor", "dpo"),
+            *("--reason", "art. 17", "--data-dir", str(server.data_dir)),
+        ],
+        capture_output=True,
+        env=dict(os.environ, REGARD_DATA_DIR=str(server.data_dir)),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert json.loads(done.stdout)["DeletedFaces"] == [face_id]
+    # the running server sees the erasure at once
+    assert (
+        admin.search_faces_by_image(CollectionId="staff", Image={"Bytes": photos["obama2"]})["FaceMatches"]
+        == []
+    )
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(60)  # graceful shutdown: the store saves its index files
+    holders = [p for p in server.data_dir.rglob("*") if p.is_file() and template in p.read_bytes()]
+    assert holders == []
+    erasures = [r for r in AuditLog(server.data_dir).records() if r["operation"] == "Erase"]
+    assert erasures[0]["principal"] == "dpo" and erasures[0]["parameters"]["reason"] == "art. 17"
