@@ -152,6 +152,14 @@ def test_search_below_the_floor_is_refused_or_raised(ep: Endpoint, photos: dict[
     with pytest.raises(AccessDenied):
         ep.call("SearchFacesByImage", CLERK, CollectionId="watchlist", Image=probe, **CASE)
 
+    # a profile limited to some collections sees only those
+    PolicyStore(ep.data_dir).set("identification", "collections", "watch*")
+    ep.service.create_collection("other")
+    listed = ep.call("ListCollections", INVESTIGATOR).result
+    assert listed["CollectionIds"] == ["watchlist"] and len(listed["FaceModelVersions"]) == 1
+    with pytest.raises(AccessDenied, match="collection other"):
+        ep.call("DescribeCollection", INVESTIGATOR, CollectionId="other")
+
     PolicyStore(ep.data_dir).set("identification", "on_low_threshold", "raise")
     out = ep.call(
         "SearchFacesByImage",

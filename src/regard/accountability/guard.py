@@ -296,6 +296,8 @@ class Guard:
                 record["parameters"]["source_note"] = info.source_note
                 record["parameters"]["legal_basis"] = info.legal_basis
             result = call(params)
+            if operation == "ListCollections" and profile.collections != ("*",):
+                self._hide_collections(result, profile)
             if floor_fmr is not None:
                 self._apply_floor(operation, result, floor_fmr, record)
             if profile.two_person_review and operation in IDENTIFICATION_OPERATIONS and collection:
@@ -436,6 +438,16 @@ class Guard:
         headers[HEADER_EFFECTIVE_THRESHOLD] = f"{effective:.4f}"
         headers[HEADER_THRESHOLD_FMR] = f"{threshold_fmr:.6g}"
         return floor_fmr
+
+    @staticmethod
+    def _hide_collections(result: dict[str, Any], profile: Profile) -> None:
+        """ListCollections shows only the collections the profile may use."""
+        ids = result.get("CollectionIds") or []
+        versions = result.get("FaceModelVersions") or [None] * len(ids)
+        kept = [(c, v) for c, v in zip(ids, versions, strict=False) if profile.allows_collection(c)]
+        result["CollectionIds"] = [c for c, _ in kept]
+        if "FaceModelVersions" in result:
+            result["FaceModelVersions"] = [v for _, v in kept]
 
     @staticmethod
     def _apply_floor(
