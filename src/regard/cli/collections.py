@@ -11,6 +11,8 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from regard.accountability.audit import AuditLog
+from regard.accountability.local import audited_service
 from regard.cli.output import emit_json, emit_table
 from regard.config import Settings
 from regard.errors import RegardError
@@ -45,7 +47,8 @@ def _service(data_dir: Path | None, database_url: str | None) -> Iterator[Servic
     root = data_dir.expanduser() if data_dir is not None else Settings.from_env().data_dir
     service = Service.open(root, database_url=database_url)
     try:
-        yield service
+        # every change and search made from the shell goes to the audit log (regard.accountability)
+        yield audited_service(service, AuditLog(root))
     finally:
         service.close()
 
