@@ -1,10 +1,12 @@
 """The scale-out backend: PostgreSQL + pgvector, shared by any number of regard servers.
 
-Templates live in a ``vector(128)`` column. Each collection gets its own partial HNSW
-index (``WHERE collection = <key>``, L2 distance), created with the collection and dropped
-with it, so a search only walks its own collection's graph. Small collections are scanned
-exactly by the planner's choice; ``hnsw.ef_search`` is raised per query to at least the
-number of neighbours asked for (pgvector caps it at 1000).
+Templates live in a ``vector(128)`` column. A collection of ``ann_min_faces`` or more gets
+its own partial HNSW index (``WHERE collection = <key>``, L2 distance), built by the first
+search after it crossed that size (bulk loads stay fast: pgvector inserts into an existing
+HNSW graph at only ~150 rows/s here, while a build from scratch is far quicker) and dropped
+with the collection, so a search only walks its own collection's graph. Smaller collections
+are scanned exactly. ``hnsw.ef_search`` is raised per query to at least the number of
+neighbours asked for (pgvector caps it at 1000).
 
 Erasure: deleted rows go at once; :meth:`compact` runs ``VACUUM FULL`` so the table files
 are rewritten without them. PostgreSQL's write-ahead log keeps old records until it recycles
@@ -13,9 +15,10 @@ its segments, which is outside regard's control (see docs).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,7 +28,7 @@ from pgvector.psycopg import register_vector
 
 from regard.store.base import Neighbor, as_vector
 from regard.store.migrations import all_migrations, statements
-from regard.store.sql import FACE_COLUMNS, SqlStore, Tx
+from regard.store.sql import FACE_COLUMNS, INSERT_FACE, SqlStore, Tx
 from regard.types import Embeddings
 
 #: Advisory lock id that serialises migrations between servers.
@@ -34,6 +37,8 @@ HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 EF_SEARCH = 100
 MAX_EF_SEARCH = 1000
+#: Collections at least this large get a partial HNSW index; smaller ones are scanned exactly.
+ANN_MIN_FACES = 20_000
 
 
 class PostgresStore(SqlStore):
@@ -41,10 +46,23 @@ class PostgresStore(SqlStore):
 
     placeholder = "%s"
     lock_row = " FOR UPDATE"
+    log_changes = False
 
-    def __init__(self, url: str, *, ef_search: int = EF_SEARCH) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ef_search: int = EF_SEARCH,
+        ann_min_faces: int = ANN_MIN_FACES,
+        build_memory: str = "512MB",
+    ) -> None:
+        if not re.fullmatch(r"\d+(kB|MB|GB)", build_memory):
+            raise ValueError("build_memory must look like 512MB")
         self.url = url
         self.ef_search = ef_search
+        self.ann_min_faces = ann_min_faces
+        self.build_memory = build_memory
+        self._indexed: set[int] = set()
         self._local = threading.local()
         self._conns: list[psycopg.Connection[Any]] = []
         self._conns_lock = threading.Lock()
@@ -117,11 +135,27 @@ class PostgresStore(SqlStore):
     def _unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.UniqueViolation)
 
-    def _collection_created(self, tx: Tx, key: int) -> None:
-        tx.run(
-            f"CREATE INDEX faces_hnsw_{int(key)} ON faces USING hnsw (embedding vector_l2_ops) "
-            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) WHERE collection = {int(key)}"
-        )
+    def _insert_faces(self, tx: Tx, key: int, rows: Sequence[Sequence[Any]]) -> list[int]:
+        tx.many(INSERT_FACE, rows)
+        return []  # no in-process index to feed: PostgreSQL searches its own
+
+    def _ensure_index(self, key: int, face_count: int) -> None:
+        """Build the collection's HNSW index once it is large enough (first search after crossing)."""
+        if key in self._indexed or face_count < self.ann_min_faces:
+            return
+        name = f"faces_hnsw_{int(key)}"
+        conn = self._conn()
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (MIGRATION_LOCK >> 32, int(key)))
+            exists = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
+            if exists is None or exists[0] is None:
+                conn.execute(f"SET LOCAL maintenance_work_mem = '{self.build_memory}'".encode())
+                conn.execute(
+                    f"CREATE INDEX {name} ON faces USING hnsw (embedding vector_l2_ops) "
+                    f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
+                    f"WHERE collection = {int(key)}".encode()
+                )
+        self._indexed.add(key)
 
     def _collection_dropped(self, tx: Tx, key: int) -> None:
         tx.run(f"DROP INDEX IF EXISTS faces_hnsw_{int(key)}")
@@ -138,6 +172,13 @@ class PostgresStore(SqlStore):
         self, collection_id: str, probe: Embeddings, k: int, max_distance: float, *, exact: bool
     ) -> list[Neighbor]:
         q = as_vector(probe)
+        if not exact:
+            with self._read() as tx:
+                row = tx.one(
+                    "SELECT id, face_count FROM collections WHERE collection_id = ?", (collection_id,)
+                )
+            if row is not None:
+                self._ensure_index(int(row[0]), int(row[1]))
         with self._read() as tx:
             key = self._key(tx, collection_id)
             ef = min(MAX_EF_SEARCH, max(self.ef_search, k))

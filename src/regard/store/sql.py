@@ -43,6 +43,11 @@ FACE_COLUMNS = (
 COLLECTION_COLUMNS = (
     "id, collection_id, arn, face_model, created_at, face_count, user_count, content_version, content_hash"
 )
+INSERT_FACE = (
+    "INSERT INTO faces (collection, face_id, image_id, external_image_id, box_left, box_top, box_width, "
+    "box_height, confidence, brightness, sharpness, embedding, indexed_at, source_note, legal_basis) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 CHUNK = 500
 
 
@@ -59,6 +64,10 @@ class Tx:
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         self.cursor.execute(self._sql(sql), tuple(params))
         return int(self.cursor.rowcount)
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.cursor.executemany(self._sql(sql), [tuple(r) for r in rows])
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self.cursor.execute(self._sql(sql), tuple(params))
@@ -83,6 +92,7 @@ class SqlStore(ABC):
 
     placeholder = "?"
     lock_row = ""  # " FOR UPDATE" where the database needs it
+    log_changes = True  # keep the change log that in-process indexes catch up from
 
     # -- backend hooks ----------------------------------------------------------------------
     @abstractmethod
@@ -101,6 +111,10 @@ class SqlStore(ABC):
 
     @abstractmethod
     def _unique_violation(self, exc: BaseException) -> bool: ...
+
+    @abstractmethod
+    def _insert_faces(self, tx: Tx, key: int, rows: Sequence[Sequence[Any]]) -> list[int]:
+        """Insert face rows (columns as in :data:`INSERT_FACE`); the new rows' keys, in order."""
 
     def _collection_created(self, tx: Tx, key: int) -> None:  # noqa: B027 - optional hook
         """Called inside the creating transaction (PostgreSQL builds the collection's ANN index)."""
@@ -244,54 +258,53 @@ class SqlStore(ABC):
     # -- faces ------------------------------------------------------------------------------
     def add_faces(self, collection_id: str, faces: Sequence[NewFace]) -> list[FaceRecord]:
         now = time.time()
-        out: list[FaceRecord] = []
         try:
             with self._write() as tx:
                 row = self._locked(tx, collection_id)
                 key = int(row[0])
-                for f in faces:
-                    b = f.bounding_box
-                    fk = tx.one(
-                        "INSERT INTO faces (collection, face_id, image_id, external_image_id, box_left, "
-                        "box_top, box_width, box_height, confidence, brightness, sharpness, embedding, "
-                        "user_id, "
-                        "indexed_at, source_note, legal_basis) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) RETURNING id",
-                        (
-                            key,
-                            f.face_id,
-                            f.image_id,
-                            f.external_image_id,
-                            b.left,
-                            b.top,
-                            b.width,
-                            b.height,
-                            f.confidence,
-                            f.brightness,
-                            f.sharpness,
-                            self._encode(f.embedding),
-                            now,
-                            f.source_note,
-                            f.legal_basis,
-                        ),
-                    )[0]
-                    tx.run("INSERT INTO changes (collection, face_key, op) VALUES (?, ?, 'add')", (key, fk))
-                    out.append(
-                        FaceRecord(
-                            face_id=f.face_id,
-                            image_id=f.image_id,
-                            external_image_id=f.external_image_id,
-                            bounding_box=b,
-                            confidence=f.confidence,
-                            embedding=np.asarray(f.embedding, dtype=np.float32),
-                            user_id=None,
-                            indexed_at=now,
-                            brightness=f.brightness,
-                            sharpness=f.sharpness,
-                            source_note=f.source_note,
-                            legal_basis=f.legal_basis,
-                        )
+                params = [
+                    (
+                        key,
+                        f.face_id,
+                        f.image_id,
+                        f.external_image_id,
+                        f.bounding_box.left,
+                        f.bounding_box.top,
+                        f.bounding_box.width,
+                        f.bounding_box.height,
+                        f.confidence,
+                        f.brightness,
+                        f.sharpness,
+                        self._encode(f.embedding),
+                        now,
+                        f.source_note,
+                        f.legal_basis,
                     )
+                    for f in faces
+                ]
+                face_keys = self._insert_faces(tx, key, params)
+                if self.log_changes:
+                    tx.many(
+                        "INSERT INTO changes (collection, face_key, op) VALUES (?, ?, 'add')",
+                        [(key, fk) for fk in face_keys],
+                    )
+                out = [
+                    FaceRecord(
+                        face_id=f.face_id,
+                        image_id=f.image_id,
+                        external_image_id=f.external_image_id,
+                        bounding_box=f.bounding_box,
+                        confidence=f.confidence,
+                        embedding=np.asarray(f.embedding, dtype=np.float32),
+                        user_id=None,
+                        indexed_at=now,
+                        brightness=f.brightness,
+                        sharpness=f.sharpness,
+                        source_note=f.source_note,
+                        legal_basis=f.legal_basis,
+                    )
+                    for f in faces
+                ]
                 self._bump(tx, row, "add", [f.face_id for f in faces], faces=len(faces))
         except Exception as exc:
             if self._unique_violation(exc):
@@ -369,8 +382,11 @@ class SqlStore(ABC):
                     continue
                 keys = [int(r[0]) for r in rows]
                 tx.run(f"DELETE FROM faces WHERE id IN ({_marks(len(keys))})", keys)
-                for k in keys:
-                    tx.run("INSERT INTO changes (collection, face_key, op) VALUES (?, ?, 'del')", (key, k))
+                if self.log_changes:
+                    tx.many(
+                        "INSERT INTO changes (collection, face_key, op) VALUES (?, ?, 'del')",
+                        [(key, k) for k in keys],
+                    )
                 deleted.extend(r[1] for r in rows)
             if deleted:
                 self._bump(tx, row, "delete", deleted, faces=-len(deleted))

@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from regard.index.ann import AnnIndex, AnnParams
 from regard.index.exact import ExactIndex
 from regard.store.base import Neighbor, as_vector
 from regard.store.migrations import all_migrations, statements
-from regard.store.sql import SqlStore, Tx
+from regard.store.sql import INSERT_FACE, SqlStore, Tx
 from regard.types import Embeddings
 
 DB_NAME = "regard.db"
@@ -153,6 +153,24 @@ class SqliteStore(SqlStore):
 
     def _unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
+
+    def _insert_faces(self, tx: Tx, key: int, rows: Sequence[Sequence[Any]]) -> list[int]:
+        # Inside BEGIN IMMEDIATE nobody else inserts, and AUTOINCREMENT hands out consecutive keys.
+        before = tx.one("SELECT seq FROM sqlite_sequence WHERE name = 'faces'")
+        first = int(before[0]) + 1 if before else 1
+        tx.many(INSERT_FACE, rows)
+        after = tx.one("SELECT seq FROM sqlite_sequence WHERE name = 'faces'")
+        if after is not None and int(after[0]) - first + 1 == len(rows):
+            return list(range(first, first + len(rows)))
+        found = {}
+        for i in range(0, len(rows), 500):
+            ids = [r[1] for r in rows[i : i + 500]]
+            marks = ",".join("?" * len(ids))
+            for fk, fid in tx.all(
+                f"SELECT id, face_id FROM faces WHERE collection = ? AND face_id IN ({marks})", (key, *ids)
+            ):
+                found[fid] = int(fk)
+        return [found[r[1]] for r in rows]
 
     # -- index files ------------------------------------------------------------------------
     def _files(self, key: int) -> list[tuple[int, Path]]:

