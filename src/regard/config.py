@@ -42,6 +42,8 @@ class Settings:
     s3_region: str = "us-east-1"
     s3_access_key_id: str = ""
     s3_secret_access_key: str = ""
+    #: Requests one API process works on at once; more get ProvisionedThroughputExceededException.
+    api_max_inflight: int = 64
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

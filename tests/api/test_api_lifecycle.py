@@ -1,4 +1,4 @@
-"""Server lifecycle: SIGTERM lets in-flight requests finish before the process exits."""
+"""Server lifecycle: the in-flight bound, and SIGTERM letting in-flight requests finish."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import time
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from live_server import start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
 
-def test_graceful_shutdown_finishes_in_flight_requests(
+def test_inflight_bound_and_graceful_shutdown(
     tmp_path_factory: pytest.TempPathFactory, photos: dict[str, bytes]
 ) -> None:
-    server = start_server(tmp_path_factory.mktemp("graceful"))
+    server = start_server(tmp_path_factory.mktemp("graceful"), {"REGARD_API_MAX_INFLIGHT": "1"})
     client = server.client()
     results: dict[str, Any] = {}
 
@@ -30,6 +31,10 @@ def test_graceful_shutdown_finishes_in_flight_requests(
     caller = threading.Thread(target=slow_call)
     caller.start()
     time.sleep(0.3)  # the request is uploaded (loopback) and the engine is working on it
+    # A second request while the first is in flight exceeds REGARD_API_MAX_INFLIGHT=1.
+    with pytest.raises(ClientError) as info:
+        server.client().describe_collection(CollectionId="anything")
+    assert info.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
     status = stop_server(server)
     caller.join(timeout=120)
     assert "error" not in results, results.get("error")

@@ -36,6 +36,7 @@ from regard.api.rekognition import shapes, sigv4
 from regard.api.rekognition.errors import (
     CONTENT_TYPE,
     InternalServerError,
+    ProvisionedThroughputExceeded,
     RequestTooLarge,
     SerializationError,
     UnknownOperation,
@@ -68,6 +69,7 @@ class ApiState:
     engine: Engine
     s3: S3Images
     max_request_bytes: int
+    inflight: int = 0
     _service: Service | None = None
     _service_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -151,7 +153,12 @@ def create_app(
         operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else None
         record["operation"] = operation or target or None
         op_ms = 0.0
+        state.inflight += 1  # one event loop per process: no lock needed
         try:
+            if state.inflight > state.settings.api_max_inflight:
+                raise ProvisionedThroughputExceeded(
+                    f"More than {state.settings.api_max_inflight} requests in flight; retry with backoff"
+                )
             try:
                 body = await _read_body(request, state.max_request_bytes)
             except _TooLarge:
@@ -236,6 +243,8 @@ def create_app(
             )
             record["status"] = 500
             record["error"] = "InternalServerError"
+        finally:
+            state.inflight -= 1
         record["operation_ms"] = round(op_ms, 3)
         record["total_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
         _log(record)

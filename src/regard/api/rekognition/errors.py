@@ -56,6 +56,13 @@ class RequestTooLarge(ApiError):
     http_status = 413
 
 
+class ProvisionedThroughputExceeded(ApiError):
+    """More requests in flight than the server is configured to work on (botocore retries it)."""
+
+    code = "ProvisionedThroughputExceededException"
+    http_status = 400
+
+
 class InternalServerError(ApiError):
     code = "InternalServerError"
     http_status = 500
