@@ -195,6 +195,14 @@ def test_identification_over_http_floor_leads_and_two_verifiers(
         "error",
         "success",
     ]
+    # a policy change reaches the running server: a tight rate limit throttles the next calls
+    from regard.accountability.policy import PolicyStore
+
+    PolicyStore(server.data_dir).set("identification", "rate_per_second", "0.001")
+    PolicyStore(server.data_dir).set("identification", "burst", "1")
+    with pytest.raises(bare.exceptions.ThrottlingException):
+        for _ in range(3):
+            bare.describe_collection(CollectionId="watch")
     # unauthenticated requests are refused and logged
     req = urllib.request.Request(server.endpoint + "/", data=b"{}", method="POST")
     with pytest.raises(urllib.error.HTTPError) as refused:

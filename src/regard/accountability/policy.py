@@ -318,21 +318,22 @@ class PolicyStore:
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / POLICY_NAME
         self._lock = threading.Lock()
-        self._cached: tuple[float, int, PolicyConfig] | None = None
+        self._cached: tuple[tuple[int, int, int], PolicyConfig] | None = None
 
     def load(self) -> PolicyConfig:
         with self._lock:
             if not self.path.exists():
                 self._write(PolicyConfig())
             st = self.path.stat()
-            if self._cached and self._cached[:2] == (st.st_mtime, st.st_size):
-                return self._cached[2]
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)  # os.replace makes a new inode
+            if self._cached and self._cached[0] == stamp:
+                return self._cached[1]
             try:
                 data = tomllib.loads(self.path.read_text(encoding="utf-8"))
             except tomllib.TOMLDecodeError as exc:
                 raise InvalidParameter(f"{self.path}: {exc}") from exc
             config = config_from_dict(data)
-            self._cached = (st.st_mtime, st.st_size, config)
+            self._cached = (stamp, config)
             return config
 
     def _write(self, config: PolicyConfig) -> None:
