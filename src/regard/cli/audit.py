@@ -82,6 +82,9 @@ def export(
 ) -> None:
     """Export records for an auditor (to stdout or --output)."""
     log = open_log(data_dir)
+    check = log.verify()
+    if not check.ok:  # export anyway (the auditor needs it) but say what does not check out
+        click.echo(f"warning: {check.describe()}", err=True)
     start = parse_time(since) if since else None
     end = parse_time(until) if until else None
     if output is None:
