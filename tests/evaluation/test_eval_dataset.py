@@ -74,3 +74,13 @@ def test_bad_inputs(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("x,y\n1,2\n", encoding="utf-8")
     with pytest.raises(InvalidParameter):
         read_dataset(tmp_path / "bad.csv")
+
+
+def test_keep_subject_filters_before_limit(tmp_path: Path) -> None:
+    rows = [f"s{s}_{k}.jpg,s{s},Male,30,White" for s in range(6) for k in range(2)]
+    folder = _manifest(tmp_path / "ids", rows)
+    ds = read_dataset(folder, keep_subject=lambda s: s in {"s1", "s4"})
+    assert ds.paths == ["s1_0.jpg", "s1_1.jpg", "s4_0.jpg", "s4_1.jpg"]
+    plain = _manifest(tmp_path / "noids", ["x.jpg,20-29,Male,White"], header="path,age,sex,race")
+    with pytest.raises(InvalidParameter):
+        read_dataset(plain, keep_subject=lambda s: True)

@@ -61,6 +61,11 @@ def _bar(stream: Iterable[Any], total: int) -> Iterable[Any]:
 )
 @click.option("--backend", default=None, help="Embedding backend (default: settings, REGARD_EMBED_BACKEND).")
 @click.option("--detector", default=None, help="Face detector (default: settings).")
+@click.option(
+    "--held-apart",
+    is_flag=True,
+    help="Only the third of subjects the shipped calibration never saw (regard.datasets.held_apart).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate_cmd(
     dataset: Path,
@@ -76,6 +81,7 @@ def evaluate_cmd(
     workers: int | None,
     backend: str | None,
     detector: str | None,
+    held_apart: bool,
     quiet: bool,
 ) -> None:
     """Measure accuracy and demographic differentials on DATASET (a folder with manifest.csv, or a
@@ -115,6 +121,7 @@ def evaluate_cmd(
         gates_file=gate,
         workers=workers or max(1, os.cpu_count() or 1),
         progress=None if quiet else _bar,
+        held_apart=held_apart,
     )
     rep = result.data.report
     card = rep["data_card"]

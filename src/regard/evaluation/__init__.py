@@ -8,6 +8,7 @@ writes ``report.json`` and a self-contained ``report.html``. See ``docs/evaluati
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,16 +52,23 @@ def evaluate(
     gates_file: Path | None = None,
     workers: int = 1,
     progress: Progress | None = None,
+    held_apart: bool = False,
 ) -> Evaluation:
     """Run a whole evaluation and write its reports into ``out``."""
     gates = load_gates(gates_file) if gates_file else None
     started = time.perf_counter()
-    dataset = read_dataset(location, limit=limit, seed=options.seed)
+    keep: Callable[[str], bool] | None = None
+    if held_apart:
+        from regard.datasets import held_apart as held
+
+        keep = held
+    dataset = read_dataset(location, limit=limit, seed=options.seed, keep_subject=keep)
     source = TemplateSource(engine)
     templates = compute_templates(source, dataset, out / "cache", workers=workers, progress=progress)
     table = shipped_table()
     data = run_audit(dataset, templates, source.identity(), options, table)
     data.report["dataset"]["limit"] = limit
+    data.report["dataset"]["subjects_held_apart_from_calibration_only"] = held_apart
     data.report["timing"] = {
         "templates_seconds": round(templates.seconds, 1),
         "templates_from_cache": templates.cached,

@@ -108,8 +108,17 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         raise InvalidParameter(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def read_dataset(location: Path, *, limit: int | None = None, seed: int = 0) -> Dataset:
+def read_dataset(
+    location: Path,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    keep_subject: Callable[[str], bool] | None = None,
+) -> Dataset:
     """Read a dataset folder (``manifest.csv``) or a pairs CSV file.
+
+    ``keep_subject`` keeps only the rows of the subjects it accepts (applied before ``limit``;
+    for example :func:`regard.datasets.held_apart`, the subjects the shipped calibration never saw).
 
     ``limit`` keeps about that many images, chosen with ``seed``: whole subjects when the data
     has identities (so genuine pairs survive), single images otherwise, original order kept.
@@ -124,6 +133,10 @@ def read_dataset(location: Path, *, limit: int | None = None, seed: int = 0) -> 
     if not rows or "path" not in rows[0]:
         raise InvalidParameter(f"{manifest} has no rows or no 'path' column")
     has_ids = "subject" in rows[0]
+    if keep_subject is not None:
+        if not has_ids:
+            raise InvalidParameter(f"{manifest} has no subject column to select subjects by")
+        rows = [r for r in rows if keep_subject(r["subject"])]
     if limit is not None and limit < len(rows):
         rows = _subset(rows, limit, seed, has_ids)
     paths = [r["path"] for r in rows]
