@@ -111,3 +111,52 @@ def test_erase_by_user_id_deletes_the_user_and_its_faces(ep: Endpoint, fr_images
     assert ep.service.list_users("staff").users == []
     with pytest.raises(InvalidParameter):
         erase(ep.service, ep.guard.audit, actor="dpo", user_id="x", face_id=ids[0])
+
+
+def test_erasure_reaches_hnsw_index_files_of_a_running_store(tmp_path: Path, engine: Engine) -> None:
+    """The ANN (usearch HNSW) path: a long-lived store (the server's) holds a saved index file;
+    another process-like store erases; after the server syncs and closes, no file keeps the bytes."""
+    import uuid
+
+    import numpy as np
+
+    from regard.accountability.audit import AuditLog
+    from regard.service import Service
+    from regard.store.base import NewFace
+    from regard.store.sqlite import SqliteStore
+    from regard.types import Box
+
+    server = Service(SqliteStore(tmp_path, ann_min_faces=10), engine)
+    server.create_collection("big")
+    vectors = (np.random.default_rng(1).standard_normal((200, 128)) * 0.09).astype(np.float32)
+    server.add_templates(
+        "big",
+        [
+            NewFace(
+                str(uuid.uuid4()),
+                str(uuid.uuid4()),
+                "victim" if i < 3 else f"p{i}",
+                Box(0.1, 0.1, 0.5, 0.5),
+                99.0,
+                v,
+            )
+            for i, v in enumerate(vectors)
+        ],
+    )
+    assert server.search_faces_by_vector("big", vectors[0], face_match_threshold=0, max_faces=3)
+    server.close()  # saves the HNSW index file
+    server = Service(SqliteStore(tmp_path, ann_min_faces=10), engine)
+    assert server.search_faces_by_vector("big", vectors[0], face_match_threshold=0, max_faces=3)
+    assert list(tmp_path.rglob("*.usearch")), "the HNSW path is in use"
+    assert _files_holding(tmp_path, vectors[0].tobytes()), "the scan sees the template in the index file"
+
+    cli = Service(SqliteStore(tmp_path, ann_min_faces=10), engine)
+    report = erase(cli, AuditLog(tmp_path), actor="dpo", external_image_id="victim")
+    cli.close()
+    assert len(report.face_ids) == 3
+    hits = server.search_faces_by_vector("big", vectors[0], face_match_threshold=0, max_faces=5)
+    assert all(m.face.external_image_id != "victim" for m in hits)
+    server.close()
+    for v in vectors[:3]:
+        assert _files_holding(tmp_path, v.tobytes()) == []
+    assert _files_holding(tmp_path, vectors[5].tobytes())
