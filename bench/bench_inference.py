@@ -91,7 +91,11 @@ def main() -> int:
         print(f"datasets folder {DATASETS} is absent", file=sys.stderr)
         return 1
     paths, subjects = _photos(args.photos)
-    cache = Path(tempfile.mkdtemp(prefix="regard-bench-"))
+    with tempfile.TemporaryDirectory(prefix="regard-bench-") as tmp:
+        return _run(args, paths, subjects, Path(tmp))
+
+
+def _run(args: argparse.Namespace, paths: list[Path], subjects: list[str], cache: Path) -> int:
     base = Settings.from_env(cache_dir=cache, onnx_provider="cpu")
     engine = Engine(base)
     images = [engine.load_image(p) for p in paths]
