@@ -1,4 +1,4 @@
-"""dlib's ResNet descriptor run by onnxruntime: the same model, about twenty times faster.
+"""dlib's ResNet descriptor run by onnxruntime: the same model, more than ten times faster.
 
 The graph is converted from the packaged dlib weights (:mod:`regard.models.convert_dlib`) and
 cached; it returns the same descriptors as :class:`regard.embed.DlibEmbedder` (cosine >= 0.9999),
