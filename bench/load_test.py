@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import sys
 import tempfile
@@ -129,6 +130,51 @@ def bare_api_overhead(server: LiveServer, collection: str, calls: int) -> tuple[
     return statistics.median(times), pct(times, 99)
 
 
+def server_side_overhead(server: LiveServer) -> dict[str, tuple[int, float, float]]:
+    """Per operation, from the server's request log: calls, p50 and p99 of total_ms - operation_ms."""
+    out: dict[str, tuple[int, float, float]] = {}
+    records = [r for r in server.log_lines() if r.get("event") == "request" and r.get("status") == 200]
+    for op in sorted({str(r["operation"]) for r in records}):
+        rest = [float(r["total_ms"]) - float(r["operation_ms"]) for r in records if r["operation"] == op]
+        out[op] = (len(rest), pct(rest, 50), pct(rest, 99))
+    return out
+
+
+def pipeline_cost(image: bytes, repeats: int = 50) -> float:
+    """Median ms, in-process, of SigV4 verification + JSON parse + model validation of one IndexFaces body."""
+    import base64
+    import json
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from regard.api.rekognition import shapes, sigv4
+    from regard.keys import KeyStore
+
+    keys = KeyStore(Path(tempfile.mkdtemp(prefix="regard-keys-")))
+    key, secret = keys.create("bench")
+    body = json.dumps({"CollectionId": "c", "Image": {"Bytes": base64.b64encode(image).decode()}}).encode()
+    req = AWSRequest(
+        method="POST",
+        url="http://127.0.0.1:9000/",
+        data=body,
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": "RekognitionService.IndexFaces",
+        },
+    )
+    SigV4Auth(Credentials(key.access_key_id, secret), "rekognition", "us-east-1").add_auth(req)
+    headers = [*req.headers.items(), ("host", "127.0.0.1:9000")]
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sigv4.verify(keys, method="POST", path="/", query="", headers=headers, body=body)
+        shapes.validate("IndexFaces", json.loads(body))
+        times.append((time.perf_counter() - t) * 1000.0)
+    return statistics.median(times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -139,6 +185,7 @@ def main() -> int:
     args = parser.parse_args()
 
     images = photos()
+    print(f"machine: {os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.1f}", flush=True)
     data_dir = Path(tempfile.mkdtemp(prefix="regard-load-"))
     print(f"starting regard serve (data dir {data_dir}, {args.workers} worker(s)) ...", flush=True)
     server = start_server(data_dir, workers=args.workers)
@@ -168,6 +215,7 @@ def main() -> int:
         present = listed_faces(setup, collection)
         lost = set(acknowledged) - present
         bare_p50, bare_p99 = bare_api_overhead(server, collection, 200)
+        overhead = server_side_overhead(server)
     finally:
         code = stop_server(server)
     print(f"server stopped gracefully (exit {code}); restarting on the same data dir ...", flush=True)
@@ -182,6 +230,7 @@ def main() -> int:
     server_errors = [e for w in workers for e in w.server_errors]
     client_errors = [e for w in workers for e in w.client_errors]
     engine_ms = engine_reference(images, 3)
+    pipeline_ms = pipeline_cost(images["obama"])
 
     print()
     print(f"calls: {len(samples)} ok, {len(server_errors)} 5xx/transport, {len(client_errors)} 4xx", end="")
@@ -202,6 +251,13 @@ def main() -> int:
     print()
     print(f"in-process engine (decode+detect+analyze+embed), 1 call at a time: {engine_ms:.1f} ms")
     print(f"bare API call (DescribeCollection, sequential): p50 {bare_p50:.2f} ms, p99 {bare_p99:.2f} ms")
+    print(
+        f"SigV4 + JSON + validation of one {len(images['obama'])} B IndexFaces body, in-process: "
+        f"{pipeline_ms:.2f} ms"
+    )
+    print("server-side API overhead (request log: total_ms - operation_ms, includes queueing):")
+    for op, (n, p50, p99) in overhead.items():
+        print(f"  {op:<20}{n:>6} calls  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms")
     all_ops = [s[1] for s in samples]
     if all_ops:
         print(f"ratio load p50 / engine: {pct(all_ops, 50) / engine_ms:.2f}x")
@@ -210,6 +266,7 @@ def main() -> int:
     for e in client_errors[:5]:
         print("4xx:", e)
     ok = alive and not server_errors and not lost and not lost_after_restart
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
     print("RESULT:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
 
