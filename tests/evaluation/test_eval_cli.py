@@ -159,3 +159,12 @@ def test_fairface_subset_by_race_and_sex(datasets: Path, tmp_path: Path) -> None
         "White",
     }
     assert point["differentials"]["sex"]["fnmr"]["max_over_min"] is None  # no genuine pairs
+
+
+def test_subset_run_reuses_the_full_runs_templates(small_set: Path, evaluated: Path, tmp_path: Path) -> None:
+    shutil.copytree(evaluated / "cache", tmp_path / "out" / "cache")
+    args = ["evaluate", str(small_set), "--out", str(tmp_path / "out"), "--workers", "1", "--bootstrap", "0"]
+    assert main([*args, "--quiet", "--limit", "3", "--seed", "1"]) == 0
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["timing"]["templates_from_cache"] is True
+    assert rep["data_card"]["images"] in (3, 4)  # whole subjects: Obama's three, maybe Biden too

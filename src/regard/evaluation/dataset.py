@@ -274,6 +274,40 @@ def _worker_one(path: str) -> tuple[str, np.ndarray | None, float, float, float]
 Progress = Callable[[Iterable[Any], int], Iterable[Any]]
 
 
+def cache_prefix(identity: dict[str, str], dataset: Dataset) -> str:
+    """File-name prefix shared by every template cache of one model setup and dataset folder."""
+    ident = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    root = hashlib.sha256(str(dataset.root.resolve()).encode()).hexdigest()[:8]
+    return f"templates-{ident}-{root}"
+
+
+def load_cached(cache_dir: Path, prefix: str, dataset: Dataset) -> Templates | None:
+    """Templates of ``dataset`` from any cache file of the same setup holding all its images.
+
+    A run on a subset (``--limit``, ``--held-apart``) after a full run takes its rows from the
+    full run's file.
+    """
+    wanted = dataset.paths
+    for path in sorted(cache_dir.glob(f"{prefix}-*.npz")):
+        if path.name.endswith(".tmp.npz"):
+            continue
+        with np.load(path) as data:
+            index = {str(p): i for i, p in enumerate(data["paths"])}
+            if not all(p in index for p in wanted):
+                continue
+            rows = np.array([index[p] for p in wanted], dtype=np.int64)
+            return Templates(
+                data["embeddings"][rows],
+                data["status"].astype(str)[rows],
+                data["face_height"][rows],
+                data["sharpness"][rows],
+                data["brightness"][rows],
+                0.0,
+                True,
+            )
+    return None
+
+
 def compute_templates(
     source: TemplateSource,
     dataset: Dataset,
@@ -289,19 +323,9 @@ def compute_templates(
     ``progress`` wraps the stream of per-image results (for a progress bar).
     """
     ident = source.identity()
-    key = hashlib.sha256((dataset.fingerprint() + json.dumps(ident, sort_keys=True)).encode()).hexdigest()
-    cache = cache_dir / f"templates-{key[:20]}.npz"
-    if cache.is_file():
-        with np.load(cache) as data:
-            return Templates(
-                data["embeddings"],
-                data["status"].astype(str),
-                data["face_height"],
-                data["sharpness"],
-                data["brightness"],
-                0.0,
-                True,
-            )
+    cached = load_cached(cache_dir, cache_prefix(ident, dataset), dataset)
+    if cached is not None:
+        return cached
     n = len(dataset)
     files = [str(dataset.root / rel) for rel in dataset.paths]
     start = time.perf_counter()
@@ -327,7 +351,16 @@ def compute_templates(
     bright = np.array([r[4] for r in results], dtype=np.float64)
     result = Templates(emb, status, height, sharp, bright, seconds, False)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"{cache_prefix(ident, dataset)}-{dataset.fingerprint()[:16]}.npz"
     tmp = cache.with_name(cache.stem + ".tmp.npz")
-    np.savez(tmp, embeddings=emb, status=status, face_height=height, sharpness=sharp, brightness=bright)
+    np.savez(
+        tmp,
+        paths=np.array(dataset.paths, dtype=str),
+        embeddings=emb,
+        status=status,
+        face_height=height,
+        sharpness=sharp,
+        brightness=bright,
+    )
     tmp.replace(cache)
     return result
