@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 AWS = Path(sys.executable).parent / "aws"
+#: Rekognition operations this module has driven through the CLI (checked by the last test).
+CALLED: set[str] = set()
 
 
 def aws(api: LiveServer, home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -29,6 +31,9 @@ def aws(api: LiveServer, home: Path, *args: str, ok: bool = True) -> subprocess.
         "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
         "AWS_MAX_ATTEMPTS": "1",
     }
+    if not AWS.exists():
+        pytest.skip("the awscli package is not installed in this environment")
+    CALLED.add("".join(part.capitalize() for part in args[0].split("-")))
     done = subprocess.run(
         [str(AWS), "rekognition", *args, "--endpoint-url", api.endpoint, "--output", "json"],
         env=env,
@@ -125,3 +130,91 @@ def test_aws_cli_round_trip(api: LiveServer, fr_images: Path, tmp_path: Path) ->
         aws(api, tmp_path, "delete-collection", "--collection-id", cid)
     gone = aws(api, tmp_path, "describe-collection", "--collection-id", cid, ok=False)
     assert "ResourceNotFoundException" in gone.stderr
+
+
+def test_aws_cli_users_tags_and_face_operations(api: LiveServer, fr_images: Path, tmp_path: Path) -> None:
+    def run(*args: str) -> Any:
+        return out(aws(api, tmp_path, *args))
+
+    cid = "cli-users"
+    arn = run("create-collection", "--collection-id", cid, "--tags", "team=cli")["CollectionArn"]
+    try:
+        ids = {}
+        for name in ("obama", "obama2", "obama3", "biden"):
+            rec = run(
+                "index-faces",
+                "--collection-id",
+                cid,
+                "--image-bytes",
+                f"fileb://{fr_images / (name + '.jpg')}",
+                "--external-image-id",
+                name,
+            )
+            ids[name] = rec["FaceRecords"][0]["Face"]["FaceId"]
+        assert run("describe-collection", "--collection-id", cid)["FaceCount"] == 4
+        similar = run("search-faces", "--collection-id", cid, "--face-id", ids["obama"])
+        assert {m["Face"]["ExternalImageId"] for m in similar["FaceMatches"]} == {"obama2", "obama3"}
+
+        run("create-user", "--collection-id", cid, "--user-id", "barack")
+        run("create-user", "--collection-id", cid, "--user-id", "joe")
+        users = run("list-users", "--collection-id", cid, "--max-items", "1")
+        assert len(users["Users"]) == 1 and users["NextToken"]
+        assoc = run(
+            "associate-faces",
+            "--collection-id",
+            cid,
+            "--user-id",
+            "barack",
+            "--face-ids",
+            ids["obama"],
+            ids["obama2"],
+        )
+        assert assoc["UserStatus"] == "ACTIVE" and len(assoc["AssociatedFaces"]) == 2
+        run("associate-faces", "--collection-id", cid, "--user-id", "joe", "--face-ids", ids["biden"])
+        by_face = run("search-users", "--collection-id", cid, "--face-id", ids["obama3"])
+        assert [m["User"]["UserId"] for m in by_face["UserMatches"]] == ["barack"]
+        by_image = run(
+            "search-users-by-image",
+            "--collection-id",
+            cid,
+            "--image-bytes",
+            f"fileb://{fr_images / 'biden.jpg'}",
+        )
+        assert [m["User"]["UserId"] for m in by_image["UserMatches"]] == ["joe"]
+        dis = run(
+            "disassociate-faces", "--collection-id", cid, "--user-id", "barack", "--face-ids", ids["obama2"]
+        )
+        assert [f["FaceId"] for f in dis["DisassociatedFaces"]] == [ids["obama2"]]
+        run("delete-user", "--collection-id", cid, "--user-id", "joe")
+        assert [u["UserId"] for u in run("list-users", "--collection-id", cid)["Users"]] == ["barack"]
+        deleted = run("delete-faces", "--collection-id", cid, "--face-ids", ids["obama2"], ids["obama"])
+        assert deleted["DeletedFaces"] == [ids["obama2"]]
+        assert deleted["UnsuccessfulFaceDeletions"][0]["Reasons"] == ["ASSOCIATED_TO_AN_EXISTING_USER"]
+
+        run("tag-resource", "--resource-arn", arn, "--tags", "owner=qa")
+        assert run("list-tags-for-resource", "--resource-arn", arn)["Tags"] == {"team": "cli", "owner": "qa"}
+        run("untag-resource", "--resource-arn", arn, "--tag-keys", "team")
+        assert run("list-tags-for-resource", "--resource-arn", arn)["Tags"] == {"owner": "qa"}
+        bad = aws(
+            api,
+            tmp_path,
+            "associate-faces",
+            "--collection-id",
+            cid,
+            "--user-id",
+            "barack",
+            "--face-ids",
+            "not-a-uuid",
+            ok=False,
+        )
+        assert "InvalidParameterException" in bad.stderr
+    finally:
+        run("delete-collection", "--collection-id", cid)
+
+
+def test_aws_cli_drove_every_operation() -> None:
+    from regard.api.rekognition.operations import OPERATIONS
+
+    if not CALLED:
+        pytest.skip("the CLI tests did not run")
+    assert set(OPERATIONS) <= CALLED, f"not driven through the AWS CLI: {sorted(set(OPERATIONS) - CALLED)}"
