@@ -263,3 +263,25 @@ def test_two_workers_share_one_data_dir(
     finally:
         assert stop_server(server) in (0, -15)
         assert "Application shutdown complete" in server.log_path.read_text()
+
+
+def test_search_without_a_face_and_bad_page_tokens(rek: Any, collection: str) -> None:
+    import io
+
+    from PIL import Image
+
+    blank = io.BytesIO()
+    Image.new("RGB", (160, 120), (200, 200, 200)).save(blank, format="JPEG")
+    with pytest.raises(rek.exceptions.InvalidParameterException, match="no faces"):
+        rek.search_faces_by_image(CollectionId=collection, Image={"Bytes": blank.getvalue()})
+    with pytest.raises(rek.exceptions.InvalidParameterException):
+        rek.search_users_by_image(CollectionId=collection, Image={"Bytes": blank.getvalue()})
+    empty = rek.index_faces(CollectionId=collection, Image={"Bytes": blank.getvalue()})
+    assert empty["FaceRecords"] == [] and empty["UnindexedFaces"] == []
+    for call in (
+        lambda: rek.list_faces(CollectionId=collection, NextToken="forged-token"),
+        lambda: rek.list_users(CollectionId=collection, NextToken="forged-token"),
+    ):
+        with pytest.raises(ClientError) as info:
+            call()
+        assert code(info.value) == "InvalidPaginationTokenException"
