@@ -17,7 +17,7 @@ from regard.align import face_chips
 from regard.analyze import analyze_face
 from regard.calibrate import CalibrationTable, default_table
 from regard.config import Settings
-from regard.detect.base import MAX_FACES, Detector, downscale, finalize, rescale
+from regard.detect.base import MAX_FACES, Detector, alignment_box, downscale, finalize, rescale
 from regard.embed import DlibEmbedder, Embedder
 from regard.errors import InvalidParameter
 from regard.landmarks import ShapePredictors
@@ -145,11 +145,11 @@ class Engine:
 
     def analyze(self, image: RGBImage, detection: Detection) -> FaceAnalysis:
         """Rekognition's landmarks, pose, quality, eyes open and mouth open for one face."""
-        return analyze_face(image, detection, self.predictors.points68(image, detection.box))
+        return analyze_face(image, detection, self.predictors.points68(image, alignment_box(detection)))
 
     def embed(self, image: RGBImage, detections: Sequence[Detection]) -> Embeddings:
         """One 128-d descriptor per detection, computed in one batch from the full-resolution image."""
-        chips = face_chips(image, [d.box for d in detections], self.predictors)
+        chips = face_chips(image, [alignment_box(d) for d in detections], self.predictors)
         return self.embedder.embed_chips(chips)
 
     def faces(

@@ -12,7 +12,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from regard.detect.base import MAX_FACES
+from regard.detect.base import MAX_FACES, alignment_box
 from regard.detect.mtcnn import MtcnnDetector, nms
 from regard.engine import Engine
 from regard.models.mtcnn_convert import load_weights, mtcnn_onnx_paths
@@ -158,6 +158,25 @@ def test_finds_the_portrait_face(engine: Engine, fr_images: Path, name: str) -> 
     # It agrees with dlib's HOG detector on where the face is.
     hog = engine.detect(image, detector="hog")[0]
     assert face.box.iou(hog.box) > 0.5
+
+
+@pytest.mark.parametrize("name", ["obama.jpg", "obama2.jpg", "biden.jpg"])
+def test_alignment_box_is_hog_like(engine: Engine, fr_images: Path, name: str) -> None:
+    image = _load(engine, fr_images / name)
+    face = engine.detect(image, detector="mtcnn")[0]
+    hog = engine.detect(image, detector="hog")[0]
+    mapped = alignment_box(face)
+    assert mapped != face.box  # MTCNN registers its own map...
+    assert mapped.iou(hog.box) > 0.6  # ...onto the geometry dlib's predictors were trained on
+    assert mapped.iou(hog.box) > face.box.iou(hog.box)
+    # Rotating the photo rotates the mapped box's centre with the face.
+    turned = np.ascontiguousarray(np.rot90(image))
+    face_t = engine.detect(turned, detector="mtcnn")
+    if face_t:  # MTCNN sometimes finds a face turned by 90 degrees; when it does, the map follows
+        m = alignment_box(face_t[0])
+        cx, cy = mapped.left + mapped.width / 2, mapped.top + mapped.height / 2
+        tx, ty = m.left + m.width / 2, m.top + m.height / 2
+        assert abs(tx - cy) < 0.1 * mapped.width and abs(ty - (image.shape[1] - cx)) < 0.1 * mapped.width
 
 
 def test_min_face_size_is_honoured(engine: Engine, fr_images: Path, detector: MtcnnDetector) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -59,6 +59,17 @@ def landmarks5_from_68(points: Sequence[Point]) -> tuple[Point, Point, Point, Po
         return (float(v[0]), float(v[1]))
 
     return (p(eye_a), p(eye_b), p(nose), p(mouth_a), p(mouth_b))
+
+
+#: Detector name -> map from its detection to the box dlib's shape predictors expect (they were
+#: trained on dlib detector boxes). Detectors that draw boxes differently register one here.
+ALIGNMENT_BOXES: dict[str, Callable[[Detection], Box]] = {}
+
+
+def alignment_box(detection: Detection) -> Box:
+    """The box to initialise the shape predictors from (the detection's own box by default)."""
+    mapper = ALIGNMENT_BOXES.get(detection.detector)
+    return detection.box if mapper is None else mapper(detection)
 
 
 def finalize(detections: list[Detection], max_faces: int = MAX_FACES) -> list[Detection]:
