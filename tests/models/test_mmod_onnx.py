@@ -88,3 +88,11 @@ def test_same_detections_as_dlib_on_celeba(
         image, _ = downscale(engine.load_image(root / row["path"]), 320)
         found += _compare(detector, reference, image, 0)
     assert found >= 4
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 5), (1, 500), (10, 10)])
+def test_tiny_images_have_no_faces(detector: MmodOnnxDetector, shape: tuple[int, int]) -> None:
+    image = np.full((*shape, 3), 128, dtype=np.uint8)
+    for ups in (0, 1):
+        assert detector.raw(image, ups) == []
+    assert detector.detect(image, min_face_size=20) == []

@@ -41,6 +41,8 @@ MIN_LEVEL_HEIGHT = 5
 #: Output location (x, y) looks at the input window centred on STRIDE * (x, y) + OFFSET.
 STRIDE = 8
 OFFSET = 14
+#: Smallest tiled-image side the three unpadded 5x5 stride-2 convolutions leave one output for.
+MIN_TENSOR_SIDE = 29
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +212,8 @@ class MmodOnnxDetector:
         if min(img.shape[:2]) < 1:
             return []
         tensor, rects = tiled_pyramid(img, self._mean)
+        if min(tensor.shape[-2:]) < MIN_TENSOR_SIDE:
+            return []  # too small to hold any face the network can score
         scores = self._session.run(["scores"], {"tensor": tensor})[0][0, 0]
         rows, cols = np.nonzero(scores > 0)
         cands = []
