@@ -68,3 +68,15 @@ def test_every_pattern_in_the_model_compiles_and_tags_follow_it() -> None:
             "TagResource",
             {"ResourceArn": "arn:aws:rekognition:us-east-1:0:collection/c", "Tags": {"a#b": "x"}},
         )
+
+
+def test_errors_follow_each_operations_model() -> None:
+    from regard.api.rekognition.errors import UnrecognizedClient, for_operation
+    from regard.errors import ResourceAlreadyExists
+
+    exists = ResourceAlreadyExists("user u already exists")
+    assert for_operation(exists, "CreateUser").code == "ConflictException"
+    assert for_operation(exists, "CreateUser").message == exists.message
+    assert for_operation(exists, "CreateCollection") is exists
+    auth = UnrecognizedClient("x")
+    assert for_operation(auth, "CreateUser") is auth

@@ -41,6 +41,7 @@ from regard.api.rekognition.errors import (
     SerializationError,
     UnknownOperation,
     error_response,
+    for_operation,
 )
 from regard.api.rekognition.operations import OPERATIONS, Context
 from regard.api.rekognition.s3 import S3Images
@@ -223,10 +224,11 @@ def create_app(
             record["status"] = 200
         except RegardError as exc:
             await run_in_threadpool(note_refusal, guard, operation, request_id, record["access_key_id"], exc)
-            response = error_response(exc, request_id)
-            record["status"] = exc.http_status
-            record["error"] = exc.code
-            record["message"] = exc.message
+            error = for_operation(exc, operation)
+            response = error_response(error, request_id)
+            record["status"] = error.http_status
+            record["error"] = error.code
+            record["message"] = error.message
         except Exception as exc:
             log.error(
                 json.dumps(

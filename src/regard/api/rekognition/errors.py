@@ -12,7 +12,8 @@ import json
 
 from starlette.responses import Response
 
-from regard.errors import RegardError
+from regard.api.rekognition.shapes import service_model
+from regard.errors import ConflictError, RegardError
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
@@ -66,6 +67,27 @@ class ProvisionedThroughputExceeded(ApiError):
 class InternalServerError(ApiError):
     code = "InternalServerError"
     http_status = 500
+
+
+#: When an operation's model does not list an error, the modeled error that means the same thing.
+_MODELED_ALTERNATIVES: dict[str, type[RegardError]] = {
+    # CreateUser on an existing UserId: Rekognition answers ConflictException.
+    "ResourceAlreadyExistsException": ConflictError,
+}
+
+
+def for_operation(error: RegardError, operation: str | None) -> RegardError:
+    """``error`` as ``operation`` reports it: an equivalent error its model lists, when there is one."""
+    if operation is None or isinstance(error, ApiError):
+        return error
+    model = service_model()
+    if operation not in model.operation_names:
+        return error
+    modeled = {shape.name for shape in model.operation_model(operation).error_shapes}
+    alternative = _MODELED_ALTERNATIVES.get(error.code)
+    if error.code in modeled or alternative is None or alternative.code not in modeled:
+        return error
+    return alternative(error.message)
 
 
 def error_response(error: RegardError, request_id: str) -> Response:
