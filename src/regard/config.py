@@ -26,8 +26,8 @@ class Settings:
     min_face_size: int = 20
     #: Longest image side fed to the detector; larger photos are scaled down for detection.
     detect_max_side: int = 1024
-    #: Embedding backend: "dlib" (reference) or "onnx".
-    embed_backend: str = "dlib"
+    #: Embedding backend: "onnx" (default; same answers as dlib, measured in docs/benchmarks.md) or "dlib" (reference).
+    embed_backend: str = "onnx"
     #: Threads for inference (0 = library default).
     threads: int = 0
     #: onnxruntime execution provider: "auto" (CUDA when onnxruntime-gpu sees a GPU), "cpu" or "cuda".
