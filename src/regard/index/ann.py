@@ -22,8 +22,8 @@ class AnnParams:
     """HNSW parameters (picked in bench/bench_search.py for recall@10 >= 0.99 at 1M faces)."""
 
     connectivity: int = 16
-    expansion_add: int = 128
-    expansion_search: int = 96
+    expansion_add: int = 64
+    expansion_search: int = 128
     dtype: str = "f32"
 
 

@@ -79,6 +79,7 @@ class SqliteStore(SqlStore):
         self._states_lock = threading.Lock()
         self._closed = False
         self._migrate()
+        self._sweep_orphans()
 
     # -- connections ------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -208,18 +209,28 @@ class SqliteStore(SqlStore):
         target = self.index_dir / f"{state.key}-{state.seq}.usearch"
         if not state.index.save(target):
             return
-        # A removal committed meanwhile must not survive in a file: drop what we wrote.
+        # A removal committed meanwhile (or the collection's deletion) must not survive in a file.
         with self._read() as tx:
             removed = tx.one(
                 "SELECT 1 FROM changes WHERE collection = ? AND seq > ? AND op = 'del' LIMIT 1",
                 (state.key, state.seq),
             )
-        if removed is not None:
+            alive = tx.one("SELECT 1 FROM collections WHERE id = ?", (state.key,))
+        if removed is not None or alive is None:
             target.unlink(missing_ok=True)
             return
         state.saved_seq = state.seq
         for seq, p in self._files(state.key):
             if seq < state.seq:
+                p.unlink(missing_ok=True)
+
+    def _sweep_orphans(self) -> None:
+        """Delete index files of collections that no longer exist."""
+        with self._read() as tx:
+            live = {int(r[0]) for r in tx.all("SELECT id FROM collections")}
+        for p in self.index_dir.glob("*.usearch*"):
+            head = p.name.split("-", 1)[0]
+            if not head.isdigit() or int(head) not in live:
                 p.unlink(missing_ok=True)
 
     def _build(self, key: int) -> _State:
@@ -355,6 +366,7 @@ class SqliteStore(SqlStore):
                     fresh = self._build_fresh(state.key)
                     state.index, state.seq, state.saved_seq = fresh.index, fresh.seq, 0
                 self._save(state)
+        self._sweep_orphans()
         conn = self._conn()
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("VACUUM")
