@@ -144,3 +144,20 @@ def test_removal_drops_index_files_until_compacted(tmp_path: Path) -> None:
     data = _index_bytes(tmp_path)
     assert data and gone not in data and vectors[1].astype(np.float32).tobytes() not in data
     assert vectors[2].astype(np.float32).tobytes() in data
+
+
+def test_an_index_of_a_collection_deleted_elsewhere_is_not_written(tmp_path: Path) -> None:
+    vectors = people(60, 5, seed=8, spread=0.5)
+    a = _store(tmp_path)
+    a.create_collection("c", "arn:c", MODEL, {})
+    a.add_faces("c", new_faces(vectors))
+    a.nearest("c", vectors[0], 1, 10.0)  # process A holds an HNSW index of "c"
+    b = _store(tmp_path)
+    b.delete_collection("c")  # process B deletes the collection
+    b.close()
+    a.close()  # ... and must not write the deleted collection's templates to a file
+    assert not list((tmp_path / "index").glob("*"))
+    # Leftovers of a crash (an orphan file) are swept when a store opens.
+    (tmp_path / "index" / "77-5.usearch").write_bytes(vectors[0].tobytes())
+    _store(tmp_path).close()
+    assert not list((tmp_path / "index").glob("*"))
