@@ -114,6 +114,7 @@ def test_report_files_and_sections(tmp_path: Path) -> None:
     for sid, _ in SECTIONS:
         assert f'id="{sid}"' in page
     assert page.count("data:image/png;base64,") >= 5
+    assert "<b>Summary.</b>" in page and "At similarity 80 (shipped table)" in page
     assert "http://" not in page and "https://" not in page  # self-contained
     assert render_html(data) == page
 

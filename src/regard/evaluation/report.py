@@ -256,6 +256,7 @@ def render_html(data: AuditData) -> str:
         "impostor pairs with both images in the group. Intervals: 95% Clopper-Pearson, and a percentile "
         "bootstrap that resamples subjects.</p>"
     )
+    parts.append(_summary(rep))
     parts.append(
         "<nav>" + " · ".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name in SECTIONS) + "</nav>"
     )
@@ -423,6 +424,43 @@ def render_html(data: AuditData) -> str:
         + "\n".join(parts)
         + "</body></html>\n"
     )
+
+
+def _summary(rep: dict[str, Any]) -> str:
+    """Headline numbers at the deployed threshold (similarity 80), first thing on the page."""
+    card = rep["data_card"]
+    text = (
+        f"{card['images']:,} images of {card['subjects']:,} subjects; {card['acquired']:,} with a face; "
+        f"{card['genuine_pairs']:,} genuine and {card['impostor_pairs']:,} impostor pairs."
+    )
+    deployed = [p for p in rep.get("operating_points", []) if p["kind"] == "similarity80"]
+    if deployed:
+        p = deployed[0]
+        g = p["global"]
+        text += (
+            f" At {_e(p['label'])} (distance {p['distance']:.4f}): FMR {_fmt(g['fmr']['rate'])}"
+            f" ({g['fmr']['errors']:,}/{g['fmr']['trials']:,}), FNMR {_fmt(g['fnmr']['rate'])}"
+            f" ({g['fnmr']['errors']:,}/{g['fnmr']['trials']:,})."
+        )
+        for spec, d in p["differentials"].items():
+            for metric in ("fmr", "fnmr"):
+                x = d[metric]
+                if x["max_over_geomean"] is not None:
+                    text += (
+                        f" {metric.upper()} by {_e(spec)}: max/geomean {_fmt(x['max_over_geomean'])},"
+                        f" worst {_e(x['worst_group'])}."
+                    )
+    cal = rep["system"].get("calibration_table")
+    if cal and rep["dataset"]["name"] in str(cal.get("dataset", "")):
+        text += (
+            " Note: the shipped calibration table was fitted on part of this dataset; "
+            "<code>--held-apart</code> evaluates only the subjects it never saw."
+        )
+    gates = rep.get("gates")
+    if gates is not None:
+        verdict = "passed" if gates["passed"] else "FAILED"
+        text += f' Release gates: <span class="{"pass" if gates["passed"] else "fail"}">{verdict}</span>.'
+    return f'<p id="summary"><b>Summary.</b> {text}</p>'
 
 
 def _middle(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
