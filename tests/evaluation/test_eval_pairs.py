@@ -78,3 +78,9 @@ def test_split_is_seeded_and_disjoint() -> None:
     assert not any(subj[i] in enrolled for i in a.nonmated)
     assert (subj[a.gallery[a.mate_pos]] == subj[a.mated]).all()
     assert len(a.gallery) + len(a.mated) + len(a.nonmated) == subj.size
+
+
+def test_group_names_sort_numbers_as_numbers() -> None:
+    g = Grouping.of("age", ["20-29", "3-9", "0-2", "10-19", "70+", "3-9"])
+    assert g.names == ["0-2", "3-9", "10-19", "20-29", "70+"]
+    assert g.codes.tolist() == [3, 1, 0, 2, 4, 1]

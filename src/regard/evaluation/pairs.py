@@ -9,6 +9,7 @@ thresholds, counts and the subject bootstrap at every operating point under the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,11 @@ import numpy as np
 BIN_EDGES = np.linspace(0.0, 2.0, 4001)
 NBINS = BIN_EDGES.size - 1
 BLOCK = 512
+
+
+def _natural(name: str) -> list[tuple[int, int | str]]:
+    """Sort key that puts "3-9" before "10-19" (numbers compare as numbers)."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,7 @@ class Grouping:
 
     @classmethod
     def of(cls, spec: str, values: Sequence[str]) -> Grouping:
-        names = sorted(set(values))
+        names = sorted(set(values), key=_natural)
         lookup = {n: i for i, n in enumerate(names)}
         return cls(spec, names, np.array([lookup[v] for v in values], dtype=np.int64))
 
