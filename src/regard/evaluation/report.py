@@ -140,7 +140,7 @@ def fig_det(scores: PairScores, g: Grouping, point: dict[str, Any]) -> str | Non
         return None
     ax.set_xlabel("false-match rate")
     ax.set_ylabel("false non-match rate")
-    ax.set_title(f"DET by {g.spec}; dots: global threshold {point['label']}")
+    ax.set_title(f"DET by {g.spec}; dots: operating point {point['label']}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
@@ -184,7 +184,8 @@ def fig_cross(cross: dict[str, Any], spec: str, label: str) -> str:
         for j in range(len(names)):
             v = mat[i, j]
             text = "n/a" if not np.isfinite(v) else ("0" if v == 0 else f"{v:.1e}")
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white")
+            colour = "white" if np.isfinite(shown[i, j]) else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
     fig.colorbar(im, ax=ax, label="log10 FMR")
     ax.set_title(f"Impostor FMR between {spec} groups at {label}", fontsize=9)
     return _png(fig)
@@ -437,10 +438,14 @@ def _summary(rep: dict[str, Any]) -> str:
     if deployed:
         p = deployed[0]
         g = p["global"]
+        fnmr = (
+            f"FNMR {_fmt(g['fnmr']['rate'])} ({g['fnmr']['errors']:,}/{g['fnmr']['trials']:,})"
+            if g["fnmr"]["trials"]
+            else "no genuine pairs"
+        )
         text += (
             f" At {_e(p['label'])} (distance {p['distance']:.4f}): FMR {_fmt(g['fmr']['rate'])}"
-            f" ({g['fmr']['errors']:,}/{g['fmr']['trials']:,}), FNMR {_fmt(g['fnmr']['rate'])}"
-            f" ({g['fnmr']['errors']:,}/{g['fnmr']['trials']:,})."
+            f" ({g['fmr']['errors']:,}/{g['fmr']['trials']:,}), {fnmr}."
         )
         for spec, d in p["differentials"].items():
             for metric in ("fmr", "fnmr"):
@@ -464,6 +469,10 @@ def _summary(rep: dict[str, Any]) -> str:
 
 
 def _middle(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The point plots mark: the deployed threshold (similarity 80), else the middle target."""
+    deployed = [p for p in points if p["kind"] == "similarity80"]
+    if deployed:
+        return deployed[0]
     targets = [p for p in points if p["kind"] == "target"]
     return targets[len(targets) // 2] if targets else points[0]
 
