@@ -24,7 +24,7 @@ from regard.landmarks import ShapePredictors
 from regard.types import Comparison, Detection, Embeddings, Face, FaceAnalysis, RGBImage
 
 #: The detector used when settings say "default"; chosen by measurement (docs/benchmarks.md).
-DEFAULT_DETECTOR = "hog"
+DEFAULT_DETECTOR = "mtcnn"
 
 DetectorFactory = Callable[["Engine"], Detector]
 
