@@ -175,3 +175,24 @@ def test_gates_file_errors(tmp_path: Path) -> None:
     f.write_text("not toml [", encoding="utf-8")
     with pytest.raises(InvalidParameter):
         load_gates(f)
+
+
+def test_audit_on_a_pairs_list() -> None:
+    ds, t = _synthetic(subjects=20, per=3)
+    pairs = [
+        (0, 1, True),
+        (0, 2, True),
+        (3, 4, True),
+        (0, 3, False),
+        (1, 6, False),
+        (2, 9, False),
+        (5, 6, False),
+    ]
+    listed = Dataset(ds.root, "pairs", ds.paths, ds.subjects, True, ds.labels, pairs)
+    rep = run_audit(listed, t, SYSTEM, _options(targets=[0.5]), default_table()).report
+    card = rep["data_card"]
+    # Image 5 has no face: its pair is dropped; the rest are scored as listed.
+    assert (card["genuine_pairs"], card["impostor_pairs"]) == (3, 3)
+    point = rep["operating_points"][0]
+    assert point["global"]["fmr"]["trials"] == 3
+    assert point["global"]["fmr"]["errors"] <= 1
