@@ -193,7 +193,7 @@ def _read_pairs(path: Path, *, limit: int | None, seed: int) -> Dataset:
     pairs = [
         (index[r["path_a"]], index[r["path_b"]], r["same"].strip() in {"1", "true", "True"}) for r in rows
     ]
-    return Dataset(root, path.stem, paths, subjects, has_ids, labels, pairs)
+    return Dataset(root, f"{root.name}/{path.name}", paths, subjects, has_ids, labels, pairs)
 
 
 # -- templates ---------------------------------------------------------------------------------
