@@ -46,7 +46,13 @@ def _bar(stream: Iterable[Any], total: int) -> Iterable[Any]:
 @click.option(
     "--limit", default=None, type=click.IntRange(min=2), help="Use about this many images (a subset)."
 )
-@click.option("--gate", "gate", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--gate",
+    "gate",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file of release gates; exit status 1 when one fails.",
+)
 @click.option(
     "--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="Bootstrap replicates."
 )
