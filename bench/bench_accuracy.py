@@ -262,7 +262,7 @@ def main() -> None:
     parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--subjects-step", type=int, default=1, help="every n-th subject (all photos)")
     parser.add_argument("--fresh", action="store_true", help="ignore cached results")
-    parser.add_argument("--stage", choices=["all", "mtcnn"], default="all", help="'mtcnn': that cache only")
+    parser.add_argument("--stage", choices=["all", "fr", "mtcnn"], default="all", help="fill one cache only")
     parser.add_argument("--with-hog", action="store_true", help="also regard with the hog detector")
     parser.add_argument("--fit-alignment", action="store_true", help="print the MTCNN box-map fit")
     args = parser.parse_args()
@@ -292,6 +292,8 @@ def main() -> None:
         )
         return
     reference = run_cached("face_recognition", rows, args.fresh, lambda p, old: fr(image(p)))
+    if args.stage == "fr":  # fill only the face_recognition cache (e.g. in a second process)
+        return
     mtcnn_of = lambda p, old: mtcnn_record(engine, image(p), old)  # noqa: E731
     mtcnn = run_cached("mtcnn", rows, args.fresh, mtcnn_of, complete)
     results = {"face_recognition (dlib HOG up1, shape5)": reference}
