@@ -163,8 +163,9 @@ def _order5(points: np.ndarray) -> tuple[Point, Point, Point, Point, Point]:
 #: MTCNN's boxes are taller and sit higher, so alignment starts from this box instead (the reported
 #: box stays MTCNN's own). Fitted with ``bench/bench_accuracy.py --subjects-step 2 --fit-alignment``:
 #: medians over the 478 celeba_dev photos (75 subjects) where dlib's HOG detector (one upsample,
-#: full image) and MTCNN found the same face (IoU >= 0.3); median absolute deviations 0.11, 0.14
-#: and 0.23 (a is zero up to noise, as symmetry says it should be).
+#: full image) and MTCNN (O-net at 0.7) found the same face (IoU >= 0.3); median absolute
+#: deviations 0.11, 0.14 and 0.23 (a is zero up to noise, as symmetry says it should be). Checked on
+#: the other 75 subjects, which the fit never saw: docs/benchmarks.md, "Verification accuracy".
 ALIGNMENT = (-0.0174, -0.0561, 4.0549)
 
 
