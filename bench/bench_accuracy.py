@@ -13,13 +13,16 @@ On ``recognition/celeba_dev`` (one subject per photo), every photo goes through
 The largest face found in a photo stands for it. A photo where a pipeline finds no face is a
 failure to acquire: it has no template, its genuine pairs count as rejected in ``TAR (FTA as
 reject)`` and its impostor pairs as (correct) non-matches; the plain ``TAR`` columns use only
-pairs where both photos were embedded. Thresholds for FMR 1e-3 / 1e-4 come from each pipeline's
-own impostor distances (pairs of embedded photos of different subjects).
+pairs where both photos were embedded, and the ``common`` columns only the photos that every
+pipeline embedded (like for like). Thresholds for FMR 1e-3 / 1e-4 come from each pipeline's own
+impostor distances (pairs of embedded photos of different subjects).
 
 Detections and embeddings are cached under ``.cache/bench/accuracy/`` so reruns only recompute
-what changed (``--fresh`` ignores the cache). Run:
+what changed (``--fresh`` ignores the cache; a cached MTCNN face below today's O-net threshold is
+detected again). ``--stage fr`` / ``--stage mtcnn`` fill one cache only, so two processes can
+share the work before a final run prints the table. Run:
 
-    .venv/bin/python bench/bench_accuracy.py [--subjects-step N] [--fit-alignment]
+    .venv/bin/python bench/bench_accuracy.py [--subjects-step N] [--with-hog] [--fit-alignment]
 """
 
 from __future__ import annotations
