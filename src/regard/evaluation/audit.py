@@ -33,7 +33,14 @@ from regard.evaluation.metrics import (
     min_impostors_for,
     threshold_from_smallest,
 )
-from regard.evaluation.pairs import BIN_EDGES, Grouping, PairScores, score_all_pairs, score_listed_pairs
+from regard.evaluation.pairs import (
+    BIN_EDGES,
+    Grouping,
+    PairScores,
+    natural_key,
+    score_all_pairs,
+    score_listed_pairs,
+)
 
 ALL = "all"
 
@@ -226,7 +233,7 @@ def _acquisition(
         acq = templates.acquired
         q_counts = group_rates(rejected[acq].tolist(), [v for v, a in zip(vals, acq, strict=True) if a])
         per: dict[str, Any] = {}
-        for g, (err, n) in sorted(fta_counts.items()):
+        for g, (err, n) in sorted(fta_counts.items(), key=lambda item: natural_key(item[0])):
             qe, qn = q_counts.get(g, (0, 0))
             per[g] = {
                 "failure_to_acquire": make_rate(err, n, min_trials=1).to_dict(),

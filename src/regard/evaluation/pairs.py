@@ -21,7 +21,7 @@ NBINS = BIN_EDGES.size - 1
 BLOCK = 512
 
 
-def _natural(name: str) -> list[tuple[int, int | str]]:
+def natural_key(name: str) -> list[tuple[int, int | str]]:
     """Sort key that puts "3-9" before "10-19" (numbers compare as numbers)."""
     return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
 
@@ -36,7 +36,7 @@ class Grouping:
 
     @classmethod
     def of(cls, spec: str, values: Sequence[str]) -> Grouping:
-        names = sorted(set(values), key=_natural)
+        names = sorted(set(values), key=natural_key)
         lookup = {n: i for i, n in enumerate(names)}
         return cls(spec, names, np.array([lookup[v] for v in values], dtype=np.int64))
 
