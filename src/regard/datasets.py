@@ -70,7 +70,7 @@ def embed_manifest(
     """
     key = hashlib.sha256(
         "|".join(
-            [engine.embedder.identity.key, engine.settings.detector, str(engine.settings.min_face_size)]
+            [engine.embedder.identity.key, engine.detector().name, str(engine.settings.min_face_size)]
             + [r["path"] for r in manifest.rows]
         ).encode()
     ).hexdigest()[:16]

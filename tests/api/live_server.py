@@ -77,7 +77,20 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, worker
     env.update(extra_env or {})
     env["REGARD_DATA_DIR"] = str(data_dir)
     created = subprocess.run(
-        [str(BIN / "regard"), "keys", "create", "--name", "tests", "--json", "--data-dir", str(data_dir)],
+        [
+            str(BIN / "regard"),
+            "keys",
+            "create",
+            "--name",
+            "tests",
+            "--profile",
+            "admin",
+            "--role",
+            "admin",
+            "--json",
+            "--data-dir",
+            str(data_dir),
+        ],
         check=True,
         capture_output=True,
         env=env,

@@ -73,3 +73,14 @@ def test_cli_create_list_revoke(tmp_path: Path) -> None:
     gone = runner.invoke(cli, ["keys", "revoke", akid, "--data-dir", str(tmp_path)])
     assert gone.exit_code == 0 and "revoked" in gone.stdout
     assert KeyStore(tmp_path).secret_for(akid) is None
+
+
+def test_cli_keys_are_safe_by_default(tmp_path: Path) -> None:
+    """Without --profile a key gets the verification profile (FMR floor), not admin."""
+    runner = CliRunner()
+    out = runner.invoke(cli, ["keys", "create", "--name", "app", "--json", "--data-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    created = json.loads(out.stdout)
+    (row,) = json.loads(runner.invoke(cli, ["keys", "list", "--json", "--data-dir", str(tmp_path)]).stdout)
+    assert row["AccessKeyId"] == created["AccessKeyId"]
+    assert row["Profile"] == "verification" and row["Role"] == "operator"

@@ -31,8 +31,14 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--name", required=True, help="A label for the key (who or what uses it).")
-@click.option("--profile", default="admin", show_default=True, help="Policy profile of the key.")
-@click.option("--role", default="admin", show_default=True, help="Role of the key.")
+@click.option(
+    "--profile",
+    default="verification",
+    show_default=True,
+    help="Policy profile of the key: verification, identification or admin (safe by default; "
+    "an admin key, which has no threshold floor, must be asked for and is audited).",
+)
+@click.option("--role", default="operator", show_default=True, help="Role: operator, verifier or admin.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @_data_dir_option
 def create(name: str, profile: str, role: str, as_json: bool, data_dir: Path | None) -> None:
