@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from regard.index.ann import AnnIndex
 from regard.index.exact import ExactIndex
@@ -161,3 +162,33 @@ def test_an_index_of_a_collection_deleted_elsewhere_is_not_written(tmp_path: Pat
     (tmp_path / "index" / "77-5.usearch").write_bytes(vectors[0].tobytes())
     _store(tmp_path).close()
     assert not list((tmp_path / "index").glob("*"))
+
+
+@pytest.mark.postgres
+def test_postgres_builds_its_hnsw_index_on_the_first_search_past_the_threshold(pg_url: str) -> None:
+    from regard.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url, ann_min_faces=2000)
+    store.create_collection("c", "arn:c", MODEL, {})
+    vectors = people(600, 5, seed=9, spread=0.5)
+    store.add_faces("c", new_faces(vectors[:1000]))
+    store.nearest("c", vectors[0], 1, 10.0)
+    conn = store._conn()
+    assert conn.execute("SELECT to_regclass('faces_hnsw_1')").fetchone() == (None,)  # still exact
+    store.add_faces("c", new_faces(vectors[1000:]))
+    for q in vectors[::300]:
+        got = [n.face.face_id for n in store.nearest("c", q, 5, 10.0)]
+        want = [n.face.face_id for n in store.exact_search("c", q, 5)]
+        assert got[0] == want[0] and len(set(got) & set(want)) >= 4
+    assert conn.execute("SELECT to_regclass('faces_hnsw_1') IS NOT NULL").fetchone() == (True,)
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            "EXPLAIN SELECT id FROM faces WHERE collection = 1 ORDER BY embedding <-> %s LIMIT 5",
+            (np.asarray(vectors[0], np.float32),),
+        ).fetchall()
+    )
+    assert "faces_hnsw_1" in plan
+    store.delete_collection("c")
+    assert conn.execute("SELECT to_regclass('faces_hnsw_1')").fetchone() == (None,)
+    store.close()

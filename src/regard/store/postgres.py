@@ -155,6 +155,8 @@ class PostgresStore(SqlStore):
                     f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
                     f"WHERE collection = {int(key)}".encode()
                 )
+        # Fresh statistics, or the planner may keep sorting a bitmap scan instead of using the graph.
+        conn.execute("ANALYZE faces")
         self._indexed.add(key)
 
     def _collection_dropped(self, tx: Tx, key: int) -> None:
