@@ -167,7 +167,7 @@ def _run(args: argparse.Namespace, paths: list[Path], subjects: list[str], cache
 
     regard = Engine(Settings.from_env(cache_dir=cache, onnx_provider="cpu", embed_backend="onnx"))
     # (detector, smallest face): the default smallest face (20 px) makes HOG upsample 2x; 80 px does not.
-    variants = [(d, None) for d in ("hog", "mtcnn") if d in DETECTORS] + [("hog", 80)]
+    variants = [(d, None) for d in ("hog", "mtcnn") if d in DETECTORS] + [("mtcnn", 40), ("hog", 80)]
 
     def regard_pipeline(image: np.ndarray, detector: str, min_face: int | None) -> np.ndarray:
         return regard.embed(image, regard.detect(image, detector=detector, min_face_size=min_face))
