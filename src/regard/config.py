@@ -26,7 +26,8 @@ class Settings:
     min_face_size: int = 20
     #: Longest image side fed to the detector; larger photos are scaled down for detection.
     detect_max_side: int = 1024
-    #: Embedding backend: "onnx" (default; same answers as dlib, measured in docs/benchmarks.md) or "dlib" (reference).
+    #: Embedding backend: "onnx" (default; same answers as dlib, see docs/benchmarks.md)
+    #: or "dlib" (the reference).
     embed_backend: str = "onnx"
     #: Threads for inference (0 = library default).
     threads: int = 0
