@@ -16,6 +16,7 @@ extrapolated along the fitted tail slope stored in the table.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from regard.errors import InvalidParameter
 from regard.types import Comparison
 
 SIMILARITY_PER_DECADE = 20.0
@@ -178,7 +180,10 @@ def build_table(
     g = np.sort(np.asarray(genuine, dtype=np.float64))
     imp = np.sort(np.asarray(impostor, dtype=np.float64))
     if len(imp) < 100 or len(g) < 10:
-        raise ValueError("too few pairs to calibrate (need >= 100 impostor and >= 10 genuine)")
+        raise InvalidParameter(
+            f"too few pairs to calibrate: {len(g)} genuine and {len(imp)} impostor "
+            "(need >= 10 genuine and >= 100 impostor)"
+        )
     smallest_fmr = min_count / len(imp)
     ladder = [f * 10.0**-e for e in range(0, 12) for f in (1.0, 0.5, 0.2)]
     targets = sorted({t for t in ladder if t >= smallest_fmr} | {smallest_fmr})
@@ -209,3 +214,8 @@ def build_table(
         "tail": {"distance": anchor, "log10_fmr": math.log10(anchor_fmr), "slope": slope},
         "rows": rows,
     }
+
+
+def held_apart(subject: str, fold: int = 3) -> bool:
+    """True for the third of subjects that calibration never sees (a stable hash of the id)."""
+    return int(hashlib.sha256(subject.encode()).hexdigest()[:8], 16) % fold == 0

@@ -17,6 +17,7 @@ from regard.calibrate import (
     pair_distances,
     similarity_from_fmr,
 )
+from regard.errors import InvalidParameter
 
 
 @pytest.mark.parametrize(
@@ -77,7 +78,7 @@ def test_threshold_for_a_target_fmr_round_trips(target: float) -> None:
 
 
 def test_build_table_refuses_too_little_data() -> None:
-    with pytest.raises(ValueError, match="too few"):
+    with pytest.raises(InvalidParameter, match="too few"):
         build_table(np.ones(5), np.ones(50), model="m", dataset="d", version="v")
 
 
@@ -92,18 +93,18 @@ def test_shipped_table_is_sane() -> None:
 
 @pytest.mark.dataset
 @pytest.mark.slow
-def test_fmr_threshold_holds_on_held_apart_subjects(datasets: Path, engine: object, tmp_path: Path) -> None:
+def test_fmr_threshold_holds_on_held_apart_subjects(datasets: Path, engine: object) -> None:
     """A threshold for FMR 1e-3 from the shipped table gives about 1e-3 on subjects it never saw."""
-    from regard.datasets import Manifest, embed_manifest, held_apart
+    from regard.calibrate import held_apart
     from regard.engine import Engine
+    from regard.evaluation.dataset import TemplateSource, compute_templates, read_dataset
 
     assert isinstance(engine, Engine)
-    full = Manifest.read(datasets / "recognition" / "celeba_dev")
-    rows = [r for r in full.rows if held_apart(r["subject"])]
-    assert len({r["subject"] for r in rows}) >= 30
-    emb = embed_manifest(engine, Manifest(full.root, rows), cache=Path(".cache/embeddings"))
-    subjects = np.array([r["subject"] for r in rows])[emb.found]
-    genuine, impostor = pair_distances(emb.embeddings[emb.found], subjects)
+    data = read_dataset(datasets / "recognition" / "celeba_dev", keep_subject=held_apart)
+    assert len(set(data.subjects)) >= 30
+    templates = compute_templates(TemplateSource(engine), data, Path(".cache/templates"))
+    found = templates.acquired
+    genuine, impostor = pair_distances(templates.embeddings[found], np.array(data.subjects)[found])
     assert len(impostor) > 30_000
     table = default_table()
     for target in (1e-2, 1e-3):
@@ -113,3 +114,34 @@ def test_fmr_threshold_holds_on_held_apart_subjects(datasets: Path, engine: obje
         margin = 3 * math.sqrt(target / len(impostor))
         assert measured <= 1.6 * target + margin, (target, measured)
         assert float((genuine > threshold).mean()) < 0.5
+
+
+@pytest.mark.dataset
+@pytest.mark.slow
+def test_calibrate_command_makes_a_loadable_table(datasets: Path, tmp_path: Path) -> None:
+    """`regard calibrate` on a labelled folder writes a table that loads and behaves."""
+    import json
+
+    from regard.cli.main import main
+
+    out = tmp_path / "orl.json"
+    assert main(["calibrate", str(datasets / "recognition" / "orl"), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["subjects"] >= 20 and data["counts"]["impostor"] >= 1000
+    table = CalibrationTable.load(out)
+    assert table.fmr_at(table.distance_for_fmr(1e-2)) == pytest.approx(1e-2, rel=1e-3)
+    assert table.fnmr_at(0.0) == pytest.approx(1.0) and table.fmr_at(2.0) == pytest.approx(1.0)
+
+
+def test_calibrate_command_refuses_too_little_data(
+    fr_images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from regard.cli.main import main
+
+    folder = tmp_path / "four"
+    folder.mkdir()
+    people = {"obama.jpg": "obama", "obama2.jpg": "obama", "biden.jpg": "biden"}
+    lines = ["path,subject"] + [f"{fr_images / name},{who}" for name, who in people.items()]
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    assert main(["calibrate", str(folder), "--out", str(tmp_path / "t.json"), "--all-subjects"]) == 2
+    assert "too few pairs" in capsys.readouterr().err

@@ -177,19 +177,22 @@ def calibrate(dataset: Path, out: Path, all_subjects: bool, version: str | None)
     and a subject column), e.g. to replace the shipped one with one made on your own data."""
     from tqdm import tqdm
 
-    from regard.calibrate import build_table, pair_distances
-    from regard.datasets import Manifest, embed_manifest, held_apart
+    from regard.calibrate import build_table, held_apart, pair_distances
+    from regard.evaluation.dataset import TemplateSource, compute_templates, read_dataset
 
     engine = Engine()
-    manifest = Manifest.read(dataset)
-    subjects = np.array(manifest.column("subject"))
-    if not subjects.size or not all(subjects):
-        raise InvalidParameter("calibration needs a 'subject' column with a value on every row")
-    emb = embed_manifest(engine, manifest, progress=lambda rows: tqdm(rows, desc="embedding", unit="img"))
-    keep = emb.found.copy()
-    if not all_subjects:
-        keep &= ~np.array([held_apart(s) for s in subjects])
-    genuine, impostor = pair_distances(emb.embeddings[keep], subjects[keep])
+    data = read_dataset(dataset, keep_subject=None if all_subjects else lambda s: not held_apart(s))
+    if not data.has_identities:
+        raise InvalidParameter("calibration needs a 'subject' column in manifest.csv")
+    templates = compute_templates(
+        TemplateSource(engine),
+        data,
+        engine.settings.cache_dir / "templates",
+        progress=lambda rows, n: tqdm(rows, total=n, desc="embedding", unit="img"),
+    )
+    found = templates.acquired
+    subjects = np.array(data.subjects)[found]
+    genuine, impostor = pair_distances(templates.embeddings[found], subjects)
     table = build_table(
         genuine,
         impostor,
@@ -197,8 +200,8 @@ def calibrate(dataset: Path, out: Path, all_subjects: bool, version: str | None)
         dataset=dataset.name,
         version=version or dataset.name,
     )
-    table["subjects"] = len(set(subjects[keep]))
-    table["images_without_face"] = int((~emb.found).sum())
+    table["subjects"] = len(set(subjects))
+    table["images_without_face"] = int((~found).sum())
     out.write_text(json.dumps(table, indent=1) + "\n")
     click.echo(
         f"wrote {out}: {table['counts']['genuine']} genuine and {table['counts']['impostor']} "

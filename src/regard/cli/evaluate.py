@@ -70,7 +70,7 @@ def _bar(stream: Iterable[Any], total: int) -> Iterable[Any]:
 @click.option(
     "--held-apart",
     is_flag=True,
-    help="Only the third of subjects the shipped calibration never saw (regard.datasets.held_apart).",
+    help="Only the third of subjects the shipped calibration never saw (regard.calibrate.held_apart).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate_cmd(

@@ -59,7 +59,7 @@ def evaluate(
     started = time.perf_counter()
     keep: Callable[[str], bool] | None = None
     if held_apart:
-        from regard.datasets import held_apart as held
+        from regard.calibrate import held_apart as held
 
         keep = held
     dataset = read_dataset(location, limit=limit, seed=options.seed, keep_subject=keep)

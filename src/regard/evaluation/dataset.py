@@ -118,7 +118,7 @@ def read_dataset(
     """Read a dataset folder (``manifest.csv``) or a pairs CSV file.
 
     ``keep_subject`` keeps only the rows of the subjects it accepts (applied before ``limit``;
-    for example :func:`regard.datasets.held_apart`, the subjects the shipped calibration never saw).
+    for example :func:`regard.calibrate.held_apart`, the subjects the shipped calibration never saw).
 
     ``limit`` keeps about that many images, chosen with ``seed``: whole subjects when the data
     has identities (so genuine pairs survive), single images otherwise, original order kept.
