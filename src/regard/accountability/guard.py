@@ -308,16 +308,10 @@ class Guard:
             record["results"] = summarize(operation, result)
             record["outcome"] = "success"
         except RegardError as exc:
-            record["outcome"] = "error"
-            record["error"] = {"code": exc.code, "message": exc.message}
-            self.audit.append(record)
-            _mark_audited(exc)
+            self._record_failure(record, exc)
             raise
         except Exception as exc:
-            record["outcome"] = "error"
-            record["error"] = {"code": "InternalServerError", "message": type(exc).__name__}
-            self.audit.append(record)
-            _mark_audited(exc)
+            self._record_failure(record, exc)
             raise
         sealed = self.audit.append(record)
         headers[HEADER_AUDIT_SEQ] = str(sealed["seq"])
@@ -373,6 +367,13 @@ class Guard:
                 f"(where the image comes from) and {HEADER_LEGAL_BASIS} (the legal basis for processing it)"
             )
         return profile
+
+    def _record_failure(self, record: dict[str, Any], exc: BaseException) -> None:
+        """Append ``record`` as a failed operation and mark ``exc`` as already audited."""
+        record["outcome"] = "error"
+        record["error"] = _failure(exc)
+        self.audit.append(record)
+        _mark_audited(exc)
 
     def _state(self, collection: str) -> dict[str, Any] | None:
         if self.service_factory is None:
@@ -534,10 +535,7 @@ class Guard:
                 note=note,
             )
         except RegardError as exc:
-            record["outcome"] = "error"
-            record["error"] = {"code": exc.code, "message": exc.message}
-            self.audit.append(record)
-            _mark_audited(exc)
+            self._record_failure(record, exc)
             raise
         record["collection"] = lead.collection_id
         record["case_reference"] = lead.case_reference
@@ -568,15 +566,19 @@ class Guard:
                 raise AccessDenied("only verifier and admin keys may read the review queue")
             leads = self.review.list(status=status)
         except RegardError as exc:
-            record["outcome"] = "error"
-            record["error"] = {"code": exc.code, "message": exc.message}
-            self.audit.append(record)
-            _mark_audited(exc)
+            self._record_failure(record, exc)
             raise
         record["outcome"] = "success"
         record["results"] = {"leads": len(leads)}
         self.audit.append(record)
         return [lead.to_json() for lead in leads]
+
+
+def _failure(exc: BaseException) -> dict[str, str]:
+    """The audit record's error field: a RegardError's code and message, else only the type's name."""
+    if isinstance(exc, RegardError):
+        return {"code": exc.code, "message": exc.message}
+    return {"code": "InternalServerError", "message": type(exc).__name__}
 
 
 def _mark_audited(exc: BaseException) -> None:
