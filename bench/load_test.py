@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "api"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from live_server import LiveServer, start_server, stop_server  # noqa: E402
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -78,14 +77,9 @@ class Server:
             return e.code, json.loads(e.read())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _start(data_dir: Path) -> Server:
+    from live_server import spawn_serve
+
     store = KeyStore(data_dir)
     keys = {}
     for name, role, profile in (
@@ -96,37 +90,8 @@ def _start(data_dir: Path) -> Server:
     ):
         key, secret = store.create(name, role=role, profile=profile)
         keys[name] = (key.access_key_id, secret)
-    port = _free_port()
-    env = dict(os.environ, REGARD_DATA_DIR=str(data_dir))
-    with (data_dir / "serve.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "regard"),
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError((data_dir / "serve.log").read_text()[-3000:])
-        try:
-            with urllib.request.urlopen(endpoint + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return Server(endpoint, data_dir, proc, keys)
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("regard serve did not become healthy")
+    endpoint, proc, _ = spawn_serve(data_dir, dict(os.environ, REGARD_DATA_DIR=str(data_dir)))
+    return Server(endpoint, data_dir, proc, keys)
 
 
 @pytest.fixture

@@ -71,31 +71,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: f
     raise RuntimeError(f"regard serve did not become healthy:\n{log.read_text()[-4000:]}")
 
 
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, workers: int = 1) -> LiveServer:
-    """Create a key in ``data_dir`` and start ``regard serve`` on a free loopback port."""
-    env = dict(os.environ)
-    env.update(extra_env or {})
-    env["REGARD_DATA_DIR"] = str(data_dir)
-    created = subprocess.run(
-        [
-            str(BIN / "regard"),
-            "keys",
-            "create",
-            "--name",
-            "tests",
-            "--profile",
-            "admin",
-            "--role",
-            "admin",
-            "--json",
-            "--data-dir",
-            str(data_dir),
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    key = json.loads(created.stdout)
+def spawn_serve(
+    data_dir: Path, env: dict[str, str], workers: int = 1
+) -> tuple[str, subprocess.Popen[bytes], Path]:
+    """Start ``regard serve`` on a free loopback port and wait until /health answers."""
     port = free_port()
     log_path = data_dir / "serve.log"
     with log_path.open("ab") as log:
@@ -123,6 +102,35 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, worker
         proc.kill()
         proc.wait()
         raise
+    return endpoint, proc, log_path
+
+
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, workers: int = 1) -> LiveServer:
+    """Create a key in ``data_dir`` and start ``regard serve`` on a free loopback port."""
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    env["REGARD_DATA_DIR"] = str(data_dir)
+    created = subprocess.run(
+        [
+            str(BIN / "regard"),
+            "keys",
+            "create",
+            "--name",
+            "tests",
+            "--profile",
+            "admin",
+            "--role",
+            "admin",
+            "--json",
+            "--data-dir",
+            str(data_dir),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    key = json.loads(created.stdout)
+    endpoint, proc, log_path = spawn_serve(data_dir, env, workers)
     return LiveServer(endpoint, key["AccessKeyId"], key["SecretAccessKey"], data_dir, log_path, proc, env)
 
 
