@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from live_server import LiveServer, free_port, start_server, stop_server
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
 from live_server import start_server, stop_server
 
 pytestmark = pytest.mark.slow
