@@ -50,3 +50,23 @@ def test_collections_index_search_and_users(
     assert run(capsys, "collections", "delete", "people", *d, "--json") == {"StatusCode": 200}
     assert main(["collections", "describe", "people", *d]) == 2
     assert "ResourceNotFound" in capsys.readouterr().err
+
+
+def test_index_many_images_at_once_keeps_order_and_reports_bad_files(
+    tmp_path: Path, fr_images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = ("--data-dir", str(tmp_path / "data"))
+    run(capsys, "collections", "create", "people", *d)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image at all")
+    names = ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"]
+    photos = [str(fr_images / n) for n in names[:2]] + [str(broken)] + [str(fr_images / n) for n in names[2:]]
+    code = main(["index", "people", *photos, "--jobs", "3", *d, "--json"])
+    out = capsys.readouterr()
+    assert code == 1 and "1 of 5 images failed" in out.err
+    results = json.loads(out.out)["Results"]
+    assert [r["Image"] for r in results] == photos
+    assert results[2]["Error"] == "InvalidImageFormatException"
+    indexed = [r["FaceRecords"][0]["ExternalImageId"] for r in results if "FaceRecords" in r]
+    assert indexed == names
+    assert run(capsys, "collections", "describe", "people", *d, "--json")["FaceCount"] == 4

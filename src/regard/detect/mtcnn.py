@@ -45,25 +45,32 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
     """Greedy non-maximum suppression; indices kept, best score first.
 
     ``boxes`` is ``N x 4`` (x1, y1, x2, y2). ``mode`` "union" divides the overlap by the union,
-    "min" by the smaller box's area.
+    "min" by the smaller box's area. The pairwise overlaps are computed at once (N is at most
+    a few thousand), then one pass in score order keeps each box no kept box overlaps too much.
     """
-    if boxes.shape[0] == 0:
+    n = boxes.shape[0]
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    area = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
     order = np.argsort(-scores, kind="stable")
+    b = boxes[order].astype(np.float64)
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    area = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
+    iw = np.maximum(0.0, np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]))
+    ih = np.maximum(0.0, np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]))
+    inter = iw * ih
+    if mode == "min":
+        denom = np.minimum(area[:, None], area[None, :])
+    else:
+        denom = area[:, None] + area[None, :] - inter
+    suppress = inter > threshold * denom  # overlap > threshold, and never for an empty pair
+    suppress &= denom > 0
+    alive = np.ones(n, dtype=bool)
     keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = iw * ih
-        denom = np.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
-        overlap = np.where(denom > 0, inter / np.maximum(denom, 1e-12), 0.0)
-        order = rest[overlap <= threshold]
-    return np.asarray(keep, dtype=np.int64)
+    for i in range(n):
+        if alive[i]:
+            keep.append(i)
+            alive &= ~suppress[i]
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
 def calibrate(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
@@ -102,17 +109,14 @@ def normalize(pixels: np.ndarray) -> FloatArray:
     return np.ascontiguousarray(np.moveaxis(arr, -1, -3))
 
 
-#: A black pixel after normalization: what crops show outside the image.
-_BLACK = np.float32(-127.5 / 128.0)
+def crops(image: np.ndarray, boxes: np.ndarray, size: int) -> FloatArray:
+    """``N x 3 x size x size`` bilinear crops, normalized to [-1, 1].
 
-
-def crops(image: FloatArray, boxes: np.ndarray, size: int) -> FloatArray:
-    """``N x 3 x size x size`` bilinear crops of a normalized image.
-
-    ``image`` is ``(H + 2) x (W + 2) x 3``: the normalized picture with a one-pixel black border
-    (see :func:`padded`), so samples outside the picture read black. Plain bilinear sampling at the
+    ``image`` is the uint8 picture with a one-pixel black border, ``(H + 2) x (W + 2) x 3`` (see
+    :func:`padded`), so samples outside the picture read black. Plain bilinear sampling at the
     crop's pixel centres, as the cascade's training crops were made (``cv2.resize`` /
-    ``crop_and_resize``), in one vectorized gather for every box.
+    ``crop_and_resize``), in one vectorized gather for every box; only the crops are converted
+    to floating point.
     """
     height, width = image.shape[0] - 2, image.shape[1] - 2
     n = boxes.shape[0]
@@ -131,20 +135,20 @@ def crops(image: FloatArray, boxes: np.ndarray, size: int) -> FloatArray:
     flat = image.reshape(-1, 3)
 
     def gather(rows: np.ndarray, cols: np.ndarray) -> FloatArray:
-        values: FloatArray = np.take(flat, rows[:, :, None] + cols[:, None, :], axis=0)
+        values: FloatArray = np.take(flat, rows[:, :, None] + cols[:, None, :], axis=0).astype(np.float32)
         return values
 
-    top = gather(cy0, cx0) * (1 - fx) + gather(cy0, cx1) * fx
-    bottom = gather(cy1, cx0) * (1 - fx) + gather(cy1, cx1) * fx
-    out = top * (1 - fy) + bottom * fy
-    return np.ascontiguousarray(out.reshape(n, size, size, 3).transpose(0, 3, 1, 2), dtype=np.float32)
+    top = gather(cy0, cx0)
+    top += (gather(cy0, cx1) - top) * fx
+    bottom = gather(cy1, cx0)
+    bottom += (gather(cy1, cx1) - bottom) * fx
+    top += (bottom - top) * fy
+    return normalize(top)
 
 
-def padded(image: RGBImage) -> FloatArray:
-    """The normalized image with a one-pixel black border, as :func:`crops` reads it."""
-    height, width = image.shape[:2]
-    out = np.full((height + 2, width + 2, 3), _BLACK, dtype=np.float32)
-    out[1:-1, 1:-1] = (image.astype(np.float32) - 127.5) * (1.0 / 128.0)
+def padded(image: RGBImage) -> np.ndarray:
+    """The uint8 image with a one-pixel black border, as :func:`crops` reads it."""
+    out: np.ndarray = np.pad(image, ((1, 1), (1, 1), (0, 0)))
     return out
 
 
@@ -227,9 +231,14 @@ class MtcnnDetector:
         """P-net over the pyramid: ``N x 4`` squared candidate boxes."""
         width, height = image.size
         found: list[np.ndarray] = []
+        previous = image
         for scale in pyramid(height, width, min_face_size, self.scale_factor):
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            level = np.asarray(image.resize(size, Image.Resampling.BILINEAR))
+            # Each level is resampled from the one before (a 0.709 step, so a narrow filter over a
+            # smaller picture), not from the full image: several times cheaper for the same pyramid.
+            source = previous if previous.size[0] >= size[0] and previous.size[1] >= size[1] else image
+            previous = source.resize(size, Image.Resampling.BILINEAR)
+            level = np.asarray(previous)
             reg, prob = self._run("pnet", normalize(level)[None])
             iy, ix = np.nonzero(prob[0, 0] > self.thresholds[0])
             if iy.size == 0:
@@ -249,7 +258,7 @@ class MtcnnDetector:
         cand = cand[keep]
         return square(calibrate(cand[:, :4], cand[:, 5:9]))
 
-    def _refine(self, image: FloatArray, boxes: np.ndarray) -> np.ndarray:
+    def _refine(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """R-net: squared boxes that pass its threshold."""
         if boxes.shape[0] == 0:
             return boxes
@@ -259,7 +268,7 @@ class MtcnnDetector:
         keep = nms(boxes, scores, 0.7)[:MAX_CANDIDATES]
         return square(boxes[keep])
 
-    def _output(self, image: FloatArray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _output(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """O-net: final boxes, face probabilities and ``N x 5 x 2`` landmarks."""
         if boxes.shape[0] == 0:
             return boxes, np.zeros(0), np.zeros((0, 5, 2))
@@ -278,7 +287,7 @@ class MtcnnDetector:
         pil = Image.fromarray(np.ascontiguousarray(image))
         proposals = self._proposals(pil, min_face_size)
         if proposals.shape[0] == 0:
-            return self._output(np.zeros((0, 0, 3), np.float32), proposals)
+            return self._output(np.zeros((0, 0, 3), np.uint8), proposals)
         full = padded(image)
         return self._output(full, self._refine(full, proposals))
 

@@ -38,7 +38,7 @@ from regard.models.cache import cached_model
 from regard.models.packaged import mtcnn_weights_dir
 
 #: Bump when the graphs change; it is part of the cache key.
-CONVERTER_VERSION = "mtcnn-onnx-2"
+CONVERTER_VERSION = "mtcnn-onnx-3"
 OPSET = 17
 NETS = ("pnet", "rnet", "onet")
 #: Input side of R-net and O-net.
@@ -126,6 +126,21 @@ def _check(shape: tuple[int, ...], expected: tuple[int, ...], what: str) -> None
         raise ModelUnavailable(f"MTCNN weights: {what} has shape {shape}, expected {expected}")
 
 
+def _prelu(g: _Graph, net: str, x: str, alpha: np.ndarray) -> str:
+    """PReLU(x) with per-channel slopes ``alpha``.
+
+    P-net keeps onnxruntime's PRelu (the fastest form on its large feature maps). R-net and O-net
+    use the equivalent ``alpha * x + (1 - alpha) * relu(x)``: on their batches of small crops
+    onnxruntime runs that 15-50% faster than its PRelu kernel (measured on two threads:
+    R-net, 85 crops, 9.8 -> 8.4 ms; O-net 2.3 -> 1.2 ms), with differences below 1e-6.
+    """
+    if net == "pnet":
+        return g.node("PRelu", [x, g.const("alpha", alpha)])
+    linear = g.node("Mul", [x, g.const("alpha", alpha)])
+    rest = g.node("Mul", [g.node("Relu", [x]), g.const("one_minus_alpha", 1.0 - alpha)])
+    return g.node("Add", [linear, rest])
+
+
 def build_graph(net: str, arrays: Sequence[np.ndarray]) -> onnx.ModelProto:
     """The ONNX model of ``net`` from its Keras-layout arrays."""
     g = _Graph()
@@ -141,7 +156,7 @@ def build_graph(net: str, arrays: Sequence[np.ndarray]) -> onnx.ModelProto:
             w = g.const("W", kernel.transpose(3, 2, 0, 1))  # HWIO -> OIHW
             b = g.const("B", bias)
             x = g.node("Conv", [x, w, b], kernel_shape=[layer.kernel, layer.kernel], strides=[1, 1])
-            x = g.node("PRelu", [x, g.const("alpha", alpha.reshape(layer.out, 1, 1))])
+            x = _prelu(g, net, x, alpha.reshape(layer.out, 1, 1))
             channels = layer.out
         else:
             pad = "SAME_UPPER" if layer.same else "VALID"
@@ -176,7 +191,7 @@ def build_graph(net: str, arrays: Sequence[np.ndarray]) -> onnx.ModelProto:
         kernel, bias, alpha = next(it), next(it), next(it)
         _check(kernel.shape[1:], (DENSE[net],), "dense kernel")
         x = g.node("Gemm", [x, g.const("W", kernel), g.const("B", bias)])
-        x = g.node("PRelu", [x, g.const("alpha", alpha.reshape(-1))])
+        x = _prelu(g, net, x, alpha.reshape(-1))
         for head, width, activation in HEADS[net]:
             kernel, bias = next(it), next(it)
             _check(kernel.shape, (DENSE[net], width), f"{head} head kernel")
