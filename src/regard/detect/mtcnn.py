@@ -119,7 +119,6 @@ def crops(image: np.ndarray, boxes: np.ndarray, size: int) -> FloatArray:
     to floating point.
     """
     height, width = image.shape[0] - 2, image.shape[1] - 2
-    n = boxes.shape[0]
     t = (np.arange(size, dtype=np.float64) + 0.5) / size
     xs = boxes[:, 0:1] + t[None, :] * (boxes[:, 2:3] - boxes[:, 0:1]) - 0.5
     ys = boxes[:, 1:2] + t[None, :] * (boxes[:, 3:4] - boxes[:, 1:2]) - 0.5
