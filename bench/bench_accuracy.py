@@ -44,6 +44,7 @@ from regard.detect.base import alignment_box
 from regard.detect.mtcnn import THRESHOLDS
 from regard.engine import DEFAULT_DETECTOR, Engine
 from regard.models import dlib_model_path
+from regard.models.mtcnn_convert import CONVERTER_VERSION
 from regard.types import Box, Detection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,31 +286,29 @@ def main() -> None:
         # A face below today's O-net threshold means the cached detection is stale.
         return ENGINE_KEY in record and float(record["confidence"]) >= 100 * THRESHOLDS[2]  # type: ignore[arg-type]
 
+    # Detections depend on the smallest face and on the converted MTCNN graphs, so both name the
+    # caches: a change of either starts a new one instead of reusing stale detections.
+    smallest = f"{engine.settings.min_face_size}px"
+    mtcnn_cache = f"mtcnn-{smallest}-{CONVERTER_VERSION}"
+    mtcnn_of = lambda p, old: mtcnn_record(engine, image(p), old)  # noqa: E731
     if args.stage == "mtcnn":  # fill only the MTCNN cache (e.g. in a second process)
-        run_cached(
-            "mtcnn",
-            rows,
-            args.fresh,
-            lambda p, old: mtcnn_record(engine, image(p), old),
-            complete,
-        )
+        run_cached(mtcnn_cache, rows, args.fresh, mtcnn_of, complete)
         return
     reference = run_cached("face_recognition", rows, args.fresh, lambda p, old: fr(image(p)))
     if args.stage == "fr":  # fill only the face_recognition cache (e.g. in a second process)
         return
-    mtcnn_of = lambda p, old: mtcnn_record(engine, image(p), old)  # noqa: E731
-    mtcnn = run_cached("mtcnn", rows, args.fresh, mtcnn_of, complete)
+    mtcnn = run_cached(mtcnn_cache, rows, args.fresh, mtcnn_of, complete)
     results = {"face_recognition (dlib HOG up1, shape5)": reference}
     if DEFAULT_DETECTOR == "mtcnn":
         results["regard default (mtcnn)"] = view(mtcnn, ENGINE_KEY)
     else:
         name = f"regard default ({DEFAULT_DETECTOR})"
         compute = lambda p, old: regard_record(engine, image(p), "default")  # noqa: E731
-        results[name] = run_cached(f"regard-{DEFAULT_DETECTOR}", rows, args.fresh, compute)
+        results[name] = run_cached(f"regard-{DEFAULT_DETECTOR}-{smallest}", rows, args.fresh, compute)
         results["regard, mtcnn"] = view(mtcnn, ENGINE_KEY)
     if args.with_hog and DEFAULT_DETECTOR != "hog":
         compute = lambda p, old: regard_record(engine, image(p), "hog")  # noqa: E731
-        results["regard, hog detector"] = run_cached("regard-hog", rows, args.fresh, compute)
+        results["regard, hog detector"] = run_cached(f"regard-hog-{smallest}", rows, args.fresh, compute)
     results["mtcnn, aligned from the raw MTCNN box"] = view(mtcnn, "embedding_raw")
     if args.fit_alignment:
         fit_alignment(reference, mtcnn)

@@ -13,7 +13,7 @@ from regard.errors import InvalidParameter
 from regard.evaluation.audit import AuditOptions, run_audit
 from regard.evaluation.dataset import NO_FACE, OK, Dataset, Templates
 from regard.evaluation.gates import check_gates, load_gates
-from regard.evaluation.report import SECTIONS, write_report
+from regard.evaluation.report import SECTIONS, render_html, write_report
 
 SYSTEM = {"embedding_model": "synthetic", "detector": "none"}
 
@@ -116,6 +116,7 @@ def test_report_files_and_sections(tmp_path: Path) -> None:
     assert page.count("data:image/png;base64,") >= 5
     assert "<b>Summary.</b>" in page and "At similarity 80 (shipped table)" in page
     assert "http://" not in page and "https://" not in page  # self-contained
+    assert render_html(data) == page  # the file is the rendering, and rendering is deterministic
 
 
 def test_gates_pass_and_fail(tmp_path: Path) -> None:
