@@ -1,0 +1,111 @@
+"""The approximate index alone: HNSW settings and vector types, against an exact scan.
+
+No database work: the same synthetic face-like templates as ``bench_search.py`` (identities with
+the variance spectrum of real dlib descriptors, 5 captures each, probes are new captures) go
+straight into a ``usearch`` index; each probe's 10 nearest are compared with an exact scan.
+With ``--ivf`` (needs ``faiss-cpu``, not a regard dependency) faiss's IVF-Flat is timed too.
+
+    .venv/bin/python bench/bench_ann.py --faces 1000000 --connectivity 32 --expansion-add 128 \\
+        --dtype f32 --sweep 64,96,128,192,256,384
+
+Prints one line per expansion_search value: p50/p99 ms of a single query on one thread and
+recall@1/@10, plus the build time and memory per face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+from usearch.index import Index
+
+from bench_search import pct, probes, synthetic
+
+
+def exact_top10(x: np.ndarray, qs: np.ndarray) -> list[np.ndarray]:
+    sq = (x * x).sum(1)
+    out = []
+    for q in qs:
+        d = sq - 2 * (x @ q)
+        idx = np.argpartition(d, 10)[:10]
+        out.append(idx[np.argsort(d[idx])])
+    return out
+
+
+def measure(
+    name: str, search: Callable[[np.ndarray], np.ndarray], qs: np.ndarray, truth: list[np.ndarray]
+) -> None:
+    lat: list[float] = []
+    hits1 = hits10 = 0
+    for q, want in zip(qs, truth, strict=True):
+        start = time.perf_counter()
+        got = np.asarray(search(q), dtype=np.int64)
+        lat.append((time.perf_counter() - start) * 1000)
+        hits1 += int(got[0] == want[0])
+        hits10 += len(set(got[:10].tolist()) & set(want.tolist()))
+    print(
+        f"{name:44s} p50 {pct(lat, 50):7.3f} ms  p99 {pct(lat, 99):7.3f} ms  "
+        f"recall@1 {hits1 / len(qs):.4f}  recall@10 {hits10 / (10 * len(qs)):.4f}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--faces", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--connectivity", type=int, default=32)
+    ap.add_argument("--expansion-add", type=int, default=128)
+    ap.add_argument("--dtype", default="f32", help="usearch vector type: f32, f16 or i8")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply vectors by this (for i8's range)")
+    ap.add_argument("--sweep", default="64,96,128,192,256")
+    ap.add_argument("--threads", type=int, default=2, help="threads for building")
+    ap.add_argument("--ivf", default="", help="faiss IVF-Flat list counts to time too, e.g. 4096")
+    args = ap.parse_args()
+
+    x, centres = synthetic(args.faces)
+    qs = probes(centres, args.queries)
+    truth = exact_top10(x, qs)
+    index = Index(
+        ndim=128,
+        metric="l2sq",
+        dtype=args.dtype,
+        connectivity=args.connectivity,
+        expansion_add=args.expansion_add,
+    )
+    start = time.perf_counter()
+    for i in range(0, len(x), 100_000):
+        chunk = x[i : i + 100_000]
+        index.add(np.arange(i, i + len(chunk), dtype=np.uint64), chunk * args.scale, threads=args.threads)
+        print(f"  {i + len(chunk):,} added, {time.perf_counter() - start:.0f} s", flush=True)
+    print(
+        f"HNSW M={args.connectivity} expansion_add={args.expansion_add} {args.dtype}: "
+        f"build {time.perf_counter() - start:.0f} s, memory {index.memory_usage / len(x):.0f} B/face"
+    )
+    for ef in (int(v) for v in args.sweep.split(",") if v):
+        index.expansion_search = ef  # type: ignore[misc]
+        measure(
+            f"  expansion_search {ef}",
+            lambda q: index.search(q * args.scale, count=10, threads=1).keys,
+            qs,
+            truth,
+        )
+    for lists in (int(v) for v in args.ivf.split(",") if v):
+        import faiss
+
+        start = time.perf_counter()
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(128), 128, lists)
+        sample = np.random.default_rng(5).choice(len(x), min(len(x), 40 * lists), replace=False)
+        ivf.train(x[sample])
+        ivf.add(x)
+        print(f"IVF-Flat {lists} lists: train and add {time.perf_counter() - start:.0f} s")
+        faiss.omp_set_num_threads(1)
+        for nprobe in (16, 32, 64, 128, 256):
+            ivf.nprobe = nprobe
+            measure(f"  nprobe {nprobe}", lambda q, ivf=ivf: ivf.search(q[None], 10)[1][0], qs, truth)
+
+
+if __name__ == "__main__":
+    main()
