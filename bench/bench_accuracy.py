@@ -44,7 +44,6 @@ from regard.detect.base import alignment_box
 from regard.detect.mtcnn import THRESHOLDS
 from regard.engine import DEFAULT_DETECTOR, Engine
 from regard.models import dlib_model_path
-from regard.models.mtcnn_convert import CONVERTER_VERSION
 from regard.types import Box, Detection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -286,10 +285,10 @@ def main() -> None:
         # A face below today's O-net threshold means the cached detection is stale.
         return ENGINE_KEY in record and float(record["confidence"]) >= 100 * THRESHOLDS[2]  # type: ignore[arg-type]
 
-    # Detections depend on the smallest face and on the converted MTCNN graphs, so both name the
+    # Detections depend on the smallest face and on the MTCNN detector's version, so both name the
     # caches: a change of either starts a new one instead of reusing stale detections.
     smallest = f"{engine.settings.min_face_size}px"
-    mtcnn_cache = f"mtcnn-{smallest}-{CONVERTER_VERSION}"
+    mtcnn_cache = f"mtcnn-{smallest}-{engine.detector('mtcnn').version}"
     mtcnn_of = lambda p, old: mtcnn_record(engine, image(p), old)  # noqa: E731
     if args.stage == "mtcnn":  # fill only the MTCNN cache (e.g. in a second process)
         run_cached(mtcnn_cache, rows, args.fresh, mtcnn_of, complete)

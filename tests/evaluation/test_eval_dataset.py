@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from regard.errors import InvalidParameter
-from regard.evaluation.dataset import read_dataset
+from regard.evaluation.dataset import Dataset, read_dataset
 
 
 def _manifest(folder: Path, rows: list[str], header: str = "path,subject,sex,age,race") -> Path:
@@ -84,3 +84,20 @@ def test_keep_subject_filters_before_limit(tmp_path: Path) -> None:
     plain = _manifest(tmp_path / "noids", ["x.jpg,20-29,Male,White"], header="path,age,sex,race")
     with pytest.raises(InvalidParameter):
         read_dataset(plain, keep_subject=lambda s: True)
+
+
+def test_template_cache_is_keyed_by_the_detector_and_its_version() -> None:
+    from regard.config import Settings
+    from regard.engine import Engine
+    from regard.evaluation.dataset import TemplateSource, cache_prefix
+
+    data = Dataset(Path("."), "d", ["a.jpg"], ["s"], True, {}, None)
+    keys = {}
+    for detector in ("hog", "mtcnn"):
+        engine = Engine(Settings.from_env(detector=detector))
+        identity = TemplateSource(engine).identity()
+        assert identity["detector_version"] == engine.detector().version
+        keys[detector] = cache_prefix(identity, data)
+        identity["detector_version"] += "+changed"
+        assert cache_prefix(identity, data) != keys[detector]  # a new detector version, new templates
+    assert keys["hog"] != keys["mtcnn"]

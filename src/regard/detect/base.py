@@ -18,6 +18,9 @@ class Detector(Protocol):
     """Finds faces. Implementations return boxes in the pixels of the image they were given."""
 
     name: str
+    #: Changes whenever the detector's output may change (weights, graphs or the code around them);
+    #: caches of detections and templates are keyed by it.
+    version: str
 
     def detect(self, image: RGBImage, *, min_face_size: int) -> list[Detection]:
         """All faces at least ``min_face_size`` pixels wide, any order."""

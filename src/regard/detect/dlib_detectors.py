@@ -34,6 +34,7 @@ class HogDetector:
     """dlib's frontal face detector (HOG + linear SVM, 5 pose-specific filters)."""
 
     name = "hog"
+    version = "dlib-hog-1"
 
     def __init__(self, predictors: ShapePredictors, *, max_upsample: int = 1) -> None:
         self._detector = dlib.get_frontal_face_detector()
@@ -60,6 +61,7 @@ class MmodDetector:
     """dlib's MMOD CNN face detector, run by dlib (the reference implementation)."""
 
     name = "cnn"
+    version = "dlib-mmod-1"
 
     def __init__(self, predictors: ShapePredictors, *, max_upsample: int = 1) -> None:
         self._lock = threading.Lock()

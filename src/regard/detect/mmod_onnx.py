@@ -190,6 +190,7 @@ class MmodOnnxDetector:
     """dlib's MMOD CNN face detector run by onnxruntime (registered as the ``cnn`` detector)."""
 
     name = "cnn"
+    version = "onnx-mmod-1"
 
     def __init__(
         self, predictors: ShapePredictors, settings: Settings | None = None, *, max_upsample: int = 1

@@ -23,7 +23,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from regard.detect.base import ALIGNMENT_BOXES, MAX_FACES, clip_box
-from regard.models.mtcnn_convert import mtcnn_onnx_paths
+from regard.models.mtcnn_convert import CONVERTER_VERSION, mtcnn_onnx_paths
 from regard.types import Box, Detection, Point, RGBImage
 
 FloatArray = npt.NDArray[np.float32]
@@ -196,6 +196,9 @@ class MtcnnDetector:
     """MTCNN face detector: box, confidence (O-net face probability x 100), five landmarks."""
 
     name = "mtcnn"
+    #: The converted graphs' version, plus 2 for the cascade code (pyramid levels resampled from
+    #: the level before, since 2026-11-29).
+    version = f"{CONVERTER_VERSION}+cascade-2"
 
     def __init__(
         self,

@@ -236,6 +236,7 @@ class TemplateSource:
             "model_key": ident.key,
             "embed_backend": self.engine.settings.embed_backend,
             "detector": self.engine.detector().name,
+            "detector_version": self.engine.detector().version,
             "min_face_size": str(self.engine.settings.min_face_size),
             "detect_max_side": str(self.engine.settings.detect_max_side),
         }
