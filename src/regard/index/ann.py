@@ -16,20 +16,25 @@ from usearch.index import Index
 
 from regard.index.exact import Distances, Keys, Vectors
 
+#: Graphs smaller than this are built with one insertion thread.
+SERIAL_INSERT_BELOW = 100_000
+
 
 @dataclass(frozen=True, slots=True)
 class AnnParams:
     """HNSW parameters, chosen by measurement (docs/benchmarks.md, "Search").
 
-    On synthetic face-like templates, M=32 / expansion_add=128 reached recall@10 0.992 at 1M
-    faces with expansion_search 192, where M=16 / 64 reached 0.932 at the same expansion_search.
-    Vectors stay float32: the erasure checks look for a template's exact bytes in every file, and
-    the distances the index reports are the ones clients see.
+    M=32 / expansion_add=128 / expansion_search=192 reached recall@10 0.992 at 1M synthetic faces,
+    where these defaults reach 0.932; but with M=32 usearch's multi-threaded insertion left whole
+    identity clusters unreachable in small graphs (4 of 60 trials of 1,000 faces missed a
+    stored face searched for itself; 0 of 60 with one insertion thread or with M=16). Graphs
+    under SERIAL_INSERT_BELOW faces are now built with one thread; larger ones still in parallel,
+    so the defaults stay at M=16 until that is measured at scale.
     """
 
-    connectivity: int = 32
-    expansion_add: int = 128
-    expansion_search: int = 192
+    connectivity: int = 16
+    expansion_add: int = 64
+    expansion_search: int = 128
     dtype: str = "f32"
 
 
@@ -68,7 +73,11 @@ class AnnIndex:
         present = np.asarray(self._index.contains(ukeys), dtype=bool).reshape(-1)
         if present.any():
             self.remove(ukeys[present].astype(np.int64))
-        self._index.add(ukeys, vectors, threads=0)
+        # Parallel insertion of many near-duplicate faces into a small graph can leave a whole
+        # identity cluster unreachable (measured: docs/benchmarks.md, "Search"); below
+        # SERIAL_INSERT_BELOW faces one thread inserts, which is quick at that size anyway.
+        threads = 1 if self.size + len(ukeys) < SERIAL_INSERT_BELOW else 0
+        self._index.add(ukeys, vectors, threads=threads)
 
     def remove(self, keys: Keys) -> None:
         ukeys = np.asarray(keys, dtype=np.uint64).reshape(-1)
