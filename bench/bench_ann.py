@@ -1,12 +1,16 @@
-"""The approximate index alone: HNSW settings and vector types, against an exact scan.
+"""The approximate index alone: HNSW settings, projection and vector types, against an exact scan.
 
 No database work: the same synthetic face-like templates as ``bench_search.py`` (identities with
 the variance spectrum of real dlib descriptors, 5 captures each, probes are new captures) go
-straight into a ``usearch`` index; each probe's 10 nearest are compared with an exact scan.
-With ``--ivf`` (needs ``faiss-cpu``, not a regard dependency) faiss's IVF-Flat is timed too.
+into regard's ``AnnIndex`` (usearch HNSW over PCA-projected float16 templates by default); each
+probe's pool of candidates is re-ranked by exact distance to the float32 templates, as the
+store does with the templates in its database, and the top 10 are compared with an exact scan.
+It also searches 2,000 stored templates for themselves: a template its own search cannot find
+is unreachable in the graph. With ``--ivf`` (needs ``faiss-cpu``, not a regard dependency)
+faiss's IVF-Flat is timed too.
 
-    .venv/bin/python bench/bench_ann.py --faces 1000000 --connectivity 32 --expansion-add 128 \\
-        --dtype f32 --sweep 64,96,128,192,256,384
+    .venv/bin/python bench/bench_ann.py --faces 1000000 --sweep 96,128,160,192,256
+    .venv/bin/python bench/bench_ann.py --faces 1000000 --dtype f32 --variance 1 --candidates 10
 
 Prints one line per expansion_search value: p50/p99 ms of a single query on one thread and
 recall@1/@10, plus the build time and memory per face.
@@ -19,9 +23,10 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from usearch.index import Index
+from threadpoolctl import threadpool_limits
 
 from bench_search import pct, probes, synthetic
+from regard.index.ann import AnnIndex, AnnParams
 
 
 def exact_top10(x: np.ndarray, qs: np.ndarray) -> list[np.ndarray]:
@@ -54,47 +59,50 @@ def measure(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = AnnParams()
     ap.add_argument("--faces", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=300)
-    ap.add_argument("--connectivity", type=int, default=32)
-    ap.add_argument("--expansion-add", type=int, default=128)
-    ap.add_argument("--dtype", default="f32", help="usearch vector type: f32, f16 or i8")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply vectors by this (for i8's range)")
-    ap.add_argument("--sweep", default="64,96,128,192,256")
-    ap.add_argument("--rerank", type=int, default=10, help="candidates re-ranked by exact distance")
-    ap.add_argument("--threads", type=int, default=2, help="threads for building")
+    ap.add_argument("--connectivity", type=int, default=d.connectivity)
+    ap.add_argument("--expansion-add", type=int, default=d.expansion_add)
+    ap.add_argument("--dtype", default=d.dtype, help="vector type in the graph: f32 or f16")
+    ap.add_argument("--variance", type=float, default=d.variance, help="variance share the projection keeps")
+    ap.add_argument("--candidates", type=int, default=d.candidates, help="pool re-ranked by exact distance")
+    ap.add_argument("--sweep", default="64,96,128,160,192,256")
     ap.add_argument("--ivf", default="", help="faiss IVF-Flat list counts to time too, e.g. 4096")
     args = ap.parse_args()
 
     x, centres = synthetic(args.faces)
     qs = probes(centres, args.queries)
     truth = exact_top10(x, qs)
-    index = Index(
-        ndim=128,
-        metric="l2sq",
-        dtype=args.dtype,
-        connectivity=args.connectivity,
-        expansion_add=args.expansion_add,
+    params = AnnParams(
+        args.connectivity, args.expansion_add, d.expansion_search, args.dtype, args.variance, args.candidates
     )
+    index = AnnIndex(params=params)
     start = time.perf_counter()
     for i in range(0, len(x), 100_000):
         chunk = x[i : i + 100_000]
-        index.add(np.arange(i, i + len(chunk), dtype=np.uint64), chunk * args.scale, threads=args.threads)
+        index.add(np.arange(i, i + len(chunk), dtype=np.int64), chunk)
         print(f"  {i + len(chunk):,} added, {time.perf_counter() - start:.0f} s", flush=True)
+    kept = 128 if index.projection is None else index.projection.basis.shape[1]
     print(
-        f"HNSW M={args.connectivity} expansion_add={args.expansion_add} {args.dtype}: "
-        f"build {time.perf_counter() - start:.0f} s, memory {index.memory_usage / len(x):.0f} B/face"
+        f"HNSW M={args.connectivity} expansion_add={args.expansion_add} {args.dtype}, {kept} of 128 "
+        f"components: build {time.perf_counter() - start:.0f} s, "
+        f"memory {index.memory_bytes() / len(x):.0f} B/face"
     )
+    pool = max(10, args.candidates)
 
     def hnsw(q: np.ndarray) -> np.ndarray:
-        keys = np.asarray(index.search(q * args.scale, count=args.rerank, threads=1).keys, dtype=np.int64)
-        if args.rerank > 10:  # exact distances from the float32 templates decide the top 10
-            keys = keys[np.argsort(((x[keys] - q) ** 2).sum(1))]
-        return keys[:10]
+        keys = index.search(q, pool)[0]
+        # exact distances from the float32 templates decide the top 10, as in the store
+        return keys[np.argsort(((x[keys] - q) ** 2).sum(1))][:10]
 
-    for ef in (int(v) for v in args.sweep.split(",") if v):
-        index.expansion_search = ef  # type: ignore[misc]
-        measure(f"  expansion_search {ef}", hnsw, qs, truth)
+    with threadpool_limits(limits=1):
+        for ef in (int(v) for v in args.sweep.split(",") if v):
+            index._index.expansion_search = ef  # type: ignore[misc]
+            measure(f"  expansion_search {ef}", hnsw, qs, truth)
+        sample = np.random.default_rng(7).choice(len(x), min(2000, len(x)), replace=False)
+        lost = sum(int(k) not in index.search(x[k], pool)[0].tolist() for k in sample)
+        print(f"  stored templates their own search missed: {lost} of {len(sample)}")
     for lists in (int(v) for v in args.ivf.split(",") if v):
         import faiss
 

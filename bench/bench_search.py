@@ -181,17 +181,31 @@ def bench_embedded(
             lat.append(ms)
             got.append([int(h.face.external_image_id[1:]) for h in hits])
     r1, r10 = recall(got, truth)
+    # Every stored template must be found by its own search (an unreachable graph node would not).
+    sample = np.random.default_rng(7).choice(n, min(n, 1000), replace=False)
+    lost = sum(
+        not any(h.face.external_image_id == f"f{i}" for h in store.nearest("bench", x[i], 1, float("inf")))
+        for i in sample
+    )
+    notes = [f"stored faces not found by their own search: {lost} of {len(sample)}"]
     if stats["kind"] == "hnsw":
-        # The raw HNSW search at several expansion_search values (keys are row numbers + 1 here).
+        # The HNSW search alone at several expansion_search values (keys are row numbers + 1
+        # here), its candidates re-ranked by exact distance as the store does.
         ann = store._states[1].index
+        pool = max(10, params.candidates)
+
+        def raw_search(q: np.ndarray) -> list[int]:
+            rows = ann.search(q, pool)[0] - 1
+            return rows[np.argsort(((x[rows] - q) ** 2).sum(1))][:10].tolist()
+
         for ef in sweep:
             ann._index.expansion_search = ef
             raw: list[float] = []
             keys: list[list[int]] = []
             for q in qs:
-                ms, (k, _) = timed(lambda q=q: ann.search(q, 10))
+                ms, top = timed(lambda q=q: raw_search(q))
                 raw.append(ms)
-                keys.append([int(v) - 1 for v in k])
+                keys.append(top)
             s1, s10 = recall(keys, truth)
             print(
                 f"  hnsw n={n} expansion_search={ef}: index-only p50 {pct(raw, 50):.3f} ms "
@@ -216,6 +230,7 @@ def bench_embedded(
         db_bytes / n,
         0.0,
         0.0,
+        notes,
     )
     if index_files:
         row.notes.append(f"index file {index_files / n:.0f} B/face")
@@ -302,10 +317,20 @@ def main() -> None:
     ap.add_argument("--connectivity", type=int, default=d.connectivity)
     ap.add_argument("--expansion-add", type=int, default=d.expansion_add)
     ap.add_argument("--expansion-search", type=int, default=d.expansion_search)
+    ap.add_argument("--dtype", default=d.dtype, help="vector type in the graph: f32 or f16")
+    ap.add_argument("--variance", type=float, default=d.variance, help="variance share the projection keeps")
+    ap.add_argument("--candidates", type=int, default=d.candidates, help="pool re-ranked by exact distance")
     ap.add_argument("--sweep", default="64,96,128,192", help="expansion_search values to time (HNSW only)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
-    params = AnnParams(args.connectivity, args.expansion_add, args.expansion_search)
+    params = AnnParams(
+        connectivity=args.connectivity,
+        expansion_add=args.expansion_add,
+        expansion_search=args.expansion_search,
+        dtype=args.dtype,
+        variance=args.variance,
+        candidates=args.candidates,
+    )
     sizes = [int(s) for s in args.sizes.split(",")]
     sweep = [int(s) for s in args.sweep.split(",") if s]
     pg_sizes = [int(s) for s in (args.pg_sizes or args.sizes).split(",")]

@@ -26,6 +26,13 @@ def _files_holding(root: Path, needle: bytes) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
+def _index_files_holding(root: Path, template: object) -> list[Path]:
+    """HNSW index files holding ``template`` in the form they store it (float16, maybe projected)."""
+    from regard.index.ann import AnnIndex
+
+    return [p for p in root.rglob("*.usearch") if AnnIndex.load(p).stored_form(template) in p.read_bytes()]
+
+
 def test_erasure_removes_every_template_byte_and_search_finds_nothing(ep: Endpoint, fr_images: Path) -> None:
     photo = {p.stem: p.read_bytes() for p in fr_images.glob("*.jpg")}
     ep.call("CreateCollection", CollectionId="watch")
@@ -148,7 +155,8 @@ def test_erasure_reaches_hnsw_index_files_of_a_running_store(tmp_path: Path, eng
     server = Service(SqliteStore(tmp_path, ann_min_faces=10), engine)
     assert server.search_faces_by_vector("big", vectors[0], face_match_threshold=0, max_faces=3)
     assert list(tmp_path.rglob("*.usearch")), "the HNSW path is in use"
-    assert _files_holding(tmp_path, vectors[0].tobytes()), "the scan sees the template in the index file"
+    assert _files_holding(tmp_path, vectors[0].tobytes()), "the scan sees the template in the database"
+    assert _index_files_holding(tmp_path, vectors[0]), "... and in the index file"
 
     cli = Service(SqliteStore(tmp_path, ann_min_faces=10), engine)
     report = erase(cli, AuditLog(tmp_path), actor="dpo", external_image_id="victim")
@@ -159,4 +167,7 @@ def test_erasure_reaches_hnsw_index_files_of_a_running_store(tmp_path: Path, eng
     server.close()
     for v in vectors[:3]:
         assert _files_holding(tmp_path, v.tobytes()) == []
+        assert _index_files_holding(tmp_path, v) == []
     assert _files_holding(tmp_path, vectors[5].tobytes())
+    if list(tmp_path.rglob("*.usearch")):  # an index file left behind still holds the other faces
+        assert _index_files_holding(tmp_path, vectors[5])

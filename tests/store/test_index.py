@@ -11,7 +11,7 @@ from regard.index.ann import AnnIndex
 from regard.index.exact import ExactIndex
 from regard.store.sqlite import SqliteStore
 from regard.types import ModelIdentity
-from store.synthetic import new_faces, people
+from store.synthetic import face_like, new_faces, people
 
 MODEL = ModelIdentity("test-model", "1", "0" * 64, "none")
 
@@ -36,8 +36,9 @@ def test_exact_index_matches_brute_force_and_removes() -> None:
     assert idx.search(q, 1)[0][0] != truth[1] + 1000
 
 
-def test_hnsw_recall_against_the_exact_index() -> None:
-    x = people(1000, 5, seed=3, spread=0.6)
+@pytest.mark.parametrize("shape", ["face-like", "isotropic"])
+def test_hnsw_recall_against_the_exact_index(shape: str) -> None:
+    x = face_like(1000, 5, seed=3) if shape == "face-like" else people(1000, 5, seed=3, spread=0.6)
     keys = np.arange(len(x), dtype=np.int64)
     exact, ann = ExactIndex(), AnnIndex()
     exact.add(keys, x)
@@ -46,14 +47,46 @@ def test_hnsw_recall_against_the_exact_index() -> None:
     probes = x[rng.choice(len(x), 100, replace=False)] + rng.normal(scale=0.05, size=(100, 128)).astype(
         np.float32
     )
+    # A steep spectrum is projected onto its top components; templates without one are kept whole.
+    if shape == "face-like":
+        assert ann.projection is not None and 40 <= ann.projection.basis.shape[1] <= 96
+    else:
+        assert ann.projection is None
     hits1 = hits10 = 0
     for q in probes:
         truth = exact.search(q, 10)[0]
-        got = ann.search(q, 10)[0]
+        pool, approx = ann.search(q, ann.params.candidates)
+        exact_d = np.linalg.norm(x[pool] - q, axis=1)
+        # A projection never lengthens a distance (up to float16 rounding).
+        assert np.all(approx <= exact_d + 2e-3)
+        got = pool[np.argsort(exact_d)][:10]  # re-ranked by exact distance, as the store does
         hits1 += int(got[0] == truth[0])
         hits10 += len(set(got.tolist()) & set(truth.tolist()))
     assert hits1 / 100 >= 0.99
     assert hits10 / 1000 >= 0.99
+
+
+def test_hnsw_files_keep_the_projection_and_the_stored_form(tmp_path: Path) -> None:
+    x = face_like(100, 5, seed=9)
+    ann = AnnIndex()
+    ann.add(np.arange(len(x), dtype=np.int64), x)
+    form = ann.stored_form(x[7])
+    assert ann.projection is not None
+    assert len(form) == 2 * ann.projection.basis.shape[1]  # float16 components
+    assert ann.save(tmp_path / "a.usearch")
+    data = (tmp_path / "a.usearch").read_bytes()
+    assert form in data and x[7].tobytes() not in data
+    back = AnnIndex.load(tmp_path / "a.usearch")
+    assert back.stored_form(x[7]) == form and back.size == len(x)
+    for q in x[::50]:
+        assert back.search(q, 5)[0].tolist() == ann.search(q, 5)[0].tolist()
+    # Too few templates to fit a projection: whole templates, still float16.
+    small = AnnIndex()
+    small.add(np.arange(50, dtype=np.int64), x[:50])
+    assert small.projection is None and small.stored_form(x[0]) == x[0].astype(np.float16).tobytes()
+    with pytest.raises(ValueError):
+        (tmp_path / "b.usearch").write_bytes(b"RGDANN01" + b"\xff" * 8)
+        AnnIndex.load(tmp_path / "b.usearch")
 
 
 def _store(path: Path, **kw: int) -> SqliteStore:
@@ -119,6 +152,12 @@ def _index_bytes(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted((root / "index").glob("*.usearch")))
 
 
+def _in_index_files(root: Path, vector: np.ndarray) -> bool:
+    """Whether any index file holds ``vector`` in the form that file stores templates."""
+    files = sorted((root / "index").glob("*.usearch"))
+    return any(AnnIndex.load(p).stored_form(vector) in p.read_bytes() for p in files)
+
+
 def test_removal_drops_index_files_until_compacted(tmp_path: Path) -> None:
     vectors = people(100, 5, seed=7, spread=0.5)
     s = _store(tmp_path)
@@ -126,8 +165,7 @@ def test_removal_drops_index_files_until_compacted(tmp_path: Path) -> None:
     records = s.add_faces("c", new_faces(vectors))
     s.nearest("c", vectors[0], 1, 10.0)  # an index exists once a search needed it
     s.close()
-    gone = vectors[0].astype(np.float32).tobytes()
-    assert gone in _index_bytes(tmp_path)
+    assert _in_index_files(tmp_path, vectors[0])
     s = _store(tmp_path)
     s.nearest("c", vectors[0], 1, 10.0)  # loaded from the file
     s.delete_faces("c", [records[0].face_id])
@@ -142,9 +180,30 @@ def test_removal_drops_index_files_until_compacted(tmp_path: Path) -> None:
     assert len(list((tmp_path / "index").glob("*.usearch"))) == 1
     assert s.index_stats("c")["size"] == 498
     s.close()
-    data = _index_bytes(tmp_path)
-    assert data and gone not in data and vectors[1].astype(np.float32).tobytes() not in data
-    assert vectors[2].astype(np.float32).tobytes() in data
+    assert _index_bytes(tmp_path)
+    assert not _in_index_files(tmp_path, vectors[0]) and not _in_index_files(tmp_path, vectors[1])
+    assert _in_index_files(tmp_path, vectors[2])
+
+
+def test_an_index_file_of_an_older_format_is_rebuilt(tmp_path: Path) -> None:
+    from usearch.index import Index
+
+    vectors = face_like(100, 5, seed=10)
+    s = _store(tmp_path)
+    s.create_collection("c", "arn:c", MODEL, {})
+    s.add_faces("c", new_faces(vectors))
+    s.nearest("c", vectors[0], 1, 10.0)
+    s.close()
+    (only,) = list((tmp_path / "index").glob("*.usearch"))
+    old = Index(ndim=128, metric="l2sq")  # what versions before the projection wrote: bare usearch
+    old.add(np.arange(len(vectors), dtype=np.uint64) + 1, vectors)
+    old.save(str(only))
+    s = _store(tmp_path)
+    assert s.index_stats("c")["size"] == 500
+    _same_as_oracle(s, vectors)
+    s.close()
+    (again,) = list((tmp_path / "index").glob("*.usearch"))
+    assert again.read_bytes().startswith(b"RGDANN01")
 
 
 def test_an_index_of_a_collection_deleted_elsewhere_is_not_written(tmp_path: Path) -> None:

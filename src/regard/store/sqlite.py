@@ -7,7 +7,9 @@ process keeps one in-memory index per collection and, before a search, applies t
 changes it has not seen yet, so processes sharing a data directory stay in step.
 
 Small collections are searched with the exact numpy index; from ``ann_min_faces`` on, a
-usearch HNSW index takes over. HNSW indexes are saved to ``index/<key>-<seq>.usearch``
+usearch HNSW index over projected float16 templates takes over, and the pool of candidates
+it returns is re-ranked by exact distance to the float32 templates read from SQLite.
+HNSW indexes are saved to ``index/<key>-<seq>.usearch``
 (``seq``: the last change the file reflects), loaded on open and caught up from the change
 log; a missing, unreadable or newer-than-the-database file is rebuilt from SQLite. A file is
 never written from an index that has had removals, and removing templates deletes the
@@ -311,20 +313,49 @@ class SqliteStore(SqlStore):
         with self._read() as tx:
             key = self._key(tx, collection_id)
         state = self._state(key)
+        q = as_vector(probe)
         with state.lock:
             self._sync(state)
-            keys, dists = state.index.search(as_vector(probe), k)
-        keep = dists <= max_distance
+            index = state.index
+            exact, pool = True, k
+            if isinstance(index, AnnIndex) and not index.exact_distances:
+                exact, pool = False, max(k, index.params.candidates)
+            keys, dists = index.search(q, pool)
+        # Approximate distances never exceed exact ones by more than float16 rounding, so the
+        # threshold can already drop candidates; the rest are re-ranked by their stored templates.
+        slack = 0.0 if exact else 1e-2 + 1e-2 * max_distance
+        keep = dists <= max_distance + slack
         keys, dists = keys[keep], dists[keep]
         if len(keys) == 0:
             return []
         with self._read() as tx:
+            if not exact:
+                keys, dists = self._rerank(tx, keys, q, k, max_distance)
             records = self.faces_by_key(tx, [int(x) for x in keys])
         return [
-            Neighbor(face=records[int(fk)], distance=float(d))
-            for fk, d in zip(keys, dists, strict=True)
+            Neighbor(face=records[int(fk)], distance=float(dist))
+            for fk, dist in zip(keys, dists, strict=True)
             if int(fk) in records
         ]
+
+    @staticmethod
+    def _rerank(
+        tx: Tx, keys: np.ndarray, q: np.ndarray, k: int, max_distance: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest of ``keys`` by exact distance to their stored float32 templates."""
+        rows: list[Any] = []
+        for i in range(0, len(keys), 500):
+            chunk = [int(x) for x in keys[i : i + 500]]
+            marks = ",".join("?" * len(chunk))
+            rows += tx.all(f"SELECT id, embedding FROM faces WHERE id IN ({marks})", chunk)
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        found = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
+        stored = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        d = np.linalg.norm(stored - q, axis=1)
+        order = np.argsort(d, kind="stable")[:k]
+        order = order[d[order] <= max_distance]
+        return found[order], d[order].astype(np.float32)
 
     def index_stats(self, collection_id: str) -> dict[str, Any]:
         """What the collection's in-memory index is: kind, size, memory (benchmarks, diagnostics)."""
