@@ -159,6 +159,7 @@ def bench_embedded(
     workdir: Path,
     params: AnnParams,
     sweep: list[int],
+    keep: Path | None = None,
 ) -> Row:
     from regard.store.sqlite import SqliteStore
 
@@ -216,6 +217,9 @@ def bench_embedded(
     db_bytes = sum(p.stat().st_size for p in root.glob("regard.db*"))
     store.close()
     index_files = sum(p.stat().st_size for p in (root / "index").glob("*"))
+    if keep is not None:  # the saved graph, for later experiments (e.g. bench_ann.py --load)
+        for p in (root / "index").glob("*.usearch"):
+            shutil.copy(p, keep / f"embedded-{n}.usearch")
     row = Row(
         "embedded",
         n,
@@ -245,7 +249,7 @@ def bench_postgres(
 
     from regard.store.postgres import PostgresStore
 
-    store = PostgresStore(url, build_memory="1GB")
+    store = PostgresStore(url, build_memory="2GB" if n > 200_000 else "1GB")
     name = f"bench{n}"
     store.create_collection(name, f"arn:{name}", MODEL, {})
     t = time.perf_counter()
@@ -322,6 +326,7 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=d.candidates, help="pool re-ranked by exact distance")
     ap.add_argument("--sweep", default="64,96,128,192", help="expansion_search values to time (HNSW only)")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--keep-index", default=None, help="copy each embedded index file into this folder")
     args = ap.parse_args()
     params = AnnParams(
         connectivity=args.connectivity,
@@ -338,6 +343,9 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="regard-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)
+    keep = Path(args.keep_index) if args.keep_index else None
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
     print(f"# bench_search on {os.cpu_count()} CPUs; HNSW {params}; {args.queries} queries per size")
     # A TERM (e.g. a timeout) must still run the finally below, which stops PostgreSQL.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -355,7 +363,7 @@ def main() -> None:
             print(f"n={n}: exact numpy scan p50 {e1:.2f} ms (1 thread), {e2:.2f} ms (2 threads)", flush=True)
             todo: list[Callable[[], Row]] = []
             if "embedded" in backends and n in sizes:
-                todo.append(functools.partial(bench_embedded, n, x, qs, truth, workdir, params, sweep))
+                todo.append(functools.partial(bench_embedded, n, x, qs, truth, workdir, params, sweep, keep))
             if server is not None and n in pg_sizes:
                 todo.append(
                     functools.partial(bench_postgres, n, x, qs, truth, server.get_uri(), args.pg_budget)

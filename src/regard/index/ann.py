@@ -56,7 +56,7 @@ class AnnParams:
 
     connectivity: int = 32
     expansion_add: int = 128
-    expansion_search: int = 160
+    expansion_search: int = 192
     dtype: str = "f16"
     variance: float = 0.97
     candidates: int = 40
