@@ -2,7 +2,7 @@
 
 No database work: the same synthetic face-like templates as ``bench_search.py`` (identities with
 the variance spectrum of real dlib descriptors, 5 captures each, probes are new captures) go
-into regard's ``AnnIndex`` (usearch HNSW over PCA-projected float16 templates by default); each
+into regard's ``AnnIndex`` (faiss HNSW over PCA-projected templates by default); each
 probe's pool of candidates is re-ranked by exact distance to the float32 templates, as the
 store does with the templates in its database, and the top 10 are compared with an exact scan.
 It also searches 2,000 stored templates for themselves: a template its own search cannot find
@@ -10,7 +10,7 @@ is unreachable in the graph. With ``--ivf`` (needs ``faiss-cpu``, not a regard d
 faiss's IVF-Flat is timed too.
 
     .venv/bin/python bench/bench_ann.py --faces 1000000 --sweep 96,128,160,192,256
-    .venv/bin/python bench/bench_ann.py --faces 1000000 --dtype f32 --variance 1 --candidates 10
+    .venv/bin/python bench/bench_ann.py --faces 1000000 --variance 1 --candidates 10
 
 Prints one line per expansion_search value: p50/p99 ms of a single query on one thread and
 recall@1/@10, plus the build time and memory per face.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -64,44 +65,53 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--connectivity", type=int, default=d.connectivity)
     ap.add_argument("--expansion-add", type=int, default=d.expansion_add)
-    ap.add_argument("--dtype", default=d.dtype, help="vector type in the graph: f32 or f16")
     ap.add_argument("--variance", type=float, default=d.variance, help="variance share the projection keeps")
     ap.add_argument("--candidates", type=int, default=d.candidates, help="pool re-ranked by exact distance")
     ap.add_argument("--sweep", default="64,96,128,160,192,256")
     ap.add_argument("--ivf", default="", help="faiss IVF-Flat list counts to time too, e.g. 4096")
+    ap.add_argument(
+        "--load", default="", help="search a file saved by bench_search.py --keep-index instead of building"
+    )
     args = ap.parse_args()
 
     x, centres = synthetic(args.faces)
     qs = probes(centres, args.queries)
     truth = exact_top10(x, qs)
     params = AnnParams(
-        args.connectivity, args.expansion_add, d.expansion_search, args.dtype, args.variance, args.candidates
+        args.connectivity, args.expansion_add, d.expansion_search, args.variance, args.candidates
     )
-    index = AnnIndex(params=params)
     start = time.perf_counter()
-    for i in range(0, len(x), 100_000):
-        chunk = x[i : i + 100_000]
-        index.add(np.arange(i, i + len(chunk), dtype=np.int64), chunk)
-        print(f"  {i + len(chunk):,} added, {time.perf_counter() - start:.0f} s", flush=True)
+    offset = 0  # key of row 0
+    if args.load:
+        index = AnnIndex.load(Path(args.load), params=params)
+        offset = 1  # the store numbers its faces from 1
+        assert index.size == len(x), f"{args.load} holds {index.size} faces, not {len(x)}"
+        print(f"  loaded {args.load} in {time.perf_counter() - start:.0f} s", flush=True)
+    else:
+        index = AnnIndex(params=params)
+        for i in range(0, len(x), 100_000):
+            chunk = x[i : i + 100_000]
+            index.add(np.arange(i, i + len(chunk), dtype=np.int64), chunk)
+            print(f"  {i + len(chunk):,} added, {time.perf_counter() - start:.0f} s", flush=True)
     kept = 128 if index.projection is None else index.projection.basis.shape[1]
     print(
-        f"HNSW M={args.connectivity} expansion_add={args.expansion_add} {args.dtype}, {kept} of 128 "
+        f"HNSW M={args.connectivity} expansion_add={args.expansion_add}, {kept} of 128 "
         f"components: build {time.perf_counter() - start:.0f} s, "
         f"memory {index.memory_bytes() / len(x):.0f} B/face"
     )
     pool = max(10, args.candidates)
 
     def hnsw(q: np.ndarray) -> np.ndarray:
-        keys = index.search(q, pool)[0]
+        keys = index.search(q, pool)[0] - offset
         # exact distances from the float32 templates decide the top 10, as in the store
         return keys[np.argsort(((x[keys] - q) ** 2).sum(1))][:10]
 
     with threadpool_limits(limits=1):
         for ef in (int(v) for v in args.sweep.split(",") if v):
-            index._index.expansion_search = ef  # type: ignore[misc]
+            index.expansion_search = ef
             measure(f"  expansion_search {ef}", hnsw, qs, truth)
         sample = np.random.default_rng(7).choice(len(x), min(2000, len(x)), replace=False)
-        lost = sum(int(k) not in index.search(x[k], pool)[0].tolist() for k in sample)
+        lost = sum(int(k) + offset not in index.search(x[k], pool)[0].tolist() for k in sample)
         print(f"  stored templates their own search missed: {lost} of {len(sample)}")
     for lists in (int(v) for v in args.ivf.split(",") if v):
         import faiss

@@ -1,4 +1,4 @@
-"""1:N search benchmark: embedded (SQLite + usearch HNSW) and PostgreSQL + pgvector vs an exact numpy scan.
+"""1:N search benchmark: embedded (SQLite + faiss HNSW) and PostgreSQL + pgvector vs an exact numpy scan.
 
 For each collection size it stores synthetic 128-d templates through the real store (the
 same code path IndexFaces uses), then times single-query searches and measures recall@1
@@ -200,7 +200,7 @@ def bench_embedded(
             return rows[np.argsort(((x[rows] - q) ** 2).sum(1))][:10].tolist()
 
         for ef in sweep:
-            ann._index.expansion_search = ef
+            ann.expansion_search = ef
             raw: list[float] = []
             keys: list[list[int]] = []
             for q in qs:
@@ -213,7 +213,7 @@ def bench_embedded(
                 f"p99 {pct(raw, 99):.3f} ms recall@1 {s1:.4f} @10 {s10:.4f}",
                 flush=True,
             )
-        ann._index.expansion_search = params.expansion_search
+        ann.expansion_search = params.expansion_search
     db_bytes = sum(p.stat().st_size for p in root.glob("regard.db*"))
     store.close()
     index_files = sum(p.stat().st_size for p in (root / "index").glob("*"))
@@ -321,7 +321,6 @@ def main() -> None:
     ap.add_argument("--connectivity", type=int, default=d.connectivity)
     ap.add_argument("--expansion-add", type=int, default=d.expansion_add)
     ap.add_argument("--expansion-search", type=int, default=d.expansion_search)
-    ap.add_argument("--dtype", default=d.dtype, help="vector type in the graph: f32 or f16")
     ap.add_argument("--variance", type=float, default=d.variance, help="variance share the projection keeps")
     ap.add_argument("--candidates", type=int, default=d.candidates, help="pool re-ranked by exact distance")
     ap.add_argument("--sweep", default="64,96,128,192", help="expansion_search values to time (HNSW only)")
@@ -332,7 +331,6 @@ def main() -> None:
         connectivity=args.connectivity,
         expansion_add=args.expansion_add,
         expansion_search=args.expansion_search,
-        dtype=args.dtype,
         variance=args.variance,
         candidates=args.candidates,
     )

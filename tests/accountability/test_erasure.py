@@ -27,7 +27,7 @@ def _files_holding(root: Path, needle: bytes) -> list[Path]:
 
 
 def _index_files_holding(root: Path, template: object) -> list[Path]:
-    """HNSW index files holding ``template`` in the form they store it (float16, maybe projected)."""
+    """HNSW index files holding ``template`` in the form they store it (maybe projected)."""
     from regard.index.ann import AnnIndex
 
     return [p for p in root.rglob("*.usearch") if AnnIndex.load(p).stored_form(template) in p.read_bytes()]

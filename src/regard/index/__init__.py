@@ -1,4 +1,4 @@
-"""Vector indexes over one collection's templates: an exact numpy oracle and an ANN index (usearch HNSW)."""
+"""Vector indexes over one collection's templates: an exact numpy oracle and an ANN index (faiss HNSW)."""
 
 from regard.index.exact import ExactIndex, VectorIndex
 

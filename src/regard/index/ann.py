@@ -1,20 +1,21 @@
-"""The approximate index: usearch's HNSW graph over PCA-projected float16 templates.
+"""The approximate index: an HNSW graph (faiss) over PCA-projected templates.
 
-Chosen by measurement (docs/benchmarks.md, "Search"). A 1M-face search is bound by memory
-latency: each query reads some 10,000 stored vectors at random. Face templates have a steep
-variance spectrum (real dlib descriptors keep 97.8 % of their variance in 64 of 128 principal
-components), so the graph holds each template projected onto the collection's top principal
-components and stored as float16: 128 bytes instead of 512. The distances it reports are
-therefore approximate (an orthogonal projection never lengthens a distance, so they are lower
-bounds up to float16 rounding). Callers ask for a pool of :attr:`AnnParams.candidates`
-neighbours and re-rank them by exact distance to the stored float32 templates; the SQLite
-store does this with the templates in its database.
+Chosen by measurement (docs/benchmarks.md, "Search"). A 1M-face search is bound by the cost of
+each of the ~8,000 distances it computes. Face templates have a steep variance spectrum (real
+dlib descriptors keep 97.8 % of their variance in 64 of 128 principal components), so the graph
+holds each template projected onto the collection's top principal components. The distances it
+reports are therefore approximate (an orthogonal projection never lengthens a distance, so
+they are lower bounds). Callers ask for a pool of :attr:`AnnParams.candidates` neighbours and
+re-rank them by exact distance to the stored float32 templates; the SQLite store does this
+with the templates in its database. faiss's HNSW was 3x faster than usearch's at the same graph
+settings and recall on this machine, so it replaced usearch.
 
-Removed templates are taken out of the graph at once; a saved file is only ever written
-from an index that has had no removals since it was built, so erasure reaches the files
-too (:meth:`AnnIndex.save` refuses otherwise and the caller rebuilds from the store).
-:meth:`AnnIndex.stored_form` gives the bytes an index holds for a template, so tests and
-audits can check that an erased template's bytes are gone from its files.
+faiss's HNSW cannot delete: removed templates are dropped from every result at once and their
+keys forgotten, and their vectors leave memory when the index is rebuilt (the store's
+``compact``). A saved file is only ever written from an index that has had no removals since it
+was built, so erasure reaches the files too (:meth:`AnnIndex.save` refuses otherwise and the
+caller rebuilds from the store). :meth:`AnnIndex.stored_form` gives the bytes an index holds
+for a template, so tests and audits can check that an erased template's bytes are gone.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import faiss
 import numpy as np
 import numpy.typing as npt
-from usearch.index import Index
 
 from regard.index.exact import Distances, Keys, Vectors
 
@@ -40,8 +43,9 @@ MIN_FIT = 256
 MAX_KEPT_SHARE = 0.75
 #: Templates sampled to fit the projection.
 FIT_SAMPLE = 50_000
-FILE_MAGIC = b"RGDANN01"
-_DTYPES = {"f32": np.float32, "f16": np.float16}
+FILE_MAGIC = b"RGDANN02"
+#: faiss's thread count is process-wide; builds that change it take this lock.
+_THREADS = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +61,12 @@ class AnnParams:
     connectivity: int = 32
     expansion_add: int = 128
     expansion_search: int = 192
-    dtype: str = "f16"
     variance: float = 0.97
     candidates: int = 40
 
     def __post_init__(self) -> None:
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, not {self.dtype!r}")
-        if not 0.0 < self.variance <= 1.0 or self.candidates < 1:
-            raise ValueError("variance must be in (0, 1] and candidates >= 1")
+        if not 0.0 < self.variance <= 1.0 or self.candidates < 1 or self.connectivity < 2:
+            raise ValueError("variance must be in (0, 1], candidates >= 1 and connectivity >= 2")
 
 
 @dataclass(frozen=True)
@@ -91,82 +92,101 @@ class Projection:
         return cls(mean.astype(np.float32), np.ascontiguousarray(vecs[:, :dims], dtype=np.float32))
 
     def apply(self, vectors: Vectors) -> Vectors:
-        return np.ascontiguousarray((np.asarray(vectors, dtype=np.float32) - self.mean) @ self.basis)
+        # In float64, so that a template projects to the same float32 bytes alone or in a batch
+        # (BLAS blocks float32 sums differently by batch size; erasure checks rely on the bytes).
+        x = np.asarray(vectors, dtype=np.float64) - self.mean.astype(np.float64)
+        return np.ascontiguousarray(x @ self.basis.astype(np.float64), dtype=np.float32)
 
 
 class AnnIndex:
-    """A usearch HNSW index over Euclidean distance (usearch reports squared L2; we take the root)."""
+    """An HNSW index over Euclidean distance, keyed by the store's integer face keys."""
 
     def __init__(self, dim: int = 128, params: AnnParams | None = None) -> None:
         self.dim = dim
         self.params = params or AnnParams()
         self.projection: Projection | None = None
-        self._index = self._new(dim)
+        self._graph = self._new(dim)
+        self._key_at: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)  # graph position -> key, -1 removed
+        self._live = 0
         self._filled = False  # the projection is decided by the first add
         self.removed_since_build = 0
 
-    def _new(self, ndim: int) -> Index:
-        p = self.params
-        return Index(
-            ndim=ndim,
-            metric="l2sq",
-            dtype=p.dtype,
-            connectivity=p.connectivity,
-            expansion_add=p.expansion_add,
-            expansion_search=p.expansion_search,
-        )
+    def _new(self, ndim: int) -> faiss.IndexHNSWFlat:
+        graph = faiss.IndexHNSWFlat(ndim, self.params.connectivity)
+        graph.hnsw.efConstruction = self.params.expansion_add
+        graph.hnsw.efSearch = self.params.expansion_search
+        return graph
 
     @property
     def size(self) -> int:
-        return len(self._index)
+        return self._live
 
     @property
     def exact_distances(self) -> bool:
-        """Whether :meth:`search` reports exact Euclidean distances (whole float32 templates)."""
-        return self.projection is None and self.params.dtype == "f32"
+        """Whether :meth:`search` reports exact Euclidean distances (whole templates)."""
+        return self.projection is None
+
+    @property
+    def expansion_search(self) -> int:
+        return int(self._graph.hnsw.efSearch)
+
+    @expansion_search.setter
+    def expansion_search(self, value: int) -> None:
+        self._graph.hnsw.efSearch = int(value)
+
+    def _positions(self, keys: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Graph positions holding any of ``keys``."""
+        return np.flatnonzero(np.isin(self._key_at, keys))
 
     def __contains__(self, key: int) -> bool:
-        return bool(self._index.contains(int(key)))
+        return bool(len(self._positions(np.array([int(key)], dtype=np.int64))))
 
-    def _stored(self, vectors: Vectors) -> npt.NDArray[np.generic]:
-        """Templates as the graph holds them: projected, then in the index's number type."""
+    def _stored(self, vectors: Vectors) -> Vectors:
+        """Templates as the graph holds them: projected (if the index has a projection), float32."""
         x = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         if self.projection is not None:
             x = self.projection.apply(x)
-        return np.ascontiguousarray(x.astype(_DTYPES[self.params.dtype]))
+        return np.ascontiguousarray(x, dtype=np.float32)
 
     def stored_form(self, vector: Vectors) -> bytes:
         """The bytes this index (and a file saved from it) holds for ``vector``."""
         return self._stored(vector).tobytes()
 
     def add(self, keys: Keys, vectors: Vectors) -> None:
-        ukeys = np.asarray(keys, dtype=np.uint64).reshape(-1)
-        if len(ukeys) == 0:
+        ikeys = np.asarray(keys, dtype=np.int64).reshape(-1)
+        if len(ikeys) == 0:
             return
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ukeys), self.dim)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ikeys), self.dim)
         if not self._filled:
             self._filled = True
             if self.params.variance < 1.0 and len(vectors) >= MIN_FIT:
                 self.projection = Projection.fit(vectors, self.params.variance)
                 if self.projection is not None:
-                    self._index = self._new(self.projection.basis.shape[1])
-        present = np.asarray(self._index.contains(ukeys), dtype=bool).reshape(-1)
-        if present.any():
-            self.remove(ukeys[present].astype(np.int64))
+                    self._graph = self._new(self.projection.basis.shape[1])
+        self.remove(ikeys)  # re-adding a key replaces its template
         # Parallel insertion of many near-duplicate faces into a small graph can leave a whole
-        # identity cluster unreachable (measured: docs/benchmarks.md, "Search"); below
-        # SERIAL_INSERT_BELOW faces one thread inserts, which is quick at that size anyway.
-        threads = 1 if self.size + len(ukeys) < SERIAL_INSERT_BELOW else 0
-        self._index.add(ukeys, self._stored(vectors), threads=threads)
+        # identity cluster unreachable (measured with usearch: docs/benchmarks.md, "Search");
+        # below SERIAL_INSERT_BELOW faces one thread inserts, which is quick at that size anyway.
+        serial = self._live + len(ikeys) < SERIAL_INSERT_BELOW
+        with _THREADS:
+            before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1 if serial else max(1, os.cpu_count() or 1))
+            try:
+                self._graph.add(self._stored(vectors))
+            finally:
+                faiss.omp_set_num_threads(before)
+        self._key_at = np.concatenate([self._key_at, ikeys])
+        self._live += len(ikeys)
 
     def remove(self, keys: Keys) -> None:
-        ukeys = np.asarray(keys, dtype=np.uint64).reshape(-1)
-        if len(ukeys) == 0:
+        ikeys = np.asarray(keys, dtype=np.int64).reshape(-1)
+        if len(ikeys) == 0 or self._live == 0:
             return
-        present = np.asarray(self._index.contains(ukeys), dtype=bool).reshape(-1)
-        if present.any():
-            self._index.remove(ukeys[present], compact=True)
-            self.removed_since_build += int(present.sum())
+        at = self._positions(ikeys)
+        if len(at):
+            self._key_at[at] = -1
+            self._live -= len(at)
+            self.removed_since_build += len(at)
 
     def search(self, probe: Vectors, k: int) -> tuple[Keys, Distances]:
         """Up to ``k`` approximate nearest keys, nearest first, with approximate distances.
@@ -174,39 +194,43 @@ class AnnIndex:
         Unless :attr:`exact_distances`, the order and distances are those of the stored form:
         ask for ``max(k, params.candidates)`` and re-rank by exact distance.
         """
-        n = self.size
-        if n == 0 or k <= 0:
+        if self._live == 0 or k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        q = self._stored(probe).reshape(-1)
-        m = self._index.search(q, count=min(k, n), threads=1)
-        keys = np.asarray(m.keys, dtype=np.int64)
-        dist = np.sqrt(np.maximum(np.asarray(m.distances, dtype=np.float32), 0.0))
-        return keys, dist
+        total = len(self._key_at)
+        want = min(total, k + (total - self._live))  # removed entries still sit in the graph
+        d2, pos = self._graph.search(self._stored(probe), want)
+        pos, d2 = pos[0], d2[0]
+        ok = pos >= 0
+        keys = self._key_at[pos[ok]]
+        dist = np.sqrt(np.maximum(d2[ok], 0.0)).astype(np.float32)
+        live = keys >= 0
+        return keys[live][:k], dist[live][:k]
 
     def memory_bytes(self) -> int:
-        return int(self._index.memory_usage)
+        """Vectors, graph links and the key table."""
+        hnsw: Any = self._graph.hnsw  # faiss's stubs omit the link table
+        links = faiss.vector_to_array(hnsw.neighbors).nbytes + faiss.vector_to_array(hnsw.offsets).nbytes
+        return int(len(self._key_at) * (4 * self._graph.d + 8) + links)
 
     def save(self, path: Path) -> bool:
         """Write the index atomically to ``path``; False (and nothing written) after removals.
 
-        The file is a small header (JSON settings and the projection) followed by usearch's own
-        serialisation of the graph.
+        The file is a small header (JSON settings), the projection, the key table and faiss's
+        own serialisation of the graph.
         """
         if self.removed_since_build:
             return False
         p = self.projection
         header = json.dumps(
-            {"dim": self.dim, "dims": 0 if p is None else int(p.basis.shape[1]), "dtype": self.params.dtype}
+            {"dim": self.dim, "dims": 0 if p is None else int(p.basis.shape[1]), "count": len(self._key_at)}
         ).encode()
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(FILE_MAGIC + struct.pack("<I", len(header)) + header)
             if p is not None:
                 fh.write(p.mean.tobytes() + p.basis.tobytes())
-            blob = self._index.save()
-            if blob is None:
-                raise RuntimeError("usearch returned no serialisation")
-            fh.write(blob)
+            fh.write(self._key_at.tobytes())
+            fh.write(faiss.serialize_index(self._graph).tobytes())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -216,34 +240,35 @@ class AnnIndex:
     def load(cls, path: Path, dim: int = 128, params: AnnParams | None = None) -> AnnIndex:
         """Read a saved index; raises ValueError/OSError if the file is unusable.
 
-        The file's own vector type and projection win over ``params`` (an index saved with
-        other settings stays searchable until it is rebuilt).
+        The file's projection wins over ``params.variance``, its graph over the graph settings;
+        ``params.expansion_search`` and ``params.candidates`` apply.
         """
         data = memoryview(Path(path).read_bytes())
         if bytes(data[:8]) != FILE_MAGIC or len(data) < 12:
-            raise ValueError(f"{path} is not a regard index file")
+            raise ValueError(f"{path} is not a regard index file of this version")
         (hlen,) = struct.unpack("<I", data[8:12])
         try:
             header = json.loads(bytes(data[12 : 12 + hlen]))
-            file_dim, dims, dtype = int(header["dim"]), int(header["dims"]), str(header["dtype"])
+            file_dim, dims, count = int(header["dim"]), int(header["dims"]), int(header["count"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} has an unreadable header") from exc
-        if file_dim != dim or dtype not in _DTYPES or not 0 <= dims <= dim:
-            raise ValueError(f"{path} holds {file_dim}-d {dtype} vectors, expected {dim}-d")
-        idx = cls(dim, replace(params or AnnParams(), dtype=dtype))
+        if file_dim != dim or not 0 <= dims <= dim or count < 0:
+            raise ValueError(f"{path} holds {file_dim}-d vectors, expected {dim}-d")
+        idx = cls(dim, params)
         at = 12 + hlen
+        end = at + (4 * dim * (1 + dims) if dims else 0) + 8 * count
+        if len(data) <= end:
+            raise ValueError(f"{path} is truncated")
         if dims:
-            end = at + 4 * dim * (1 + dims)
-            if len(data) < end:
-                raise ValueError(f"{path} is truncated")
             mean = np.frombuffer(data[at : at + 4 * dim], dtype=np.float32).copy()
-            basis = np.frombuffer(data[at + 4 * dim : end], dtype=np.float32).reshape(dim, dims).copy()
-            idx.projection = Projection(mean, basis)
-            idx._index = idx._new(dims)
-            at = end
-        idx._filled = True
-        idx._index.load(data[at:])
-        if idx._index.ndim != (dims or dim):
-            raise ValueError(f"{path} holds {idx._index.ndim}-d vectors, expected {dims or dim}")
-        idx._index.expansion_search = idx.params.expansion_search  # type: ignore[misc]  # has a setter
+            basis = np.frombuffer(data[at + 4 * dim : at + 4 * dim * (1 + dims)], dtype=np.float32)
+            idx.projection = Projection(mean, basis.reshape(dim, dims).copy())
+            at += 4 * dim * (1 + dims)
+        idx._key_at = np.frombuffer(data[at : at + 8 * count], dtype=np.int64).copy()
+        at += 8 * count
+        graph = faiss.deserialize_index(np.frombuffer(data[at:], dtype=np.uint8))
+        if not isinstance(graph, faiss.IndexHNSWFlat) or graph.d != (dims or dim) or graph.ntotal != count:
+            raise ValueError(f"{path} holds an unexpected graph")
+        graph.hnsw.efSearch = idx.params.expansion_search
+        idx._graph, idx._filled, idx._live = graph, True, count
         return idx

@@ -7,9 +7,9 @@ process keeps one in-memory index per collection and, before a search, applies t
 changes it has not seen yet, so processes sharing a data directory stay in step.
 
 Small collections are searched with the exact numpy index; from ``ann_min_faces`` on, a
-usearch HNSW index over projected float16 templates takes over, and the pool of candidates
+HNSW index (faiss) over PCA-projected templates takes over, and the pool of candidates
 it returns is re-ranked by exact distance to the float32 templates read from SQLite.
-HNSW indexes are saved to ``index/<key>-<seq>.usearch``
+HNSW indexes are saved to ``index/<key>-<seq>.usearch`` (the name is historical)
 (``seq``: the last change the file reflects), loaded on open and caught up from the change
 log; a missing, unreadable or newer-than-the-database file is rebuilt from SQLite. A file is
 never written from an index that has had removals, and removing templates deletes the
