@@ -6,7 +6,7 @@ into regard's ``AnnIndex`` (faiss HNSW over PCA-projected templates by default);
 probe's pool of candidates is re-ranked by exact distance to the float32 templates, as the
 store does with the templates in its database, and the top 10 are compared with an exact scan.
 It also searches 2,000 stored templates for themselves: a template its own search cannot find
-is unreachable in the graph. With ``--ivf`` (needs ``faiss-cpu``, not a regard dependency)
+is unreachable in the graph. With ``--ivf``
 faiss's IVF-Flat is timed too.
 
     .venv/bin/python bench/bench_ann.py --faces 1000000 --sweep 96,128,160,192,256

@@ -160,6 +160,7 @@ def bench_embedded(
     params: AnnParams,
     sweep: list[int],
     keep: Path | None = None,
+    reuse: Path | None = None,
 ) -> Row:
     from regard.store.sqlite import SqliteStore
 
@@ -171,6 +172,13 @@ def bench_embedded(
     for i in range(0, n, BATCH):
         store.add_faces("bench", faces_for(x[i : i + BATCH], i))
     insert_s = time.perf_counter() - t
+    reused = reuse is not None and (reuse / f"embedded-{n}.usearch").is_file()
+    if reuse is not None and reused:
+        # A graph kept from an earlier run over the same synthetic faces (same keys, same order):
+        # installed as the collection's saved index, it is loaded instead of being rebuilt.
+        with store._read() as tx:
+            seq = int(tx.one("SELECT max(seq) FROM changes")[0])
+        shutil.copy(reuse / f"embedded-{n}.usearch", root / "index" / f"1-{seq}.usearch")
     build_ms, _ = timed(lambda: store.nearest("bench", qs[0], 1, float("inf")))
     stats = store.index_stats("bench")
     # face external ids carry the row number: map results back to positions in x.
@@ -189,6 +197,8 @@ def bench_embedded(
         for i in sample
     )
     notes = [f"stored faces not found by their own search: {lost} of {len(sample)}"]
+    if reused:
+        notes.append("graph loaded from a file kept by an earlier run (build s = load time)")
     if stats["kind"] == "hnsw":
         # The HNSW search alone at several expansion_search values (keys are row numbers + 1
         # here), its candidates re-ranked by exact distance as the store does.
@@ -326,6 +336,7 @@ def main() -> None:
     ap.add_argument("--sweep", default="64,96,128,192", help="expansion_search values to time (HNSW only)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep-index", default=None, help="copy each embedded index file into this folder")
+    ap.add_argument("--reuse-index", default=None, help="load graphs kept by --keep-index")
     args = ap.parse_args()
     params = AnnParams(
         connectivity=args.connectivity,
@@ -342,6 +353,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)
     keep = Path(args.keep_index) if args.keep_index else None
+    reuse = Path(args.reuse_index) if args.reuse_index else None
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
     print(f"# bench_search on {os.cpu_count()} CPUs; HNSW {params}; {args.queries} queries per size")
@@ -361,7 +373,9 @@ def main() -> None:
             print(f"n={n}: exact numpy scan p50 {e1:.2f} ms (1 thread), {e2:.2f} ms (2 threads)", flush=True)
             todo: list[Callable[[], Row]] = []
             if "embedded" in backends and n in sizes:
-                todo.append(functools.partial(bench_embedded, n, x, qs, truth, workdir, params, sweep, keep))
+                todo.append(
+                    functools.partial(bench_embedded, n, x, qs, truth, workdir, params, sweep, keep, reuse)
+                )
             if server is not None and n in pg_sizes:
                 todo.append(
                     functools.partial(bench_postgres, n, x, qs, truth, server.get_uri(), args.pg_budget)

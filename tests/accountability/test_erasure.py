@@ -121,7 +121,7 @@ def test_erase_by_user_id_deletes_the_user_and_its_faces(ep: Endpoint, fr_images
 
 
 def test_erasure_reaches_hnsw_index_files_of_a_running_store(tmp_path: Path, engine: Engine) -> None:
-    """The ANN (usearch HNSW) path: a long-lived store (the server's) holds a saved index file;
+    """The ANN (HNSW) path: a long-lived store (the server's) holds a saved index file;
     another process-like store erases; after the server syncs and closes, no file keeps the bytes."""
     import uuid
 

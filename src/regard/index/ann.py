@@ -60,7 +60,7 @@ class AnnParams:
 
     connectivity: int = 32
     expansion_add: int = 128
-    expansion_search: int = 192
+    expansion_search: int = 256
     variance: float = 0.97
     candidates: int = 40
 
