@@ -172,13 +172,14 @@ def bench_embedded(
     for i in range(0, n, BATCH):
         store.add_faces("bench", faces_for(x[i : i + BATCH], i))
     insert_s = time.perf_counter() - t
-    reused = reuse is not None and (reuse / f"embedded-{n}.usearch").is_file()
-    if reuse is not None and reused:
+    kept = reuse / f"embedded-{n}.usearch" if reuse is not None else None
+    reused = kept is not None and kept.is_file()
+    if kept is not None and reused:
         # A graph kept from an earlier run over the same synthetic faces (same keys, same order):
         # installed as the collection's saved index, it is loaded instead of being rebuilt.
         with store._read() as tx:
             seq = int(tx.one("SELECT max(seq) FROM changes")[0])
-        shutil.copy(reuse / f"embedded-{n}.usearch", root / "index" / f"1-{seq}.usearch")
+        shutil.copy(kept, root / "index" / f"1-{seq}.usearch")
     build_ms, _ = timed(lambda: store.nearest("bench", qs[0], 1, float("inf")))
     stats = store.index_stats("bench")
     # face external ids carry the row number: map results back to positions in x.

@@ -108,7 +108,6 @@ class AnnIndex:
         self._graph = self._new(dim)
         self._key_at: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)  # graph position -> key, -1 removed
         self._live = 0
-        self._filled = False  # the projection is decided by the first add
         self.removed_since_build = 0
 
     def _new(self, ndim: int) -> faiss.IndexHNSWFlat:
@@ -152,18 +151,23 @@ class AnnIndex:
         """The bytes this index (and a file saved from it) holds for ``vector``."""
         return self._stored(vector).tobytes()
 
+    @classmethod
+    def file_holds(cls, path: Path, vector: Vectors) -> bool:
+        """Whether the index file at ``path`` holds ``vector`` in the form it stores templates."""
+        return cls.load(path).stored_form(vector) in Path(path).read_bytes()
+
     def add(self, keys: Keys, vectors: Vectors) -> None:
         ikeys = np.asarray(keys, dtype=np.int64).reshape(-1)
         if len(ikeys) == 0:
             return
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ikeys), self.dim)
-        if not self._filled:
-            self._filled = True
-            if self.params.variance < 1.0 and len(vectors) >= MIN_FIT:
-                self.projection = Projection.fit(vectors, self.params.variance)
-                if self.projection is not None:
-                    self._graph = self._new(self.projection.basis.shape[1])
-        self.remove(ikeys)  # re-adding a key replaces its template
+        # The first add decides the projection.
+        if len(self._key_at) == 0 and self.params.variance < 1.0 and len(vectors) >= MIN_FIT:
+            self.projection = Projection.fit(vectors, self.params.variance)
+            if self.projection is not None:
+                self._graph = self._new(self.projection.basis.shape[1])
+        if len(self._key_at) and ikeys.min() <= self._key_at.max():
+            self.remove(ikeys)  # re-adding a key replaces its template (the store's keys only grow)
         # Parallel insertion of many near-duplicate faces into a small graph can leave a whole
         # identity cluster unreachable (measured with usearch: docs/benchmarks.md, "Search");
         # below SERIAL_INSERT_BELOW faces one thread inserts, which is quick at that size anyway.
@@ -270,5 +274,5 @@ class AnnIndex:
         if not isinstance(graph, faiss.IndexHNSWFlat) or graph.d != (dims or dim) or graph.ntotal != count:
             raise ValueError(f"{path} holds an unexpected graph")
         graph.hnsw.efSearch = idx.params.expansion_search
-        idx._graph, idx._filled, idx._live = graph, True, count
+        idx._graph, idx._live = graph, count
         return idx

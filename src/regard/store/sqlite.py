@@ -35,7 +35,7 @@ from regard.index.ann import AnnIndex, AnnParams
 from regard.index.exact import ExactIndex
 from regard.store.base import Neighbor, as_vector
 from regard.store.migrations import all_migrations, statements
-from regard.store.sql import INSERT_FACE, SqlStore, Tx
+from regard.store.sql import INSERT_FACE, SqlStore, Tx, _chunks, _marks
 from regard.types import Embeddings
 
 DB_NAME = "regard.db"
@@ -255,10 +255,7 @@ class SqliteStore(SqlStore):
         with self._read() as tx:
             row = tx.one("SELECT max(seq) FROM changes WHERE collection = ?", (key,))
             seq = int(row[0] or 0)
-            rows = tx.all("SELECT id, embedding FROM faces WHERE collection = ?", (key,))
-        keys = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), 128)
-        del rows
+            keys, vectors = _templates(tx.all("SELECT id, embedding FROM faces WHERE collection = ?", (key,)))
         index: ExactIndex | AnnIndex = (
             AnnIndex(params=self.ann_params) if len(keys) >= self.ann_min_faces else ExactIndex()
         )
@@ -279,18 +276,10 @@ class SqliteStore(SqlStore):
             last: dict[int, str] = {}
             for _, fk, op in rows:
                 last[int(fk)] = op
-            adds = [k for k, op in last.items() if op == "add"]
-            vectors: dict[int, bytes] = {}
-            for i in range(0, len(adds), 500):
-                chunk = adds[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                for fk, emb in tx.all(f"SELECT id, embedding FROM faces WHERE id IN ({marks})", chunk):
-                    vectors[int(fk)] = emb
-        dels = np.array([k for k, op in last.items() if op != "add" or k not in vectors], dtype=np.int64)
-        state.index.remove(dels)
-        if vectors:
-            keys = np.fromiter(vectors.keys(), dtype=np.int64, count=len(vectors))
-            mat = np.frombuffer(b"".join(vectors.values()), dtype=np.float32).reshape(len(vectors), 128)
+            keys, mat = _templates_by_key(tx, [k for k, op in last.items() if op == "add"])
+        added = set(keys.tolist())
+        state.index.remove(np.array([k for k in last if k not in added], dtype=np.int64))
+        if len(keys):
             if isinstance(state.index, ExactIndex) and state.index.size + len(keys) >= self.ann_min_faces:
                 old_keys, old_vectors = state.index.vectors()
                 ann = AnnIndex(params=self.ann_params)
@@ -321,9 +310,9 @@ class SqliteStore(SqlStore):
             if isinstance(index, AnnIndex) and not index.exact_distances:
                 exact, pool = False, max(k, index.params.candidates)
             keys, dists = index.search(q, pool)
-        # Approximate distances never exceed exact ones by more than float16 rounding, so the
-        # threshold can already drop candidates; the rest are re-ranked by their stored templates.
-        slack = 0.0 if exact else 1e-2 + 1e-2 * max_distance
+        # A projection never lengthens a distance, so the threshold can already drop candidates
+        # (the slack covers float32 rounding); the rest are re-ranked by their stored templates.
+        slack = 0.0 if exact else 1e-4
         keep = dists <= max_distance + slack
         keys, dists = keys[keep], dists[keep]
         if len(keys) == 0:
@@ -343,15 +332,7 @@ class SqliteStore(SqlStore):
         tx: Tx, keys: np.ndarray, q: np.ndarray, k: int, max_distance: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest of ``keys`` by exact distance to their stored float32 templates."""
-        rows: list[Any] = []
-        for i in range(0, len(keys), 500):
-            chunk = [int(x) for x in keys[i : i + 500]]
-            marks = ",".join("?" * len(chunk))
-            rows += tx.all(f"SELECT id, embedding FROM faces WHERE id IN ({marks})", chunk)
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        found = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
-        stored = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        found, stored = _templates_by_key(tx, [int(x) for x in keys])
         d = np.linalg.norm(stored - q, axis=1)
         order = np.argsort(d, kind="stable")[:k]
         order = order[d[order] <= max_distance]
@@ -375,13 +356,9 @@ class SqliteStore(SqlStore):
         """The oracle: exact k nearest face keys and distances straight from SQLite (slow; tests, bench)."""
         with self._read() as tx:
             key = self._key(tx, collection_id)
-            rows = tx.all("SELECT id, embedding FROM faces WHERE collection = ?", (key,))
+            keys, vectors = _templates(tx.all("SELECT id, embedding FROM faces WHERE collection = ?", (key,)))
         idx = ExactIndex()
-        if rows:
-            idx.add(
-                np.array([int(r[0]) for r in rows], dtype=np.int64),
-                np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), 128),
-            )
+        idx.add(keys, vectors)
         return idx.search(as_vector(probe), k)
 
     # -- maintenance ------------------------------------------------------------------------
@@ -425,6 +402,20 @@ class SqliteStore(SqlStore):
                 conn.close()
             self._conns.clear()
         self._local = threading.local()
+
+
+def _templates(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Face keys and a float32 template matrix from ``(id, embedding)`` rows."""
+    keys = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
+    return keys, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), 128)
+
+
+def _templates_by_key(tx: Tx, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The stored templates of those of ``keys`` that still exist."""
+    rows: list[Any] = []
+    for chunk in _chunks(keys):
+        rows += tx.all(f"SELECT id, embedding FROM faces WHERE id IN ({_marks(len(chunk))})", tuple(chunk))
+    return _templates(rows)
 
 
 def database_path(data_dir: Path) -> Path:
