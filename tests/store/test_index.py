@@ -55,11 +55,14 @@ def test_hnsw_recall_against_the_exact_index(shape: str) -> None:
     hits1 = hits10 = 0
     for q in probes:
         truth = exact.search(q, 10)[0]
-        pool, approx = ann.search(q, ann.params.candidates)
-        exact_d = np.linalg.norm(x[pool] - q, axis=1)
-        # A projection never lengthens a distance.
-        assert np.all(approx <= exact_d + 1e-4)
-        got = pool[np.argsort(exact_d)][:10]  # re-ranked by exact distance, as the store does
+        got, dist = ann.search(q, 10)
+        # The graph's candidates come back re-ranked: exact distances, nearest first.
+        assert np.allclose(dist, np.linalg.norm(x[got] - q, axis=1), atol=1e-5)
+        assert np.all(np.diff(dist) >= 0)
+        if ann.projection is not None:  # a projection never lengthens a distance
+            whole = np.linalg.norm(x - q, axis=1)
+            projected = np.linalg.norm(ann.projection.apply(x) - ann.projection.apply(q[None]), axis=1)
+            assert np.all(projected <= whole + 1e-4)
         hits1 += int(got[0] == truth[0])
         hits10 += len(set(got.tolist()) & set(truth.tolist()))
     assert hits1 / 100 >= 0.99
@@ -70,20 +73,24 @@ def test_hnsw_files_keep_the_projection_and_the_stored_form(tmp_path: Path) -> N
     x = face_like(100, 5, seed=9)
     ann = AnnIndex()
     ann.add(np.arange(len(x), dtype=np.int64), x)
-    form = ann.stored_form(x[7])
+    forms = ann.stored_forms(x[7])
     assert ann.projection is not None
-    assert len(form) == 4 * ann.projection.basis.shape[1]  # float32 components
+    # The graph's float32 components, and the whole template beside the graph for re-ranking.
+    assert [len(f) for f in forms] == [4 * ann.projection.basis.shape[1], 4 * 128]
+    assert forms[1] == x[7].tobytes()
     assert ann.save(tmp_path / "a.usearch")
     data = (tmp_path / "a.usearch").read_bytes()
-    assert form in data and x[7].tobytes() not in data
+    assert all(f in data for f in forms)
     back = AnnIndex.load(tmp_path / "a.usearch")
-    assert back.stored_form(x[7]) == form and back.size == len(x)
+    assert back.stored_forms(x[7]) == forms and back.size == len(x)
     for q in x[::50]:
-        assert back.search(q, 5)[0].tolist() == ann.search(q, 5)[0].tolist()
-    # Too few templates to fit a projection: whole templates.
+        keys, dist = back.search(q, 5)
+        assert keys.tolist() == ann.search(q, 5)[0].tolist()
+        assert np.allclose(dist, np.linalg.norm(x[keys] - q, axis=1), atol=1e-5)
+    # Too few templates to fit a projection: whole templates, in the graph only.
     small = AnnIndex()
     small.add(np.arange(50, dtype=np.int64), x[:50])
-    assert small.projection is None and small.stored_form(x[0]) == x[0].tobytes()
+    assert small.projection is None and small.stored_forms(x[0]) == [x[0].tobytes()]
     (tmp_path / "b.usearch").write_bytes(b"RGDANN01" + b"\xff" * 8)
     with pytest.raises(ValueError):
         AnnIndex.load(tmp_path / "b.usearch")
@@ -163,7 +170,7 @@ def test_removal_drops_index_files_until_compacted(tmp_path: Path) -> None:
     records = s.add_faces("c", new_faces(vectors))
     s.nearest("c", vectors[0], 1, 10.0)  # an index exists once a search needed it
     s.close()
-    assert _in_index_files(tmp_path, vectors[0]) and vectors[0].tobytes() not in _index_bytes(tmp_path)
+    assert _in_index_files(tmp_path, vectors[0])
     s = _store(tmp_path)
     s.nearest("c", vectors[0], 1, 10.0)  # loaded from the file
     s.delete_faces("c", [records[0].face_id])
@@ -191,14 +198,15 @@ def test_an_index_file_of_an_older_format_is_rebuilt(tmp_path: Path) -> None:
     s.nearest("c", vectors[0], 1, 10.0)
     s.close()
     (only,) = list((tmp_path / "index").glob("*.usearch"))
-    # Earlier versions wrote usearch graphs, bare or behind an "RGDANN01" header.
-    only.write_bytes(b"RGDANN01" + only.read_bytes()[8:])
+    # Earlier versions wrote usearch graphs (bare or behind "RGDANN01"), then graphs without the
+    # whole templates ("RGDANN02").
+    only.write_bytes(b"RGDANN02" + only.read_bytes()[8:])
     s = _store(tmp_path)
     assert s.index_stats("c")["size"] == 500
     _same_as_oracle(s, vectors)
     s.close()
     (again,) = list((tmp_path / "index").glob("*.usearch"))
-    assert again.read_bytes().startswith(b"RGDANN02")
+    assert again.read_bytes().startswith(b"RGDANN03")
 
 
 def test_an_index_of_a_collection_deleted_elsewhere_is_not_written(tmp_path: Path) -> None:

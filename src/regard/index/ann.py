@@ -4,11 +4,13 @@ Chosen by measurement (docs/benchmarks.md, "Search"). A 1M-face search is bound 
 each of the ~8,000 distances it computes. Face templates have a steep variance spectrum (real
 dlib descriptors keep 97.8 % of their variance in 64 of 128 principal components), so the graph
 holds each template projected onto the collection's top principal components. The distances it
-reports are therefore approximate (an orthogonal projection never lengthens a distance, so
-they are lower bounds). Callers ask for a pool of :attr:`AnnParams.candidates` neighbours and
-re-rank them by exact distance to the stored float32 templates; the SQLite store does this
-with the templates in its database. faiss's HNSW was 3x faster than usearch's at the same graph
-settings and recall on this machine, so it replaced usearch.
+walks are therefore approximate (an orthogonal projection never lengthens a distance, so its
+distances are lower bounds). A search takes a pool of :attr:`AnnParams.candidates` neighbours
+from the graph and re-ranks them by exact distance to the whole float32 templates, which the
+index keeps beside the graph (512 bytes a face, measured cheaper than reading them back from
+SQLite per query): the keys it returns are approximate, their order and distances exact.
+faiss's HNSW was 3x faster than usearch's at the same graph settings and recall on this
+machine, so it replaced usearch.
 
 faiss's HNSW cannot delete: removed templates are dropped from every result at once and their
 keys forgotten, and their vectors leave memory when the index is rebuilt (the store's
@@ -43,9 +45,34 @@ MIN_FIT = 256
 MAX_KEPT_SHARE = 0.75
 #: Templates sampled to fit the projection.
 FIT_SAMPLE = 50_000
-FILE_MAGIC = b"RGDANN02"
+FILE_MAGIC = b"RGDANN03"
 #: faiss's thread count is process-wide; builds that change it take this lock.
 _THREADS = threading.Lock()
+
+
+class _Rows:
+    """An array that grows by doubling, so adding one face to a large index copies nothing."""
+
+    def __init__(self, dtype: type, width: int = 0, data: np.ndarray | None = None) -> None:
+        shape = (0, width) if width else (0,)
+        self._buf = np.zeros(shape, dtype=dtype) if data is None else data
+        self.n = len(self._buf)
+
+    @property
+    def view(self) -> np.ndarray:
+        return self._buf[: self.n]
+
+    def append(self, rows: np.ndarray) -> None:
+        need = self.n + len(rows)
+        if need > len(self._buf):
+            grown = np.zeros((max(need, 2 * len(self._buf), 1024), *self._buf.shape[1:]), self._buf.dtype)
+            grown[: self.n] = self.view
+            self._buf = grown
+        self._buf[self.n : need] = rows
+        self.n = need
+
+    def nbytes(self) -> int:
+        return int(self.view.nbytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +82,7 @@ class AnnParams:
     The graph keeps the fewest principal components that explain ``variance`` of the
     collection's variance (1.0: whole templates; real dlib descriptors need about 64 of 128 for
     0.97, templates without such structure keep all); ``candidates`` is how many neighbours a
-    search returns for exact re-ranking.
+    search takes from a projected graph to re-rank by exact distance.
     """
 
     connectivity: int = 32
@@ -106,7 +133,8 @@ class AnnIndex:
         self.params = params or AnnParams()
         self.projection: Projection | None = None
         self._graph = self._new(dim)
-        self._key_at: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)  # graph position -> key, -1 removed
+        self._keys = _Rows(np.int64)  # graph position -> key, -1 once removed
+        self._whole = _Rows(np.float32, dim)  # graph position -> float32 template (projected graphs)
         self._live = 0
         self.removed_since_build = 0
 
@@ -121,11 +149,6 @@ class AnnIndex:
         return self._live
 
     @property
-    def exact_distances(self) -> bool:
-        """Whether :meth:`search` reports exact Euclidean distances (whole templates)."""
-        return self.projection is None
-
-    @property
     def expansion_search(self) -> int:
         return int(self._graph.hnsw.efSearch)
 
@@ -135,7 +158,7 @@ class AnnIndex:
 
     def _positions(self, keys: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Graph positions holding any of ``keys``."""
-        return np.flatnonzero(np.isin(self._key_at, keys))
+        return np.flatnonzero(np.isin(self._keys.view, keys))
 
     def __contains__(self, key: int) -> bool:
         return bool(len(self._positions(np.array([int(key)], dtype=np.int64))))
@@ -147,14 +170,22 @@ class AnnIndex:
             x = self.projection.apply(x)
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def stored_form(self, vector: Vectors) -> bytes:
-        """The bytes this index (and a file saved from it) holds for ``vector``."""
-        return self._stored(vector).tobytes()
+    def stored_forms(self, vector: Vectors) -> list[bytes]:
+        """The byte strings this index (and a file saved from it) holds for ``vector``.
+
+        The graph's form (projected, if the index projects) and, beside a projected graph, the
+        whole float32 template that re-ranks candidates.
+        """
+        forms = [self._stored(vector).tobytes()]
+        if self.projection is not None:
+            forms.append(np.asarray(vector, dtype=np.float32).reshape(self.dim).tobytes())
+        return forms
 
     @classmethod
     def file_holds(cls, path: Path, vector: Vectors) -> bool:
-        """Whether the index file at ``path`` holds ``vector`` in the form it stores templates."""
-        return cls.load(path).stored_form(vector) in Path(path).read_bytes()
+        """Whether the index file at ``path`` holds ``vector`` in any form it stores templates."""
+        data = Path(path).read_bytes()
+        return any(form in data for form in cls.load(path).stored_forms(vector))
 
     def add(self, keys: Keys, vectors: Vectors) -> None:
         ikeys = np.asarray(keys, dtype=np.int64).reshape(-1)
@@ -162,11 +193,11 @@ class AnnIndex:
             return
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ikeys), self.dim)
         # The first add decides the projection.
-        if len(self._key_at) == 0 and self.params.variance < 1.0 and len(vectors) >= MIN_FIT:
+        if self._keys.n == 0 and self.params.variance < 1.0 and len(vectors) >= MIN_FIT:
             self.projection = Projection.fit(vectors, self.params.variance)
             if self.projection is not None:
                 self._graph = self._new(self.projection.basis.shape[1])
-        if len(self._key_at) and ikeys.min() <= self._key_at.max():
+        if self._keys.n and ikeys.min() <= self._keys.view.max():
             self.remove(ikeys)  # re-adding a key replaces its template (the store's keys only grow)
         # Parallel insertion of many near-duplicate faces into a small graph can leave a whole
         # identity cluster unreachable (measured with usearch: docs/benchmarks.md, "Search");
@@ -179,7 +210,9 @@ class AnnIndex:
                 self._graph.add(self._stored(vectors))
             finally:
                 faiss.omp_set_num_threads(before)
-        self._key_at = np.concatenate([self._key_at, ikeys])
+        self._keys.append(ikeys)
+        if self.projection is not None:
+            self._whole.append(vectors)
         self._live += len(ikeys)
 
     def remove(self, keys: Keys) -> None:
@@ -188,52 +221,56 @@ class AnnIndex:
             return
         at = self._positions(ikeys)
         if len(at):
-            self._key_at[at] = -1
+            self._keys.view[at] = -1
             self._live -= len(at)
             self.removed_since_build += len(at)
 
     def search(self, probe: Vectors, k: int) -> tuple[Keys, Distances]:
-        """Up to ``k`` approximate nearest keys, nearest first, with approximate distances.
-
-        Unless :attr:`exact_distances`, the order and distances are those of the stored form:
-        ask for ``max(k, params.candidates)`` and re-rank by exact distance.
-        """
+        """Up to ``k`` approximate nearest keys, nearest first, with their exact distances."""
         if self._live == 0 or k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        total = len(self._key_at)
-        want = min(total, k + (total - self._live))  # removed entries still sit in the graph
-        d2, pos = self._graph.search(self._stored(probe), want)
-        pos, d2 = pos[0], d2[0]
-        ok = pos >= 0
-        keys = self._key_at[pos[ok]]
-        dist = np.sqrt(np.maximum(d2[ok], 0.0)).astype(np.float32)
+        q = np.asarray(probe, dtype=np.float32).reshape(self.dim)
+        pool = k if self.projection is None else max(k, self.params.candidates)
+        total = self._keys.n
+        want = min(total, pool + (total - self._live))  # removed entries still sit in the graph
+        d2, pos = self._graph.search(self._stored(q), want)
+        pos = pos[0][pos[0] >= 0]
+        keys = self._keys.view[pos]
         live = keys >= 0
-        return keys[live][:k], dist[live][:k]
+        if self.projection is None:  # the graph's distances are exact
+            dist = np.sqrt(np.maximum(d2[0][: len(live)][live], 0.0)).astype(np.float32)
+            return keys[live][:k], dist[:k]
+        pos, keys = pos[live], keys[live]
+        dist = np.linalg.norm(self._whole.view[pos] - q, axis=1).astype(np.float32)
+        order = np.argsort(dist, kind="stable")[:k]
+        return keys[order], dist[order]
 
     def memory_bytes(self) -> int:
-        """Vectors, graph links and the key table."""
+        """Vectors (graph and whole templates), graph links and the key table."""
         hnsw: Any = self._graph.hnsw  # faiss's stubs omit the link table
         links = faiss.vector_to_array(hnsw.neighbors).nbytes + faiss.vector_to_array(hnsw.offsets).nbytes
-        return int(len(self._key_at) * (4 * self._graph.d + 8) + links)
+        return int(self._keys.n * 4 * self._graph.d + self._keys.nbytes() + self._whole.nbytes() + links)
 
     def save(self, path: Path) -> bool:
         """Write the index atomically to ``path``; False (and nothing written) after removals.
 
-        The file is a small header (JSON settings), the projection, the key table and faiss's
-        own serialisation of the graph.
+        The file is a small header (JSON settings), the projection, the key table, the whole
+        templates (projected graphs) and faiss's own serialisation of the graph.
         """
         if self.removed_since_build:
             return False
         p = self.projection
         header = json.dumps(
-            {"dim": self.dim, "dims": 0 if p is None else int(p.basis.shape[1]), "count": len(self._key_at)}
+            {"dim": self.dim, "dims": 0 if p is None else int(p.basis.shape[1]), "count": self._keys.n}
         ).encode()
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(FILE_MAGIC + struct.pack("<I", len(header)) + header)
             if p is not None:
                 fh.write(p.mean.tobytes() + p.basis.tobytes())
-            fh.write(self._key_at.tobytes())
+            fh.write(self._keys.view.tobytes())
+            if p is not None:
+                fh.write(self._whole.view.tobytes())
             fh.write(faiss.serialize_index(self._graph).tobytes())
             fh.flush()
             os.fsync(fh.fileno())
@@ -260,19 +297,25 @@ class AnnIndex:
             raise ValueError(f"{path} holds {file_dim}-d vectors, expected {dim}-d")
         idx = cls(dim, params)
         at = 12 + hlen
-        end = at + (4 * dim * (1 + dims) if dims else 0) + 8 * count
+        end = at + 8 * count + (4 * dim * (1 + dims + count) if dims else 0)
         if len(data) <= end:
             raise ValueError(f"{path} is truncated")
+
+        def take(nbytes: int, dtype: type) -> np.ndarray:
+            nonlocal at
+            out: np.ndarray = np.frombuffer(data[at : at + nbytes], dtype=dtype).copy()
+            at += nbytes
+            return out
+
         if dims:
-            mean = np.frombuffer(data[at : at + 4 * dim], dtype=np.float32).copy()
-            basis = np.frombuffer(data[at + 4 * dim : at + 4 * dim * (1 + dims)], dtype=np.float32)
-            idx.projection = Projection(mean, basis.reshape(dim, dims).copy())
-            at += 4 * dim * (1 + dims)
-        idx._key_at = np.frombuffer(data[at : at + 8 * count], dtype=np.int64).copy()
-        at += 8 * count
+            mean = take(4 * dim, np.float32)
+            idx.projection = Projection(mean, take(4 * dim * dims, np.float32).reshape(dim, dims))
+        idx._keys = _Rows(np.int64, data=take(8 * count, np.int64))
+        if dims:
+            idx._whole = _Rows(np.float32, dim, data=take(4 * dim * count, np.float32).reshape(count, dim))
         graph = faiss.deserialize_index(np.frombuffer(data[at:], dtype=np.uint8))
         if not isinstance(graph, faiss.IndexHNSWFlat) or graph.d != (dims or dim) or graph.ntotal != count:
             raise ValueError(f"{path} holds an unexpected graph")
         graph.hnsw.efSearch = idx.params.expansion_search
-        idx._graph, idx._live = graph, count
+        idx._graph, idx._live = graph, int(np.count_nonzero(idx._keys.view >= 0))
         return idx
