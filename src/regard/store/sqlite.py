@@ -34,6 +34,7 @@ import numpy as np
 from regard.index.ann import AnnIndex, AnnParams
 from regard.index.exact import ExactIndex
 from regard.store.base import Neighbor, as_vector
+from regard.store.locks import SharedLock
 from regard.store.migrations import all_migrations, statements
 from regard.store.sql import INSERT_FACE, SqlStore, Tx, _chunks, _marks
 from regard.types import Embeddings
@@ -56,7 +57,7 @@ class _State:
     index: ExactIndex | AnnIndex
     seq: int  # last change applied
     saved_seq: int
-    lock: threading.Lock
+    lock: SharedLock  # shared: searches; exclusive: changes, rebuilds, saves
 
 
 class SqliteStore(SqlStore):
@@ -202,7 +203,7 @@ class SqliteStore(SqlStore):
         with self._states_lock:
             state = self._states.get(key)
         if state is not None:
-            with state.lock:
+            with state.lock.exclusive():
                 if not self._collection_exists(key):
                     with self._states_lock:
                         self._states.pop(key, None)
@@ -257,7 +258,7 @@ class SqliteStore(SqlStore):
             except (OSError, ValueError, RuntimeError):
                 path.unlink(missing_ok=True)
                 continue
-            state = _State(key, ann, seq, seq, threading.Lock())
+            state = _State(key, ann, seq, seq, SharedLock())
             self._sync(state)
             return state
         with self._read() as tx:
@@ -268,16 +269,22 @@ class SqliteStore(SqlStore):
             AnnIndex(params=self.ann_params) if len(keys) >= self.ann_min_faces else ExactIndex()
         )
         index.add(keys, vectors)
-        state = _State(key, index, seq, 0, threading.Lock())
+        state = _State(key, index, seq, 0, SharedLock())
         self._sync(state)
         return state
 
     def _sync(self, state: _State) -> None:
-        """Apply the changes committed since ``state.seq`` (caller holds ``state.lock``)."""
+        """Apply the changes committed since ``state.seq`` (caller holds ``state.lock`` exclusively)."""
         with self._read() as tx:
             due = self._apply(state, tx)
         if due:
             self._save(state)
+
+    @staticmethod
+    def _pending(state: _State, tx: Tx) -> bool:
+        """Whether ``tx`` sees changes to the collection that its index has not applied."""
+        row = tx.one("SELECT 1 FROM changes WHERE collection = ? AND seq > ? LIMIT 1", (state.key, state.seq))
+        return row is not None
 
     def _apply(self, state: _State, tx: Tx) -> bool:
         """Apply the changes ``tx`` sees since ``state.seq``; True if the index file is due a save."""
@@ -320,8 +327,11 @@ class SqliteStore(SqlStore):
                 with self._states_lock:
                     state = self._states.get(key)
                 if state is not None:
-                    with state.lock:
-                        due = self._apply(state, tx)
+                    due = False
+                    if self._pending(state, tx):
+                        with state.lock.exclusive():
+                            due = self._apply(state, tx)
+                    with state.lock.shared():
                         keys, dists = state.index.search(q, k)
                     keep = dists <= max_distance
                     keys, dists = keys[keep], dists[keep]
@@ -329,7 +339,7 @@ class SqliteStore(SqlStore):
                     break
             self._state(key)  # load or build the index outside any transaction, then search
         if due:
-            with state.lock:
+            with state.lock.exclusive():
                 self._save(state)
         return [
             Neighbor(face=records[int(fk)], distance=float(dist))
@@ -342,7 +352,7 @@ class SqliteStore(SqlStore):
         with self._read() as tx:
             key = self._key(tx, collection_id)
         state = self._state(key)
-        with state.lock:
+        with state.lock.exclusive():
             self._sync(state)
             return {
                 "kind": "hnsw" if isinstance(state.index, AnnIndex) else "exact",
@@ -366,7 +376,7 @@ class SqliteStore(SqlStore):
         with self._states_lock:
             states = list(self._states.values())
         for state in states:
-            with state.lock:
+            with state.lock.exclusive():
                 self._sync(state)
                 if isinstance(state.index, AnnIndex) and state.index.removed_since_build:
                     self._drop_files(state.key)
@@ -393,7 +403,7 @@ class SqliteStore(SqlStore):
             states = list(self._states.values())
         for state in states:
             # An index file is a cache: if it cannot be written, the next open rebuilds it.
-            with state.lock, contextlib.suppress(OSError, RuntimeError, sqlite3.Error):
+            with state.lock.exclusive(), contextlib.suppress(OSError, RuntimeError, sqlite3.Error):
                 self._save(state)
         self._closed = True
         with self._conns_lock:
