@@ -195,14 +195,14 @@ def bench_embedded(
     for i in range(0, n, BATCH):
         store.add_faces("bench", faces_for(x[i : i + BATCH], i))
     insert_s = time.perf_counter() - t
-    kept = reuse / f"embedded-{n}.usearch" if reuse is not None else None
+    kept = reuse / f"embedded-{n}.hnsw" if reuse is not None else None
     reused = kept is not None and kept.is_file()
     if kept is not None and reused:
         # A graph kept from an earlier run over the same synthetic faces (same keys, same order):
         # installed as the collection's saved index, it is loaded instead of being rebuilt.
         with store._read() as tx:
             seq = int(tx.one("SELECT max(seq) FROM changes")[0])
-        shutil.copy(kept, root / "index" / f"1-{seq}.usearch")
+        shutil.copy(kept, root / "index" / f"1-{seq}.hnsw")
     build_ms, _ = timed(lambda: store.nearest("bench", qs[0], 1, float("inf")))
     stats = store.index_stats("bench")
     # face external ids carry the row number: map results back to positions in x.
@@ -242,8 +242,8 @@ def bench_embedded(
     store.close()
     index_files = sum(p.stat().st_size for p in (root / "index").glob("*"))
     if keep is not None:  # the saved graph, for later experiments (e.g. bench_ann.py --load)
-        for p in (root / "index").glob("*.usearch"):
-            shutil.copy(p, keep / f"embedded-{n}.usearch")
+        for p in (root / "index").glob("*.hnsw"):
+            shutil.copy(p, keep / f"embedded-{n}.hnsw")
     row = Row(
         "embedded",
         n,

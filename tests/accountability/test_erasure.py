@@ -30,7 +30,7 @@ def _files_holding(root: Path, needle: bytes) -> list[Path]:
 
 def _index_files_holding(root: Path, template: Any) -> list[Path]:
     """HNSW index files holding ``template`` in the form they store it (maybe projected)."""
-    return [p for p in root.rglob("*.usearch") if AnnIndex.file_holds(p, template)]
+    return [p for p in root.rglob("*.hnsw") if AnnIndex.file_holds(p, template)]
 
 
 def test_erasure_removes_every_template_byte_and_search_finds_nothing(ep: Endpoint, fr_images: Path) -> None:
@@ -154,7 +154,7 @@ def test_erasure_reaches_hnsw_index_files_of_a_running_store(tmp_path: Path, eng
     server.close()  # saves the HNSW index file
     server = Service(SqliteStore(tmp_path, ann_min_faces=10), engine)
     assert server.search_faces_by_vector("big", vectors[0], face_match_threshold=0, max_faces=3)
-    assert list(tmp_path.rglob("*.usearch")), "the HNSW path is in use"
+    assert list(tmp_path.rglob("*.hnsw")), "the HNSW path is in use"
     assert _files_holding(tmp_path, vectors[0].tobytes()), "the scan sees the template in the database"
     assert _index_files_holding(tmp_path, vectors[0]), "... and in the index file"
 

@@ -22,7 +22,7 @@ def _sqlite_bytes(root: Path) -> bytes:
 
 
 def _in_index_files(root: Path, v: np.ndarray) -> bool:
-    return any(AnnIndex.file_holds(p, v) for p in (root / "index").glob("*.usearch"))
+    return any(AnnIndex.file_holds(p, v) for p in (root / "index").glob("*.hnsw"))
 
 
 @pytest.mark.parametrize("ann_min_faces", [10**9, 50], ids=["exact", "hnsw"])

@@ -78,10 +78,10 @@ def test_hnsw_files_keep_the_projection_and_the_stored_form(tmp_path: Path) -> N
     # The graph's float32 components, and the whole template beside the graph for re-ranking.
     assert [len(f) for f in forms] == [4 * ann.projection.basis.shape[1], 4 * 128]
     assert forms[1] == x[7].tobytes()
-    assert ann.save(tmp_path / "a.usearch")
-    data = (tmp_path / "a.usearch").read_bytes()
+    assert ann.save(tmp_path / "a.hnsw")
+    data = (tmp_path / "a.hnsw").read_bytes()
     assert all(f in data for f in forms)
-    back = AnnIndex.load(tmp_path / "a.usearch")
+    back = AnnIndex.load(tmp_path / "a.hnsw")
     assert back.stored_forms(x[7]) == forms and back.size == len(x)
     for q in x[::50]:
         keys, dist = back.search(q, 5)
@@ -91,9 +91,9 @@ def test_hnsw_files_keep_the_projection_and_the_stored_form(tmp_path: Path) -> N
     small = AnnIndex()
     small.add(np.arange(50, dtype=np.int64), x[:50])
     assert small.projection is None and small.stored_forms(x[0]) == [x[0].tobytes()]
-    (tmp_path / "b.usearch").write_bytes(b"RGDANN01" + b"\xff" * 8)
+    (tmp_path / "b.hnsw").write_bytes(b"RGDANN01" + b"\xff" * 8)
     with pytest.raises(ValueError):
-        AnnIndex.load(tmp_path / "b.usearch")
+        AnnIndex.load(tmp_path / "b.hnsw")
 
 
 def _store(path: Path, **kw: int) -> SqliteStore:
@@ -124,8 +124,8 @@ def test_switches_to_hnsw_saves_loads_and_repairs_index_files(tmp_path: Path) ->
     assert stats == {**stats, "kind": "hnsw", "size": 1000}
     _same_as_oracle(s, vectors)
     s.close()
-    files = sorted((tmp_path / "index").glob("*.usearch"))
-    assert len(files) == 1 and files[0].name.endswith(f"-{stats['seq']}.usearch")
+    files = sorted((tmp_path / "index").glob("*.hnsw"))
+    assert len(files) == 1 and files[0].name.endswith(f"-{stats['seq']}.hnsw")
 
     # Reopen: the file is loaded and caught up with faces another writer added meanwhile.
     writer = _store(tmp_path)
@@ -138,7 +138,7 @@ def test_switches_to_hnsw_saves_loads_and_repairs_index_files(tmp_path: Path) ->
     s.close()
 
     # A corrupt file is discarded and the index rebuilt from SQLite.
-    for f in (tmp_path / "index").glob("*.usearch"):
+    for f in (tmp_path / "index").glob("*.hnsw"):
         f.write_bytes(b"not an index")
     s = _store(tmp_path)
     assert s.index_stats("c")["size"] == 1003
@@ -146,21 +146,21 @@ def test_switches_to_hnsw_saves_loads_and_repairs_index_files(tmp_path: Path) ->
     s.close()
 
     # A file claiming a later state than the database (e.g. a restored backup) is not trusted.
-    (only,) = list((tmp_path / "index").glob("*.usearch"))
+    (only,) = list((tmp_path / "index").glob("*.hnsw"))
     key = only.name.split("-")[0]
-    only.rename(only.with_name(f"{key}-999999.usearch"))
+    only.rename(only.with_name(f"{key}-999999.hnsw"))
     s = _store(tmp_path)
     assert s.index_stats("c")["size"] == 1003
-    assert not (tmp_path / "index" / f"{key}-999999.usearch").exists()
+    assert not (tmp_path / "index" / f"{key}-999999.hnsw").exists()
     s.close()
 
 
 def _index_bytes(root: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted((root / "index").glob("*.usearch")))
+    return b"".join(p.read_bytes() for p in sorted((root / "index").glob("*.hnsw")))
 
 
 def _in_index_files(root: Path, vector: np.ndarray) -> bool:
-    return any(AnnIndex.file_holds(p, vector) for p in (root / "index").glob("*.usearch"))
+    return any(AnnIndex.file_holds(p, vector) for p in (root / "index").glob("*.hnsw"))
 
 
 def test_removal_drops_index_files_until_compacted(tmp_path: Path) -> None:
@@ -174,15 +174,15 @@ def test_removal_drops_index_files_until_compacted(tmp_path: Path) -> None:
     s = _store(tmp_path)
     s.nearest("c", vectors[0], 1, 10.0)  # loaded from the file
     s.delete_faces("c", [records[0].face_id])
-    assert not list((tmp_path / "index").glob("*.usearch"))
+    assert not list((tmp_path / "index").glob("*.hnsw"))
     assert records[0].face_id not in {n.face.face_id for n in s.nearest("c", vectors[0], 3, 10.0)}
     s.close()  # an index that has had removals is not written back
-    assert not list((tmp_path / "index").glob("*.usearch"))
+    assert not list((tmp_path / "index").glob("*.hnsw"))
     s = _store(tmp_path)
     s.nearest("c", vectors[0], 1, 10.0)  # rebuilt from SQLite, without the removed template
     s.delete_faces("c", [records[1].face_id])
     s.compact()  # rebuilds without the removed templates, then saves
-    assert len(list((tmp_path / "index").glob("*.usearch"))) == 1
+    assert len(list((tmp_path / "index").glob("*.hnsw"))) == 1
     assert s.index_stats("c")["size"] == 498
     s.close()
     assert _index_bytes(tmp_path)
@@ -197,7 +197,7 @@ def test_an_index_file_of_an_older_format_is_rebuilt(tmp_path: Path) -> None:
     s.add_faces("c", new_faces(vectors))
     s.nearest("c", vectors[0], 1, 10.0)
     s.close()
-    (only,) = list((tmp_path / "index").glob("*.usearch"))
+    (only,) = list((tmp_path / "index").glob("*.hnsw"))
     # Earlier versions wrote usearch graphs (bare or behind "RGDANN01"), then graphs without the
     # whole templates ("RGDANN02").
     only.write_bytes(b"RGDANN02" + only.read_bytes()[8:])
@@ -205,7 +205,7 @@ def test_an_index_file_of_an_older_format_is_rebuilt(tmp_path: Path) -> None:
     assert s.index_stats("c")["size"] == 500
     _same_as_oracle(s, vectors)
     s.close()
-    (again,) = list((tmp_path / "index").glob("*.usearch"))
+    (again,) = list((tmp_path / "index").glob("*.hnsw"))
     assert again.read_bytes().startswith(b"RGDANN03")
 
 
@@ -221,7 +221,17 @@ def test_an_index_of_a_collection_deleted_elsewhere_is_not_written(tmp_path: Pat
     a.close()  # ... and must not write the deleted collection's templates to a file
     assert not list((tmp_path / "index").glob("*"))
     # Leftovers of a crash (an orphan file) are swept when a store opens.
-    (tmp_path / "index" / "77-5.usearch").write_bytes(vectors[0].tobytes())
+    (tmp_path / "index" / "77-5.hnsw").write_bytes(vectors[0].tobytes())
+    _store(tmp_path).close()
+    assert not list((tmp_path / "index").glob("*"))
+    # So are files of earlier versions (".usearch"), even of a live collection: never read, and
+    # they may hold templates erased since.
+    c = _store(tmp_path)
+    c.create_collection("d", "arn:d", MODEL, {})
+    with c._read() as tx:
+        key = c._key(tx, "d")
+    (tmp_path / "index" / f"{key}-5.usearch").write_bytes(vectors[0].tobytes())
+    c.close()
     _store(tmp_path).close()
     assert not list((tmp_path / "index").glob("*"))
 

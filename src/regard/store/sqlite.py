@@ -9,7 +9,7 @@ changes it has not seen yet, so processes sharing a data directory stay in step.
 Small collections are searched with the exact numpy index; from ``ann_min_faces`` on, a
 HNSW index (faiss) over PCA-projected templates takes over; it re-ranks the candidates of
 its graph by exact distance to the whole templates it keeps in memory.
-HNSW indexes are saved to ``index/<key>-<seq>.usearch`` (the name is historical)
+HNSW indexes are saved to ``index/<key>-<seq>.hnsw``
 (``seq``: the last change the file reflects), loaded on open and caught up from the change
 log; a missing, unreadable or newer-than-the-database file is rebuilt from SQLite. A file is
 never written from an index that has had removals, and removing templates deletes the
@@ -45,6 +45,9 @@ ANN_MIN_FACES = 20_000
 #: Save an HNSW index file after this many changes since the last save.
 SAVE_EVERY = 50_000
 BUSY_TIMEOUT_MS = 60_000
+#: Index files: ``index/<collection key>-<last change applied>.hnsw``.
+INDEX_SUFFIX = ".hnsw"
+LEGACY_SUFFIX = ".usearch"
 #: Bytes of the database file each connection maps (SQLite caps it at its compile-time maximum).
 MMAP_BYTES = 1 << 32
 #: Page cache per connection, KiB (filled only as pages are read).
@@ -187,7 +190,7 @@ class SqliteStore(SqlStore):
     # -- index files ------------------------------------------------------------------------
     def _files(self, key: int) -> list[tuple[int, Path]]:
         out: list[tuple[int, Path]] = []
-        for p in self.index_dir.glob(f"{key}-*.usearch"):
+        for p in self.index_dir.glob(f"{key}-*{INDEX_SUFFIX}"):
             try:
                 out.append((int(p.stem.split("-", 1)[1]), p))
             except ValueError:
@@ -217,7 +220,7 @@ class SqliteStore(SqlStore):
     def _save(self, state: _State) -> None:
         if not isinstance(state.index, AnnIndex) or state.seq == state.saved_seq:
             return
-        target = self.index_dir / f"{state.key}-{state.seq}.usearch"
+        target = self.index_dir / f"{state.key}-{state.seq}{INDEX_SUFFIX}"
         if not state.index.save(target):
             return
         # A removal committed meanwhile (or the collection's deletion) must not survive in a file.
@@ -236,13 +239,17 @@ class SqliteStore(SqlStore):
                 p.unlink(missing_ok=True)
 
     def _sweep_orphans(self) -> None:
-        """Delete index files of collections that no longer exist."""
+        """Delete index files of collections that no longer exist, and those of older versions."""
         with self._read() as tx:
             live = {int(r[0]) for r in tx.all("SELECT id FROM collections")}
-        for p in self.index_dir.glob("*.usearch*"):
+        for p in self.index_dir.glob(f"*{INDEX_SUFFIX}*"):
             head = p.name.split("-", 1)[0]
             if not head.isdigit() or int(head) not in live:
                 p.unlink(missing_ok=True)
+        # Earlier versions named their files ``.usearch``: never read again, and they may hold
+        # templates erased since, so they go (the index is rebuilt from SQLite).
+        for p in self.index_dir.glob(f"*{LEGACY_SUFFIX}*"):
+            p.unlink(missing_ok=True)
 
     def _build(self, key: int) -> _State:
         """Load the newest usable index file, else build from SQLite; then catch up."""
