@@ -87,6 +87,9 @@ def test_hnsw_files_keep_the_projection_and_the_stored_form(tmp_path: Path) -> N
         keys, dist = back.search(q, 5)
         assert keys.tolist() == ann.search(q, 5)[0].tolist()
         assert np.allclose(dist, np.linalg.norm(x[keys] - q, axis=1), atol=1e-5)
+    # A removed face's whole template leaves memory at once (its graph copy at the next rebuild).
+    ann.remove(np.array([7]))
+    assert forms[1] not in ann._whole.view.tobytes() and 7 not in ann.search(x[7], 5)[0].tolist()
     # Too few templates to fit a projection: whole templates, in the graph only.
     small = AnnIndex()
     small.add(np.arange(50, dtype=np.int64), x[:50])

@@ -222,6 +222,8 @@ class AnnIndex:
         at = self._positions(ikeys)
         if len(at):
             self._keys.view[at] = -1
+            if self._whole.n:
+                self._whole.view[at] = 0.0  # the graph's copy waits for the rebuild; this one need not
             self._live -= len(at)
             self.removed_since_build += len(at)
 
