@@ -26,34 +26,18 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from bench_search import pct, probes, synthetic
+from bench_search import Reference, pct, probes, recall, synthetic
 from regard.index.ann import AnnIndex, AnnParams
 
 
-def exact_top10(x: np.ndarray, qs: np.ndarray) -> list[np.ndarray]:
-    sq = (x * x).sum(1)
-    out = []
-    for q in qs:
-        d = sq - 2 * (x @ q)
-        idx = np.argpartition(d, 10)[:10]
-        out.append(idx[np.argsort(d[idx])])
-    return out
-
-
-def measure(
-    name: str, search: Callable[[np.ndarray], np.ndarray], qs: np.ndarray, truth: list[np.ndarray]
-) -> None:
-    lat: list[float] = []
-    hits1 = hits10 = 0
-    for q, want in zip(qs, truth, strict=True):
-        start = time.perf_counter()
-        got = np.asarray(search(q), dtype=np.int64)
-        lat.append((time.perf_counter() - start) * 1000)
-        hits1 += int(got[0] == want[0])
-        hits10 += len(set(got[:10].tolist()) & set(want.tolist()))
+def measure(name: str, search: Callable[[np.ndarray], list[int]], ref: Reference, qs: np.ndarray) -> None:
+    """Latency and recall of ``search``, timed side by side with the exact scan (as bench_search)."""
+    lat, e1, e2, got = ref.side_by_side(search, qs)
+    r1, r10 = recall(got, [ref.scan(q) for q in qs])
+    p50 = pct(lat, 50)
     print(
-        f"{name:44s} p50 {pct(lat, 50):7.3f} ms  p99 {pct(lat, 99):7.3f} ms  "
-        f"recall@1 {hits1 / len(qs):.4f}  recall@10 {hits10 / (10 * len(qs)):.4f}",
+        f"{name:44s} p50 {p50:7.3f} ms  p99 {pct(lat, 99):7.3f} ms  ({e1 / p50:.1f}x / {e2 / p50:.1f}x "
+        f"vs exact 1T {e1:.1f} / 2T {e2:.1f} ms)  recall@1 {r1:.4f}  recall@10 {r10:.4f}",
         flush=True,
     )
 
@@ -76,7 +60,7 @@ def main() -> None:
 
     x, centres = synthetic(args.faces)
     qs = probes(centres, args.queries)
-    truth = exact_top10(x, qs)
+    ref = Reference(x)
     params = AnnParams(
         args.connectivity, args.expansion_add, d.expansion_search, args.variance, args.candidates
     )
@@ -100,13 +84,13 @@ def main() -> None:
         f"memory {index.memory_bytes() / len(x):.0f} B/face"
     )
 
-    def hnsw(q: np.ndarray) -> np.ndarray:
-        return index.search(q, 10)[0] - offset  # the graph's candidates re-ranked by exact distance
+    def hnsw(q: np.ndarray) -> list[int]:
+        return (index.search(q, 10)[0] - offset).tolist()  # candidates re-ranked by exact distance
 
+    for ef in (int(v) for v in args.sweep.split(",") if v):
+        index.expansion_search = ef
+        measure(f"  expansion_search {ef}", hnsw, ref, qs)
     with threadpool_limits(limits=1):
-        for ef in (int(v) for v in args.sweep.split(",") if v):
-            index.expansion_search = ef
-            measure(f"  expansion_search {ef}", hnsw, qs, truth)
         sample = np.random.default_rng(7).choice(len(x), min(2000, len(x)), replace=False)
         lost = sum(int(k) + offset != index.search(x[k], 1)[0][0] for k in sample)
         print(f"  stored templates their own search missed: {lost} of {len(sample)}")
@@ -122,7 +106,7 @@ def main() -> None:
         faiss.omp_set_num_threads(1)
         for nprobe in (16, 32, 64, 128, 256):
             ivf.nprobe = nprobe
-            measure(f"  nprobe {nprobe}", lambda q, ivf=ivf: ivf.search(q[None], 10)[1][0], qs, truth)
+            measure(f"  nprobe {nprobe}", lambda q, ivf=ivf: ivf.search(q[None], 10)[1][0].tolist(), ref, qs)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""Synthetic templates for the store suite and benchmarks: clusters of noisy copies around random centres."""
+"""Synthetic templates for the store suite (noisy copies around random centres) and checks on them."""
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import numpy as np
 
+from regard.index.ann import AnnIndex
 from regard.store.base import NewFace
 from regard.types import Box
 
@@ -56,3 +58,8 @@ def new_faces(vectors: np.ndarray, external: str | None = None, image_id: str | 
         )
         for v in vectors
     ]
+
+
+def in_index_files(root: Path, vector: np.ndarray) -> bool:
+    """Whether any HNSW index file of the data directory ``root`` holds ``vector`` in a stored form."""
+    return any(AnnIndex.file_holds(p, vector) for p in (root / "index").glob("*.hnsw"))

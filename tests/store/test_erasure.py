@@ -10,19 +10,14 @@ import pytest
 
 from regard.calibrate import CalibrationTable
 from regard.engine import Engine
-from regard.index.ann import AnnIndex
 from regard.service import Service
 from regard.store.sqlite import SqliteStore
-from store.synthetic import new_faces, people
+from store.synthetic import in_index_files, new_faces, people
 
 
 def _sqlite_bytes(root: Path) -> bytes:
     files = [root / "regard.db", root / "regard.db-wal", *sorted((root / "index").glob("*"))]
     return b"".join(p.read_bytes() for p in files if p.is_file())
-
-
-def _in_index_files(root: Path, v: np.ndarray) -> bool:
-    return any(AnnIndex.file_holds(p, v) for p in (root / "index").glob("*.hnsw"))
 
 
 @pytest.mark.parametrize("ann_min_faces", [10**9, 50], ids=["exact", "hnsw"])
@@ -51,7 +46,7 @@ def test_deleted_faces_and_collections_leave_the_sqlite_files(
     before = _sqlite_bytes(root)
     assert all(marker(r.embedding) in before for r in kept[:5] + dropped[:5])
     if ann_min_faces < 100:
-        assert all(_in_index_files(root, r.embedding) for r in kept[:5]), "the index files hold templates"
+        assert all(in_index_files(root, r.embedding) for r in kept[:5]), "the index files hold templates"
     erased = kept[:5]
     out = service.delete_faces("keep", [r.face_id for r in erased])
     assert len(out.deleted_faces) == 5
@@ -60,11 +55,11 @@ def test_deleted_faces_and_collections_leave_the_sqlite_files(
     after = _sqlite_bytes(root)
     for r in erased + dropped:
         assert marker(r.embedding) not in after
-        assert not _in_index_files(root, r.embedding)
+        assert not in_index_files(root, r.embedding)
         assert r.face_id.encode() not in after
     assert all(marker(r.embedding) in after for r in kept[5:10])  # the rest is still there
     if ann_min_faces < 100:
-        assert all(_in_index_files(root, r.embedding) for r in kept[5:10])
+        assert all(in_index_files(root, r.embedding) for r in kept[5:10])
     assert service.describe_collection("keep").face_count == 55
     store.close()
     assert all(marker(r.embedding) not in _sqlite_bytes(root) for r in erased + dropped)

@@ -11,7 +11,7 @@ from regard.index.ann import AnnIndex
 from regard.index.exact import ExactIndex
 from regard.store.sqlite import SqliteStore
 from regard.types import ModelIdentity
-from store.synthetic import face_like, new_faces, people
+from store.synthetic import face_like, in_index_files, new_faces, people
 
 MODEL = ModelIdentity("test-model", "1", "0" * 64, "none")
 
@@ -162,10 +162,6 @@ def _index_bytes(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted((root / "index").glob("*.hnsw")))
 
 
-def _in_index_files(root: Path, vector: np.ndarray) -> bool:
-    return any(AnnIndex.file_holds(p, vector) for p in (root / "index").glob("*.hnsw"))
-
-
 def test_removal_drops_index_files_until_compacted(tmp_path: Path) -> None:
     vectors = face_like(100, 5, seed=7)  # projected: files hold templates in projected form
     s = _store(tmp_path)
@@ -173,7 +169,7 @@ def test_removal_drops_index_files_until_compacted(tmp_path: Path) -> None:
     records = s.add_faces("c", new_faces(vectors))
     s.nearest("c", vectors[0], 1, 10.0)  # an index exists once a search needed it
     s.close()
-    assert _in_index_files(tmp_path, vectors[0])
+    assert in_index_files(tmp_path, vectors[0])
     s = _store(tmp_path)
     s.nearest("c", vectors[0], 1, 10.0)  # loaded from the file
     s.delete_faces("c", [records[0].face_id])
@@ -189,8 +185,8 @@ def test_removal_drops_index_files_until_compacted(tmp_path: Path) -> None:
     assert s.index_stats("c")["size"] == 498
     s.close()
     assert _index_bytes(tmp_path)
-    assert not _in_index_files(tmp_path, vectors[0]) and not _in_index_files(tmp_path, vectors[1])
-    assert _in_index_files(tmp_path, vectors[2])
+    assert not in_index_files(tmp_path, vectors[0]) and not in_index_files(tmp_path, vectors[1])
+    assert in_index_files(tmp_path, vectors[2])
 
 
 def test_an_index_file_of_an_older_format_is_rebuilt(tmp_path: Path) -> None:

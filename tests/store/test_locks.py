@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from regard.store.locks import SharedLock
 
@@ -50,8 +51,10 @@ def test_a_writer_waits_for_searches_and_holds_off_new_ones() -> None:
     assert first_in.wait(WAIT_S)
     w = threading.Thread(target=writer)
     w.start()
+    deadline = time.monotonic() + WAIT_S
     while not lock._writers_waiting:  # the writer is queued behind the first search
-        threading.Event().wait(0.001)
+        assert time.monotonic() < deadline, "the writer never queued"
+        time.sleep(0.001)
     b = threading.Thread(target=second_search)
     b.start()
     b.join(0.2)

@@ -16,7 +16,7 @@ faiss's HNSW cannot delete: removed templates are dropped from every result at o
 keys forgotten, and their vectors leave memory when the index is rebuilt (the store's
 ``compact``). A saved file is only ever written from an index that has had no removals since it
 was built, so erasure reaches the files too (:meth:`AnnIndex.save` refuses otherwise and the
-caller rebuilds from the store). :meth:`AnnIndex.stored_form` gives the bytes an index holds
+caller rebuilds from the store). :meth:`AnnIndex.stored_forms` gives the bytes an index holds
 for a template, so tests and audits can check that an erased template's bytes are gone.
 """
 
@@ -34,7 +34,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from regard.index.exact import Distances, Keys, Vectors
+from regard.index.exact import Distances, Keys, Rows, Vectors
 
 #: Graphs smaller than this are built with one insertion thread.
 SERIAL_INSERT_BELOW = 100_000
@@ -48,31 +48,6 @@ FIT_SAMPLE = 50_000
 FILE_MAGIC = b"RGDANN03"
 #: faiss's thread count is process-wide; builds that change it take this lock.
 _THREADS = threading.Lock()
-
-
-class _Rows:
-    """An array that grows by doubling, so adding one face to a large index copies nothing."""
-
-    def __init__(self, dtype: type, width: int = 0, data: np.ndarray | None = None) -> None:
-        shape = (0, width) if width else (0,)
-        self._buf = np.zeros(shape, dtype=dtype) if data is None else data
-        self.n = len(self._buf)
-
-    @property
-    def view(self) -> np.ndarray:
-        return self._buf[: self.n]
-
-    def append(self, rows: np.ndarray) -> None:
-        need = self.n + len(rows)
-        if need > len(self._buf):
-            grown = np.zeros((max(need, 2 * len(self._buf), 1024), *self._buf.shape[1:]), self._buf.dtype)
-            grown[: self.n] = self.view
-            self._buf = grown
-        self._buf[self.n : need] = rows
-        self.n = need
-
-    def nbytes(self) -> int:
-        return int(self.view.nbytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +108,8 @@ class AnnIndex:
         self.params = params or AnnParams()
         self.projection: Projection | None = None
         self._graph = self._new(dim)
-        self._keys = _Rows(np.int64)  # graph position -> key, -1 once removed
-        self._whole = _Rows(np.float32, dim)  # graph position -> float32 template (projected graphs)
+        self._keys = Rows(np.int64)  # graph position -> key, -1 once removed
+        self._whole = Rows(np.float32, dim)  # graph position -> float32 template (projected graphs)
         self._live = 0
         self.removed_since_build = 0
 
@@ -312,9 +287,9 @@ class AnnIndex:
         if dims:
             mean = take(4 * dim, np.float32)
             idx.projection = Projection(mean, take(4 * dim * dims, np.float32).reshape(dim, dims))
-        idx._keys = _Rows(np.int64, data=take(8 * count, np.int64))
+        idx._keys = Rows(np.int64, data=take(8 * count, np.int64))
         if dims:
-            idx._whole = _Rows(np.float32, dim, data=take(4 * dim * count, np.float32).reshape(count, dim))
+            idx._whole = Rows(np.float32, dim, data=take(4 * dim * count, np.float32).reshape(count, dim))
         graph = faiss.deserialize_index(np.frombuffer(data[at:], dtype=np.uint8))
         if not isinstance(graph, faiss.IndexHNSWFlat) or graph.d != (dims or dim) or graph.ntotal != count:
             raise ValueError(f"{path} holds an unexpected graph")
