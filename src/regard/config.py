@@ -29,6 +29,15 @@ class Settings:
     min_face_size: int = 24
     #: Longest image side fed to the detector; larger photos are scaled down for detection.
     detect_max_side: int = 1024
+    #: When the default detector finds no face, retry "pad" (it again, on the image padded by 25%
+    #: with its mean colour) and then "pad-cnn" (dlib's MMOD CNN on that padded image); "none"
+    #: turns this off. Failure to acquire on FairFace crops 10.2% -> 0.93%, worst race 13.4% ->
+    #: 1.6% (docs/benchmarks.md). A detector asked for by name never falls back.
+    detect_fallback: str = "pad,pad-cnn"
+    #: A folder with normalizer.json and calibration.json made by ``regard calibrate`` on your own
+    #: photos ("" = the parameters shipped with regard; a folder without normalizer.json scores
+    #: raw distances). See docs/calibration.md.
+    scoring_dir: str = ""
     #: Embedding backend: "onnx" (default; same answers as dlib, see docs/benchmarks.md)
     #: or "dlib" (the reference).
     embed_backend: str = "onnx"

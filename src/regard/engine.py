@@ -15,10 +15,11 @@ import numpy as np
 from regard import imaging
 from regard.align import face_chips
 from regard.analyze import analyze_face
-from regard.calibrate import CalibrationTable, default_table
+from regard.calibrate import Scorer, default_scorer, load_scorer
 from regard.config import Settings
 from regard.detect.base import MAX_FACES, Detector, alignment_box, downscale, finalize, rescale
-from regard.embed import DlibEmbedder, Embedder
+from regard.detect.fallback import STEPS, extend_for, pad_image, parse_steps, unpad
+from regard.embed import DlibEmbedder, Embedder, mean_of_mirrors, with_mirrors
 from regard.errors import InvalidParameter
 from regard.landmarks import ShapePredictors
 from regard.types import Comparison, Detection, Embeddings, Face, FaceAnalysis, RGBImage
@@ -80,7 +81,7 @@ class Engine:
         self._lock = threading.Lock()
         self._detectors: dict[str, Detector] = {}
         self._embedder: Embedder | None = None
-        self._calibration: CalibrationTable | None = None
+        self._scorer: Scorer | None = None
 
     # -- components -------------------------------------------------------------------------
     def detector(self, name: str | None = None) -> Detector:
@@ -108,10 +109,14 @@ class Engine:
             return self._embedder
 
     @property
-    def calibration(self) -> CalibrationTable:
-        if self._calibration is None:
-            self._calibration = default_table()
-        return self._calibration
+    def scorer(self) -> Scorer:
+        """Templates -> normalized score -> similarity and FMR (the shipped parameters)."""
+        if self._scorer is None:
+            folder = self.settings.scoring_dir
+            scorer = load_scorer(Path(folder).expanduser()) if folder else default_scorer()
+            scorer.check_model(self.embedder.identity.key)
+            self._scorer = scorer
+        return self._scorer
 
     # -- stages -----------------------------------------------------------------------------
     def load_image(self, source: bytes | str | Path) -> RGBImage:
@@ -132,25 +137,65 @@ class Engine:
         """Faces in ``image``, largest first, at most ``max_faces`` (and never more than 100).
 
         Large photos are scaled down to ``settings.detect_max_side`` for detection; boxes and
-        landmarks are reported in the original image's pixels.
+        landmarks are reported in the original image's pixels. When the default detector finds
+        nothing, the fallback cascade of :meth:`fallback_steps` looks again
+        (:mod:`regard.detect.fallback`); a detector named in ``detector`` runs alone.
         """
         if max_faces < 1:
             raise InvalidParameter("max_faces must be at least 1")
         min_size = self.settings.min_face_size if min_face_size is None else min_face_size
         if min_size < 1:
             raise InvalidParameter("min_face_size must be at least 1")
+        steps = self.fallback_steps(detector)
+        primary = self.detector(detector)
         small, factor = downscale(image, self.settings.detect_max_side)
-        found = self.detector(detector).detect(small, min_face_size=max(1, round(min_size * factor)))
+        min_small = max(1, round(min_size * factor))
+        found = primary.detect(small, min_face_size=min_small)
+        if not found and steps:
+            found = self._fallback(small, primary, steps, min_small)
         return finalize([rescale(d, factor) for d in found], max_faces)
+
+    def fallback_steps(self, detector: str | None = None) -> tuple[str, ...]:
+        """The steps ``detect(image, detector=detector)`` tries when its detector finds nothing.
+
+        Only the default detector gets them (``detector`` unset or ``"default"``, and
+        ``settings.detector`` the default or its name); a caller who names a detector, even the
+        default one by its name, gets exactly that detector.
+        """
+        steps = parse_steps(self.settings.detect_fallback)
+        if detector not in (None, "default") or self.settings.detector not in ("default", DEFAULT_DETECTOR):
+            return ()
+        return steps
+
+    def _fallback(
+        self, image: RGBImage, primary: Detector, steps: Sequence[str], min_face_size: int
+    ) -> list[Detection]:
+        """The first step of the cascade that finds a face, in ``image``'s pixels."""
+        padded, dx, dy = pad_image(image)
+        height, width = image.shape[:2]
+        for step in steps:
+            name = STEPS[step]
+            finder = primary if name is None else self.detector(name)
+            found = unpad(finder.detect(padded, min_face_size=min_face_size), dx, dy, width, height)
+            if found:
+                return found
+        return []
 
     def analyze(self, image: RGBImage, detection: Detection) -> FaceAnalysis:
         """Rekognition's landmarks, pose, quality, eyes open and mouth open for one face."""
         return analyze_face(image, detection, self.predictors.points68(image, alignment_box(detection)))
 
     def embed(self, image: RGBImage, detections: Sequence[Detection]) -> Embeddings:
-        """One 128-d descriptor per detection, computed in one batch from the full-resolution image."""
-        chips = face_chips(image, [alignment_box(d) for d in detections], self.predictors)
-        return self.embedder.embed_chips(chips)
+        """One 128-d descriptor per detection, computed in one batch from the full-resolution image.
+
+        Each is the mean of the descriptors of the aligned chip and of its mirror image, both run
+        in the same batch (:func:`regard.embed.mean_of_mirrors`).
+        """
+        # A face cut by the frame (found by the fallback cascade) is aligned on the picture
+        # extended with its mean colour, as it was detected.
+        extended, boxes = extend_for(image, [alignment_box(d) for d in detections])
+        chips = face_chips(extended, boxes, self.predictors)
+        return mean_of_mirrors(self.embedder.embed_chips(with_mirrors(chips)))
 
     def faces(
         self,
@@ -169,12 +214,12 @@ class Engine:
         ]
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> Comparison:
-        """Distance, calibrated similarity (0-100) and estimated false-match rate of two templates."""
+        """Distance, normalized score, calibrated similarity (0-100) and estimated FMR of two templates."""
         a = np.asarray(a, dtype=np.float32).reshape(-1)
         b = np.asarray(b, dtype=np.float32).reshape(-1)
         if a.shape != b.shape:
             raise InvalidParameter(f"templates differ in size: {a.shape[0]} vs {b.shape[0]}")
-        return self.calibration.compare(a, b)
+        return self.scorer.compare(a, b)
 
 
 _default: Engine | None = None

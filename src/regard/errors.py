@@ -23,6 +23,7 @@ turns them into an exit status.
     ├── ServiceQuotaExceeded          ServiceQuotaExceededException
     ├── UnsupportedOperation          (not a Rekognition operation regard serves)
     └── ModelUnavailable              a packaged model is not installed or is corrupt
+        └── ScoringMismatch           score normalizer or calibration made for another model
 """
 
 from __future__ import annotations
@@ -138,3 +139,7 @@ class ModelUnavailable(RegardError):
 
     code = "InternalServerError"
     http_status = 500
+
+
+class ScoringMismatch(ModelUnavailable):
+    """The score normalizer or calibration table was made for another embedding model."""

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from regard.calibrate import CalibrationTable
+from regard.calibrate import Scorer
 from regard.engine import Engine
 from regard.errors import (
     IdempotentParameterMismatch,
@@ -192,8 +192,9 @@ class FaceMatch:
 
     similarity: float
     fmr: float
-    distance: float
+    distance: float  # Euclidean distance between the templates
     face: FaceRecord
+    score: float = 0.0  # the distance after fair score normalization (what similarity is read from)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,11 +358,11 @@ class Service:
         *,
         region: str = "us-east-1",
         account_id: str = "000000000000",
-        calibration: CalibrationTable | None = None,
+        scorer: Scorer | None = None,
     ) -> None:
         self.store = store
         self._engine = engine
-        self._calibration = calibration
+        self._scorer = scorer
         self.region = region
         self.account_id = account_id
 
@@ -374,13 +375,13 @@ class Service:
         database_url: str | None = None,
         region: str = "us-east-1",
         account_id: str = "000000000000",
-        calibration: CalibrationTable | None = None,
+        scorer: Scorer | None = None,
     ) -> Service:
         """Open (creating if needed) the collections under ``data_dir``.
 
         ``database_url`` ``postgresql://...`` keeps everything in PostgreSQL + pgvector
         instead of the embedded SQLite database ``data_dir/regard.db`` and its index files.
-        ``calibration`` overrides the engine's distance -> FMR table (tests, re-calibration).
+        ``scorer`` overrides the engine's scoring (normalizer and calibration table; tests, re-calibration).
         """
         store: Store
         if database_url:
@@ -393,7 +394,7 @@ class Service:
             from regard.store.sqlite import SqliteStore
 
             store = SqliteStore(Path(data_dir))
-        return cls(store, engine, region=region, account_id=account_id, calibration=calibration)
+        return cls(store, engine, region=region, account_id=account_id, scorer=scorer)
 
     def close(self) -> None:
         self.store.close()
@@ -414,16 +415,24 @@ class Service:
         return self._engine
 
     @property
-    def calibration(self) -> CalibrationTable:
-        """The distance -> FMR table (the engine's, unless one was given)."""
-        if self._calibration is None:
-            self._calibration = self.engine.calibration
-        return self._calibration
+    def scorer(self) -> Scorer:
+        """Templates -> normalized score -> similarity and FMR (the engine's, unless one was given)."""
+        if self._scorer is None:
+            self._scorer = self.engine.scorer
+        return self._scorer
 
     @property
     def face_model(self) -> ModelIdentity:
         """The identity of the engine's embedding model (what new collections are bound to)."""
         return self.engine.embedder.identity
+
+    def model_version(self, c: Collection) -> str:
+        """FaceModelVersion: the templates' model identity joined by the scoring parameters' hash.
+
+        Templates depend on the model alone; similarities also on the normalizer and calibration
+        table, so a client (and the audit log) can tell which scale a similarity was read from.
+        """
+        return f"{c.face_model.key}+scoring-{self.scorer.key}"
 
     def collection_arn(self, collection_id: str) -> str:
         return f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{collection_id}"
@@ -438,7 +447,7 @@ class Service:
         c = self.store.create_collection(
             collection_id, self.collection_arn(collection_id), self.face_model, clean_tags
         )
-        return CreateCollectionResult(collection_arn=c.arn, face_model_version=c.face_model.key)
+        return CreateCollectionResult(collection_arn=c.arn, face_model_version=self.model_version(c))
 
     def describe_collection(self, collection_id: str) -> CollectionDescription:
         """DescribeCollection."""
@@ -448,7 +457,7 @@ class Service:
             collection_arn=c.arn,
             face_count=c.face_count,
             user_count=c.user_count,
-            face_model_version=c.face_model.key,
+            face_model_version=self.model_version(c),
             face_model=c.face_model,
             created_at=c.created_at,
             content_version=c.content_version,
@@ -463,7 +472,7 @@ class Service:
         page = self.store.list_collections(limit, next_token)
         return ListCollectionsResult(
             collection_ids=[c.collection_id for c in page.items],
-            face_model_versions=[c.face_model.key for c in page.items],
+            face_model_versions=[self.model_version(c) for c in page.items],
             next_token=page.next_token,
         )
 
@@ -539,7 +548,7 @@ class Service:
         return IndexFacesResult(
             face_records=records,
             unindexed_faces=unindexed,
-            face_model_version=c.face_model.key,
+            face_model_version=self.model_version(c),
             image_width=int(width),
             image_height=int(height),
         )
@@ -575,7 +584,7 @@ class Service:
             collection_id, user_id=user_id, face_ids=ids, max_results=limit, token=next_token
         )
         return ListFacesResult(
-            faces=page.items, next_token=page.next_token, face_model_version=c.face_model.key
+            faces=page.items, next_token=page.next_token, face_model_version=self.model_version(c)
         )
 
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> DeleteFacesResult:
@@ -619,7 +628,7 @@ class Service:
             raise ResourceNotFound(f"face {face_id} is not in collection {collection_id}")
         matches = self._match_faces(c, rec.embedding, max_faces, face_match_threshold, exclude={face_id})
         return SearchFacesResult(
-            searched_face_id=face_id, face_matches=matches, face_model_version=c.face_model.key
+            searched_face_id=face_id, face_matches=matches, face_model_version=self.model_version(c)
         )
 
     def search_faces_by_image(
@@ -646,7 +655,7 @@ class Service:
             searched_face_bounding_box=_ratios(probe.analysis.detection.box, w, h),
             searched_face_confidence=float(probe.analysis.detection.confidence),
             face_matches=matches,
-            face_model_version=c.face_model.key,
+            face_model_version=self.model_version(c),
         )
 
     def search_faces_by_vector(
@@ -750,7 +759,7 @@ class Service:
                     already.append(fid)
                     continue
                 if refs:
-                    sim = max(self.calibration.similarity(_dist(rec.embedding, r)) for r in refs)
+                    sim = max(self.scorer.compare(rec.embedding, r).similarity for r in refs)
                     if sim < threshold:
                         unsuccessful.append(
                             {
@@ -869,7 +878,7 @@ class Service:
         matches = self._match_users(c, probes, threshold, limit, exclude_user=user_id, exclude_face=face_id)
         return SearchUsersResult(
             user_matches=matches,
-            face_model_version=c.face_model.key,
+            face_model_version=self.model_version(c),
             searched_face_id=face_id,
             searched_user_id=user_id,
         )
@@ -894,7 +903,7 @@ class Service:
         h, w = rgb.shape[:2]
         return SearchUsersByImageResult(
             user_matches=matches,
-            face_model_version=c.face_model.key,
+            face_model_version=self.model_version(c),
             searched_face=probe.analysis,
             unsearched_faces=[UnsearchedFace(["FACE_NOT_LARGEST"], a) for a in probe.others],
             image_width=int(w),
@@ -999,27 +1008,58 @@ class Service:
         self._check_search_params(max_faces, threshold)
         limit = 80 if max_faces is None else max_faces
         sim_min = DEFAULT_FACE_MATCH_THRESHOLD if threshold is None else threshold
-        radius = self._radius(sim_min)
-        extra = len(exclude) if exclude else 0
-        hits: list[Neighbor] = self.store.nearest(c.collection_id, probe, limit + extra, radius)
-        cal = self.calibration
+        hits = self._scored_neighbors(c, probe, limit, sim_min, exclude or set())
+        scorer = self.scorer
         out: list[FaceMatch] = []
-        for h in hits:
-            if exclude and h.face.face_id in exclude:
-                continue
-            fmr = cal.fmr_at(h.distance)
-            sim = cal.similarity(h.distance)
+        for score, h in hits:
+            sim = scorer.similarity(score)
             if sim < sim_min:
                 continue
-            out.append(FaceMatch(similarity=sim, fmr=fmr, distance=h.distance, face=h.face))
-        out.sort(key=lambda m: m.distance)
+            out.append(
+                FaceMatch(
+                    similarity=sim, fmr=scorer.fmr_at(score), distance=h.distance, face=h.face, score=score
+                )
+            )
         return out[:limit]
 
-    def _radius(self, similarity: float) -> float:
-        """The largest distance whose similarity is still at least ``similarity`` (inf for 0)."""
-        if similarity <= 0:
-            return math.inf
-        return self.calibration.distance_for_similarity(similarity) + 1e-9
+    def _scored_neighbors(
+        self, c: Collection, probe: Embeddings, limit: int, similarity: float, exclude: set[str]
+    ) -> list[tuple[float, Neighbor]]:
+        """The ``limit`` faces with the lowest normalized score at or under ``similarity``'s, best first.
+
+        The index ranks by raw distance; a face's score is its distance minus the probe's and its
+        own half offset. Any face whose score passes has a distance at most ``threshold + slack``
+        (slack: the probe's half offset plus the largest one a face can have), so the search asks
+        for faces within that radius, and for more of them until every face it did not fetch
+        (all farther than the last fetched) provably scores worse than the ``limit``-th it kept.
+        The result is what an exhaustive search under the normalized score returns (up to the
+        index's own approximation).
+        """
+        scorer = self.scorer
+        threshold = math.inf if similarity <= 0 else scorer.score_for_similarity(similarity) + 1e-9
+        probe_half = scorer.half_offset(probe)
+        slack = probe_half + scorer.max_half_offset
+        total = max(1, c.face_count)
+        k = min(total, limit + len(exclude) + 8)
+        while True:
+            hits = self.store.nearest(c.collection_id, probe, k, threshold + slack)
+            kept = [h for h in hits if h.face.face_id not in exclude]
+            if kept:
+                halves = scorer.half_offsets(np.stack([h.face.embedding for h in kept]))
+                scored = [
+                    (h.distance - probe_half - float(half), h) for h, half in zip(kept, halves, strict=True)
+                ]
+            else:
+                scored = []
+            scored = [(sc, h) for sc, h in scored if sc <= threshold]
+            scored.sort(key=lambda x: (x[0], x[1].face.face_id))
+            if len(hits) < k or k >= total:
+                break  # every face within the radius was fetched
+            unseen_best = max(h.distance for h in hits) - slack
+            if len(scored) >= limit and scored[limit - 1][0] <= unseen_best:
+                break  # nothing farther can beat the ones kept
+            k = min(total, k * 4)
+        return scored[:limit]
 
     @staticmethod
     def _user_search_params(threshold: float | None, max_users: int | None) -> tuple[float, int]:
@@ -1038,28 +1078,29 @@ class Service:
         exclude_user: str | None,
         exclude_face: str | None = None,
     ) -> list[UserMatch]:
-        cal = self.calibration
-        radius = self._radius(threshold)
+        scorer = self.scorer
         k = min(MAX_SEARCH_FACES, max(c.face_count, 1))
         best: dict[str, float] = {}
         for p in probes:
-            for h in self.store.nearest(c.collection_id, p, k, radius):
+            for score, h in self._scored_neighbors(
+                c, p, k, threshold, {exclude_face} if exclude_face else set()
+            ):
                 uid = h.face.user_id
-                if uid is None or uid == exclude_user or h.face.face_id == exclude_face:
+                if uid is None or uid == exclude_user:
                     continue
-                if uid not in best or h.distance < best[uid]:
-                    best[uid] = h.distance
-        ranked = sorted(best.items(), key=lambda kv: kv[1])
+                if uid not in best or score < best[uid]:
+                    best[uid] = score
+        ranked = sorted(best.items(), key=lambda kv: (kv[1], kv[0]))
         out: list[UserMatch] = []
-        for uid, d in ranked:
-            sim = cal.similarity(d)
+        for uid, score in ranked:
+            sim = scorer.similarity(score)
             if sim < threshold:
                 continue
             try:
                 user = self.store.get_user(c.collection_id, uid)
             except ResourceNotFound:
                 continue  # deleted meanwhile
-            out.append(UserMatch(similarity=sim, fmr=cal.fmr_at(d), user=user))
+            out.append(UserMatch(similarity=sim, fmr=scorer.fmr_at(score), user=user))
             if len(out) >= limit:
                 break
         return out
@@ -1127,7 +1168,3 @@ def _ratios(box: Box, width: int, height: int) -> Box:
 def _done(_: object) -> dict[str, Any]:
     """An empty response to remember for an idempotent operation."""
     return {}
-
-
-def _dist(a: Embeddings, b: Embeddings) -> float:
-    return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))

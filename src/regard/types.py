@@ -132,9 +132,10 @@ class ModelIdentity:
 class Comparison:
     """The outcome of comparing two templates."""
 
-    distance: float
+    distance: float  # Euclidean distance between the templates
     similarity: float
     fmr: float
+    score: float  # the distance after fair score normalization (equals distance without a normalizer)
 
 
 @dataclass(frozen=True, slots=True)

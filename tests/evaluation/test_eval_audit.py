@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from regard.calibrate import default_table
+from regard.calibrate import CalibrationTable, Scorer, raw_scorer
 from regard.errors import InvalidParameter
+from regard.evaluation import scorer_for
 from regard.evaluation.audit import AuditOptions, run_audit
 from regard.evaluation.dataset import NO_FACE, OK, Dataset, Templates
 from regard.evaluation.gates import check_gates, load_gates
+from regard.evaluation.metrics import threshold_at_fmr
 from regard.evaluation.report import SECTIONS, render_html, write_report
+from regard.normalize import ScoreNormalizer
 
 SYSTEM = {"embedding_model": "synthetic", "detector": "none"}
 
@@ -47,6 +54,27 @@ def _synthetic(subjects: int = 60, per: int = 4, seed: int = 0) -> tuple[Dataset
     return ds, t
 
 
+def _raw_table_dict() -> dict[str, Any]:
+    """The shipped raw-distance table (celeba_dev) as a dict."""
+    return json.loads(resources.files("regard").joinpath("data/calibration-raw.json").read_text())
+
+
+def _scorer(t: Templates, offsets: Sequence[float] = (0.06, -0.05, 0.0, 0.03)) -> Scorer:
+    """A normalized scorer for the synthetic 16-d templates: centroids at some of the templates,
+    the given cluster offsets, and the shipped raw table re-labelled as made for its scores."""
+    emb = t.embeddings[t.acquired]
+    centroids = emb[np.linspace(0, len(emb) - 1, len(offsets)).astype(int)]
+    norm = ScoreNormalizer(
+        version="synthetic",
+        model="synthetic-model",
+        centroids=centroids,
+        offsets=np.asarray(offsets, np.float64),
+    )
+    table = _raw_table_dict()
+    table.update(model="synthetic-model", normalizer=norm.sha256, version="synthetic-table")
+    return Scorer(CalibrationTable.from_dict(table), norm)
+
+
 def _options(**kw: object) -> AuditOptions:
     base: dict[str, object] = {"groups": ["race", "sex"], "targets": [1e-2, 1e-3], "bootstrap": 200}
     base.update(kw)
@@ -55,7 +83,7 @@ def _options(**kw: object) -> AuditOptions:
 
 def test_audit_numbers_are_consistent() -> None:
     ds, t = _synthetic()
-    rep = run_audit(ds, t, SYSTEM, _options(), default_table()).report
+    rep = run_audit(ds, t, SYSTEM, _options(), _scorer(t)).report
     card = rep["data_card"]
     assert card["acquired"] == 238
     assert card["not_acquired"] == 2
@@ -90,9 +118,9 @@ def test_audit_numbers_are_consistent() -> None:
 
 def test_audit_is_deterministic_for_a_seed() -> None:
     ds, t = _synthetic()
-    a = run_audit(ds, t, SYSTEM, _options(seed=3), default_table()).report
-    b = run_audit(ds, t, SYSTEM, _options(seed=3), default_table()).report
-    c = run_audit(ds, t, SYSTEM, _options(seed=4), default_table()).report
+    a = run_audit(ds, t, SYSTEM, _options(seed=3), _scorer(t)).report
+    b = run_audit(ds, t, SYSTEM, _options(seed=3), _scorer(t)).report
+    c = run_audit(ds, t, SYSTEM, _options(seed=4), _scorer(t)).report
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     assert json.dumps(a["identification"], sort_keys=True) != json.dumps(c["identification"], sort_keys=True)
 
@@ -107,7 +135,7 @@ def test_audit_without_shipped_table_uses_measured_points() -> None:
 
 def test_report_files_and_sections(tmp_path: Path) -> None:
     ds, t = _synthetic()
-    data = run_audit(ds, t, SYSTEM, _options(), default_table())
+    data = run_audit(ds, t, SYSTEM, _options(), _scorer(t))
     jpath, hpath = write_report(data, tmp_path)
     assert json.loads(jpath.read_text())["dataset"]["name"] == "synthetic"
     page = hpath.read_text()
@@ -121,7 +149,7 @@ def test_report_files_and_sections(tmp_path: Path) -> None:
 
 def test_gates_pass_and_fail(tmp_path: Path) -> None:
     ds, t = _synthetic()
-    rep = run_audit(ds, t, SYSTEM, _options(), default_table()).report
+    rep = run_audit(ds, t, SYSTEM, _options(), _scorer(t)).report
     f = tmp_path / "gates.toml"
     f.write_text(
         """
@@ -190,10 +218,130 @@ def test_audit_on_a_pairs_list() -> None:
         (5, 6, False),
     ]
     listed = Dataset(ds.root, "pairs", ds.paths, ds.subjects, True, ds.labels, pairs)
-    rep = run_audit(listed, t, SYSTEM, _options(targets=[0.5]), default_table()).report
+    rep = run_audit(listed, t, SYSTEM, _options(targets=[0.5]), _scorer(t)).report
     card = rep["data_card"]
     # Image 5 has no face: its pair is dropped; the rest are scored as listed.
     assert (card["genuine_pairs"], card["impostor_pairs"]) == (3, 3)
     point = rep["operating_points"][0]
     assert point["global"]["fmr"]["trials"] == 3
     assert point["global"]["fmr"]["errors"] <= 1
+
+
+def _brute_force(
+    t: Templates, scorer: Scorer | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Genuine and impostor scores and distances of every acquired pair, one pair at a time."""
+    ds, _ = _synthetic()
+    acq = np.nonzero(t.acquired)[0]
+    emb = t.embeddings[acq].astype(np.float64)
+    half = scorer.half_offsets(t.embeddings[acq]) if scorer is not None else np.zeros(len(acq))
+    gen_s, imp_s, gen_d, imp_d = [], [], [], []
+    for a, b in itertools.combinations(range(len(acq)), 2):
+        d = float(np.linalg.norm(emb[a] - emb[b]))
+        s = d - half[a] - half[b]
+        if ds.subjects[acq[a]] == ds.subjects[acq[b]]:
+            gen_s.append(s)
+            gen_d.append(d)
+        else:
+            imp_s.append(s)
+            imp_d.append(d)
+    return np.array(gen_s), np.array(imp_s), np.array(gen_d), np.array(imp_d)
+
+
+def test_audit_measures_scores_not_distances() -> None:
+    ds, t = _synthetic()
+    scorer = _scorer(t)
+    assert np.ptp(scorer.half_offsets(t.embeddings[t.acquired])) > 0.05  # the offsets do shift pairs
+    gen_s, imp_s, gen_d, imp_d = _brute_force(t, scorer)
+    options = _options()
+    rep = run_audit(ds, t, SYSTEM, options, scorer).report
+    points = {p["kind"] + str(p["target_fmr"]): p for p in rep["operating_points"]}
+    for target in (1e-2, 1e-3):
+        assert points[f"target{target}"]["score"] == pytest.approx(threshold_at_fmr(imp_s, target))
+    sim80 = next(p for p in rep["operating_points"] if p["kind"] == "similarity80")
+    assert sim80["score"] == pytest.approx(scorer.score_for_similarity(80.0))
+    floor = next(p for p in rep["operating_points"] if p["kind"] == "floor")
+    gallery = rep["identification"]["gallery_size"]
+    floor_fmr = min(options.fmr_floor, options.fpir_floor / gallery)
+    assert floor["score"] == pytest.approx(scorer.score_for_fmr(floor_fmr))
+    assert floor["shipped_fmr"] == pytest.approx(floor_fmr, rel=1e-6)
+    crossed = 0
+    for p in rep["operating_points"]:
+        tau = p["score"]
+        assert p["global"]["fmr"]["errors"] == int((imp_s <= tau).sum())
+        assert p["global"]["fnmr"]["errors"] == int((gen_s > tau).sum())
+        assert p["shipped_similarity"] == pytest.approx(scorer.similarity(tau))
+        crossed += int((imp_s <= tau).sum() != (imp_d <= tau).sum()) + int(
+            (gen_s > tau).sum() != (gen_d > tau).sum()
+        )
+    assert crossed > 0  # at least one count depends on the offsets, so the test tells scores from distances
+    # The calibration rows count impostor scores.
+    for row in rep["calibration"]["rows"]:
+        assert row["measured_false_matches"] == int((imp_s <= row["score"] + 1e-9).sum())
+    # Watchlist examples give the score and the distance it came from.
+    for point in rep["identification"]["operating_points"].values():
+        for x in point["watchlist"]["closest_examples"]:
+            i, j = ds.paths.index(x["probe"]), ds.paths.index(x["matched"])
+            d = float(np.linalg.norm(t.embeddings[i].astype(np.float64) - t.embeddings[j]))
+            h = scorer.half_offsets(t.embeddings[[i, j]])
+            assert x["distance"] == pytest.approx(d, abs=1e-5)
+            assert x["score"] == pytest.approx(d - h.sum(), abs=1e-5)
+
+
+def test_raw_and_normalized_scoring_differ_and_raw_is_the_distance() -> None:
+    ds, t = _synthetic()
+    normalized = _scorer(t)
+    raw = scorer_for("raw")
+    assert raw is not None and not raw.normalized
+    _, imp_s, _, imp_d = _brute_force(t, normalized)
+    a = run_audit(ds, t, SYSTEM, _options(), normalized).report
+    b = run_audit(ds, t, SYSTEM, _options(), raw).report
+    ta = [p["score"] for p in a["operating_points"] if p["kind"] == "target"]
+    tb = [p["score"] for p in b["operating_points"] if p["kind"] == "target"]
+    assert tb == pytest.approx([threshold_at_fmr(imp_d, x) for x in (1e-2, 1e-3)])
+    assert ta == pytest.approx([threshold_at_fmr(imp_s, x) for x in (1e-2, 1e-3)])
+    assert ta != pytest.approx(tb)
+    # Raw scoring: every watchlist example's score is its distance.
+    for point in b["identification"]["operating_points"].values():
+        for x in point["watchlist"]["closest_examples"]:
+            assert x["score"] == x["distance"]
+
+
+def test_report_records_the_scoring_identity(tmp_path: Path) -> None:
+    ds, t = _synthetic()
+    scorer = _scorer(t)
+    data = run_audit(ds, t, SYSTEM, _options(bootstrap=0), scorer)
+    rec = data.report["system"]["scoring"]
+    assert rec["mode"] == "normalized"
+    assert {k: rec[k] for k in scorer.identity()} == scorer.identity()
+    assert rec["normalizer_sha256"] == scorer.normalizer.sha256  # type: ignore[union-attr]
+    assert rec["calibration_sha256"] == scorer.table.sha256 and len(rec["calibration_sha256"]) == 64
+    assert data.report["system"]["embedding_model"] == "synthetic"  # next to the model identity
+    jpath, hpath = write_report(data, tmp_path)
+    assert json.loads(jpath.read_text())["system"]["scoring"] == rec
+    page = hpath.read_text()
+    assert scorer.normalizer.sha256 in page and scorer.table.sha256 in page  # type: ignore[union-attr]
+    assert "fair score normalization" in page
+    raw = run_audit(
+        ds, t, SYSTEM, _options(bootstrap=0), raw_scorer(CalibrationTable.from_dict(_raw_table_dict()))
+    )
+    rec = raw.report["system"]["scoring"]
+    assert rec["mode"] == "raw" and rec["normalizer_sha256"] == "" and rec["scoring"] != scorer.key
+    none = run_audit(ds, t, SYSTEM, _options(bootstrap=0), None).report["system"]["scoring"]
+    assert none["mode"] == "raw" and none["calibration_installed"] is False
+
+
+def test_negative_scores_are_counted_and_drawn(tmp_path: Path) -> None:
+    ds, t = _synthetic()
+    scorer = _scorer(t, offsets=(0.7, -0.05, 0.0, 0.03))  # pairs in the first cluster shift by -0.7
+    gen_s, imp_s, _, _ = _brute_force(t, scorer)
+    assert gen_s.min() < 0  # the case under test
+    data = run_audit(ds, t, SYSTEM, _options(bootstrap=0), scorer)
+    assert data.scores is not None
+    assert np.sort(data.scores.genuine_s) == pytest.approx(np.sort(gen_s))
+    assert int(data.scores.hist_all.sum()) == imp_s.size
+    for p in data.report["operating_points"]:
+        assert p["global"]["fnmr"]["errors"] == int((gen_s > p["score"]).sum())
+        assert p["global"]["fmr"]["errors"] == int((imp_s <= p["score"]).sum())
+    _, hpath = write_report(data, tmp_path)
+    assert hpath.read_text().count("data:image/png;base64,") >= 5

@@ -7,9 +7,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from regard.calibrate import default_scorer
 from regard.cli.main import main
+from regard.evaluation import scorer_for
+from regard.evaluation.metrics import threshold_at_fmr
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -46,6 +50,9 @@ def test_report_from_real_templates(evaluated: Path) -> None:
     assert rep["system"]["embedding_model"] == "dlib_face_recognition_resnet_model_v1"
     assert len(rep["system"]["embedding_weights_sha256"]) == 64
     assert rep["timing"]["templates_from_cache"] is False
+    scoring = rep["system"]["scoring"]
+    assert (scoring["mode"], scoring["requested"]) == ("normalized", "normalized")
+    assert {k: scoring[k] for k in default_scorer().identity()} == default_scorer().identity()
     # Obama's three photos are closer to each other than to Biden's: at the FMR-0.34 threshold
     # (one impostor pair may match) no genuine pair is rejected.
     point = next(p for p in rep["operating_points"] if p["target_fmr"] == 0.34)
@@ -168,3 +175,57 @@ def test_subset_run_reuses_the_full_runs_templates(small_set: Path, evaluated: P
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["timing"]["templates_from_cache"] is True
     assert rep["data_card"]["images"] in (3, 4)  # whole subjects: Obama's three, maybe Biden too
+
+
+def _impostor_templates(cache: Path) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The cached templates (dataset order) and the index pairs of Biden against each Obama photo."""
+    (npz,) = sorted(p for p in cache.glob("templates-*.npz") if not p.name.endswith(".tmp.npz"))
+    with np.load(npz) as data:
+        paths = [str(x) for x in data["paths"]]
+        emb = np.asarray(data["embeddings"], dtype=np.float32)
+    b = paths.index("biden.jpg")
+    return emb, [(paths.index(o), b) for o in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
+
+
+def test_raw_scoring_reuses_the_templates_and_scores_plain_distances(
+    small_set: Path, evaluated: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(evaluated / "cache", tmp_path / "out" / "cache")
+    args = ["evaluate", str(small_set), "--out", str(tmp_path / "out"), "--workers", "1", "--bootstrap", "0"]
+    assert main([*args, "--quiet", "--groups", "camera", "--targets", "0.5", "--scoring", "raw"]) == 0
+    raw = json.loads((tmp_path / "out" / "report.json").read_text())
+    normalized = json.loads((evaluated / "report.json").read_text())
+    assert raw["timing"]["templates_from_cache"] is True  # the cache key does not depend on the scoring
+    assert len(list((tmp_path / "out" / "cache").glob("templates-*.npz"))) == 1
+    emb, pairs = _impostor_templates(tmp_path / "out" / "cache")
+    dist = np.array([np.linalg.norm(emb[i].astype(np.float64) - emb[j]) for i, j in pairs])
+    scorer = default_scorer()
+    half = scorer.half_offsets(emb)
+    score = np.array([d - half[i] - half[j] for d, (i, j) in zip(dist, pairs, strict=True)])
+    raw_tau = next(p["score"] for p in raw["operating_points"] if p["target_fmr"] == 0.5)
+    norm_tau = next(p["score"] for p in normalized["operating_points"] if p["target_fmr"] == 0.5)
+    assert raw_tau == pytest.approx(threshold_at_fmr(dist, 0.5), abs=1e-6)
+    assert norm_tau == pytest.approx(threshold_at_fmr(score, 0.5), abs=1e-6)
+    assert abs(raw_tau - norm_tau) > 1e-4
+    # similarity 80 sits where each mode's table puts it.
+    raw_scorer = scorer_for("raw")
+    assert raw_scorer is not None
+    raw80 = next(p["score"] for p in raw["operating_points"] if p["kind"] == "similarity80")
+    norm80 = next(p["score"] for p in normalized["operating_points"] if p["kind"] == "similarity80")
+    assert raw80 == pytest.approx(raw_scorer.score_for_similarity(80.0))
+    assert norm80 == pytest.approx(scorer.score_for_similarity(80.0))
+    rec = raw["system"]["scoring"]
+    assert (rec["mode"], rec["requested"], rec["normalizer_sha256"]) == ("raw", "raw", "")
+    assert rec["calibration_sha256"] == raw_scorer.table.sha256
+    assert rec["scoring"] != normalized["system"]["scoring"]["scoring"]
+    assert raw["system"]["model_key"] == normalized["system"]["model_key"]
+
+
+def test_held_apart_with_nothing_held_apart_is_an_input_error(small_set: Path, tmp_path: Path) -> None:
+    from regard.calibrate import is_held_apart
+
+    # Neither "obama" nor "biden" is among the samples kept out of fitting, in any dataset folder.
+    assert not any(is_held_apart(small_set.name, s) for s in ("obama", "biden"))
+    args = ["evaluate", str(small_set), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet"]
+    assert main([*args, "--held-apart"]) == 2
+    assert not (tmp_path / "out" / "report.json").exists()

@@ -81,9 +81,64 @@ def test_keep_subject_filters_before_limit(tmp_path: Path) -> None:
     folder = _manifest(tmp_path / "ids", rows)
     ds = read_dataset(folder, keep_subject=lambda s: s in {"s1", "s4"})
     assert ds.paths == ["s1_0.jpg", "s1_1.jpg", "s4_0.jpg", "s4_1.jpg"]
-    plain = _manifest(tmp_path / "noids", ["x.jpg,20-29,Male,White"], header="path,age,sex,race")
+    # Without identities every image is its own subject: the selection goes by path.
+    plain = _manifest(
+        tmp_path / "noids", ["x.jpg,20-29,Male,White", "y.jpg,30-39,Male,White"], header="path,age,sex,race"
+    )
+    assert read_dataset(plain, keep_subject=lambda s: s == "y.jpg").paths == ["y.jpg"]
     with pytest.raises(InvalidParameter):
-        read_dataset(plain, keep_subject=lambda s: True)
+        read_dataset(plain, keep_subject=lambda s: False)
+
+
+def test_held_apart_keeps_the_samples_kept_out_of_fitting(tmp_path: Path) -> None:
+    from regard.calibrate import held_apart, is_held_apart
+    from regard.evaluation import held_apart_keep
+
+    rows = [f"s{s}_{k}.jpg,s{s},Male,30,White" for s in range(60) for k in range(2)]
+    subjects = [f"s{s}" for s in range(60)]
+    for name, fold in (("celeba_dev", 3), ("other_set", 2)):
+        folder = _manifest(tmp_path / name, rows)
+        ds = read_dataset(folder, keep_subject=held_apart_keep(folder))
+        kept = sorted(set(ds.subjects))
+        assert kept == sorted(s for s in subjects if held_apart(s, fold))
+        assert kept == sorted(s for s in subjects if is_held_apart(name, s))
+        assert 0 < len(kept) < 60
+    # celeba_dev keeps a third, every other set half: the two selections differ on these subjects.
+    assert {s for s in subjects if held_apart(s, 3)} != {s for s in subjects if held_apart(s, 2)}
+    # A set without identities: half of its images, chosen by path; a trailing slash changes nothing.
+    images = [f"img{i}.jpg,20-29,Female,Black" for i in range(40)]
+    folder = _manifest(tmp_path / "crops", images, header="path,age,sex,race")
+    ds = read_dataset(folder, keep_subject=held_apart_keep(Path(str(folder) + "/")))
+    assert ds.paths == [f"img{i}.jpg" for i in range(40) if held_apart(f"img{i}.jpg", 2)]
+    # A pairs file keeps the pairs whose two images are both held apart.
+    pairs = ["path_a,path_b,same"] + [
+        f"s{a}_0.jpg,s{b}_1.jpg,{int(a == b)}" for a in range(12) for b in range(12)
+    ]
+    (tmp_path / "other_set" / "pairs.csv").write_text("\n".join(pairs) + "\n", encoding="utf-8")
+    listed = read_dataset(
+        tmp_path / "other_set" / "pairs.csv",
+        keep_subject=held_apart_keep(tmp_path / "other_set" / "pairs.csv"),
+    )
+    assert listed.pairs
+    assert all(
+        held_apart(listed.subjects[a], 2) and held_apart(listed.subjects[b], 2) for a, b, _ in listed.pairs
+    )
+    assert len(listed.pairs) == sum(held_apart(f"s{i}", 2) for i in range(12)) ** 2
+
+
+def test_template_cache_key_ignores_the_scoring() -> None:
+    from regard.evaluation import scorer_for
+    from regard.evaluation.dataset import cache_prefix, template_identity
+
+    data = Dataset(Path("."), "d", ["a.jpg"], ["s"], True, {}, None)
+    identity = {"embedding_model": "m", "model_key": "m:1:abc", "detector": "mtcnn"}
+    key = cache_prefix(identity, data)
+    raw = scorer_for("raw")
+    assert raw is not None
+    with_scoring = {**identity, **raw.identity(), "scoring_mode": "raw"}
+    assert template_identity(with_scoring) == identity
+    assert cache_prefix(with_scoring, data) == key
+    assert cache_prefix({**identity, "detector": "hog"}, data) != key  # what makes templates still counts
 
 
 def test_template_cache_is_keyed_by_the_detector_and_its_version() -> None:

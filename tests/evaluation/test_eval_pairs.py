@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from regard.evaluation.identification import split
+from regard.evaluation.identification import evaluate_identification, split
 from regard.evaluation.metrics import threshold_at_fmr, threshold_from_smallest
 from regard.evaluation.pairs import BIN_EDGES, Grouping, score_all_pairs, score_listed_pairs
 
@@ -34,22 +34,22 @@ def test_block_scoring_matches_brute_force() -> None:
         else:
             impostor.append(d)
             imp_groups.append(tuple(sorted((g.codes[i], g.codes[j]))))
-    assert np.sort(scores.genuine_d) == pytest.approx(np.sort(genuine))
+    assert np.sort(scores.genuine_s) == pytest.approx(np.sort(genuine))
     assert scores.n_impostor == len(impostor)
     assert int(scores.hist_all.sum()) == len(impostor)
     # The tail holds every impostor up to the cap, exactly.
     imp = np.array(impostor)
-    assert np.sort(scores.tail_d) == pytest.approx(np.sort(imp[imp <= scores.cap]))
+    assert np.sort(scores.tail_s) == pytest.approx(np.sort(imp[imp <= scores.cap]))
     for target in (0.05, 0.01):
         exact = threshold_at_fmr(imp, target)
-        assert threshold_from_smallest(scores.tail_d, scores.n_impostor, target) == pytest.approx(exact)
+        assert threshold_from_smallest(scores.tail_s, scores.n_impostor, target) == pytest.approx(exact)
     totals = scores.impostor_totals("grp")
     for a in range(2):
         for b in range(a, 2):
             assert totals[a, b] == imp_groups.count((a, b))
     # Histogram counts at bin edges give exact cumulative FMR.
-    edge = BIN_EDGES[400]
-    assert scores.hist_all[:400].sum() == int(np.sum(imp <= edge))
+    k = int(np.searchsorted(BIN_EDGES, np.median(imp)))
+    assert 0 < scores.hist_all[:k].sum() == int(np.sum(imp <= BIN_EDGES[k])) < imp.size
 
 
 def test_fixed_thresholds_extend_the_tail() -> None:
@@ -62,8 +62,8 @@ def test_listed_pairs() -> None:
     emb = np.array([[0.0, 0.0], [0.3, 0.4], [1.0, 0.0]])
     g = Grouping.of("grp", ["a", "a", "b"])
     s = score_listed_pairs(emb, [(0, 1, True), (0, 2, False), (1, 2, False)], [g])
-    assert s.genuine_d == pytest.approx([0.5])
-    assert sorted(s.tail_d) == pytest.approx(sorted([1.0, float(np.hypot(0.7, 0.4))]))
+    assert s.genuine_s == pytest.approx([0.5])
+    assert sorted(s.tail_s) == pytest.approx(sorted([1.0, float(np.hypot(0.7, 0.4))]))
     assert s.n_impostor == 2
     assert s.impostor_totals("grp").tolist() == [[0, 2], [0, 0]]
 
@@ -84,3 +84,131 @@ def test_group_names_sort_numbers_as_numbers() -> None:
     g = Grouping.of("age", ["20-29", "3-9", "0-2", "10-19", "70+", "3-9"])
     assert g.names == ["0-2", "3-9", "10-19", "20-29", "70+"]
     assert g.codes.tolist() == [3, 1, 0, 2, 4, 1]
+
+
+def _brute_scores(
+    emb: np.ndarray, subj: np.ndarray, half: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Genuine scores, impostor scores, impostor distances and impostor pairs, one pair at a time."""
+    gen, imp, imp_d, imp_ij = [], [], [], []
+    for i, j in itertools.combinations(range(len(subj)), 2):
+        d = float(np.linalg.norm(emb[i] - emb[j]))
+        if subj[i] == subj[j]:
+            gen.append(d - half[i] - half[j])
+        else:
+            imp.append(d - half[i] - half[j])
+            imp_d.append(d)
+            imp_ij.append((i, j))
+    return np.array(gen), np.array(imp), np.array(imp_d), imp_ij
+
+
+def test_block_scoring_with_half_offsets_matches_brute_force() -> None:
+    emb, subj, groups = _data(2)
+    rng = np.random.default_rng(5)
+    half = rng.uniform(-0.12, 0.12, size=len(subj))
+    half[[0, 1]] = 0.3  # subject 0's first two images: a genuine pair with a negative score
+    g = Grouping.of("grp", groups)
+    scores = score_all_pairs(emb, subj, [g], max_target=0.05, half_offsets=half, block=7)
+    gen, imp, imp_d, imp_ij = _brute_scores(emb, subj, half)
+    assert gen.min() < 0
+    assert np.sort(scores.genuine_s) == pytest.approx(np.sort(gen))
+    assert scores.n_impostor == imp.size == int(scores.hist_all.sum())
+    assert np.sort(scores.tail_s) == pytest.approx(np.sort(imp[imp <= scores.cap]))
+    # The tail pairs carry their own scores.
+    for (i, j), s in zip(scores.tail_ij, scores.tail_s, strict=True):
+        assert s == pytest.approx(np.linalg.norm(emb[i] - emb[j]) - half[i] - half[j])
+    for target in (0.05, 0.01):
+        exact = threshold_at_fmr(imp, target)
+        assert threshold_from_smallest(scores.tail_s, scores.n_impostor, target) == pytest.approx(exact)
+    # Pairs that the offsets push across a threshold: counted by score, not by distance.
+    tau = threshold_at_fmr(imp, 0.05)
+    pulled_in = (imp <= tau) & (imp_d > tau)
+    pushed_out = (imp > tau) & (imp_d <= tau)
+    assert pulled_in.any() and pushed_out.any()
+    assert int((scores.tail_s <= tau).sum()) == int((imp <= tau).sum()) != int((imp_d <= tau).sum())
+    totals = scores.impostor_totals("grp")
+    codes = [tuple(sorted((g.codes[i], g.codes[j]))) for i, j in imp_ij]
+    for a in range(2):
+        for b in range(a, 2):
+            assert totals[a, b] == codes.count((a, b))
+            # The per-group histograms bin scores, too.
+            same = np.array([c == (a, b) for c in codes])
+            edge = int(np.searchsorted(BIN_EDGES, tau))
+            assert scores.hist_by["grp"][a, b, :edge].sum() == int((imp[same] <= BIN_EDGES[edge]).sum())
+
+
+def test_negative_and_large_scores_are_binned_by_clipping() -> None:
+    # Three images of three people; offsets push one impostor score below zero and one above 2.5.
+    emb = np.array([[0.0, 0.0], [0.3, 0.4], [2.2, 0.0]])
+    half = np.array([0.45, 0.3, -0.8])
+    g = Grouping.of("grp", ["a", "a", "b"])
+    s = score_listed_pairs(emb, [(0, 1, False), (0, 2, False), (1, 2, False)], [g], half_offsets=half)
+    expected = [0.5 - 0.75, 2.2 + 0.35, float(np.hypot(1.9, 0.4)) + 0.5]
+    assert sorted(s.tail_s) == pytest.approx(sorted(expected))
+    assert expected[0] < 0 and expected[1] > BIN_EDGES[-1] > expected[2]
+    # -0.25 lies inside its bin (lower edge excluded, upper included); 2.55 is clipped into the last bin.
+    k = int(np.nonzero(s.hist_all)[0][0])
+    assert BIN_EDGES[k] < expected[0] <= BIN_EDGES[k + 1]
+    assert s.hist_all[-1] == 1 and s.hist_all.sum() == 3
+    # Cumulative counts at bin edges stay exact on both sides of zero.
+    for edge in (-0.3, -0.1, 0.0, 2.45):
+        idx = int(np.searchsorted(BIN_EDGES, edge - 1e-12))
+        assert s.hist_all[:idx].sum() == sum(e <= BIN_EDGES[idx] for e in expected)
+    # A score far below the range lands in the first bin rather than wrapping around.
+    low = score_listed_pairs(emb, [(0, 1, False)], [g], half_offsets=np.array([0.6, 0.6, 0.0]))
+    assert low.tail_s[0] < BIN_EDGES[0] and low.hist_all[0] == 1
+
+
+def test_threshold_below_a_negative_closest_impostor() -> None:
+    # No false match allowed: the threshold must stay below the closest impostor even when it is negative.
+    imp = np.array([-0.2, 0.3, 0.5])
+    tau = threshold_at_fmr(imp, 0.1)
+    assert tau < -0.2
+    assert threshold_from_smallest(imp, imp.size, 0.1) == tau
+    assert threshold_at_fmr(np.array([0.0, 0.4]), 0.1) < 0.0
+
+
+def test_listed_pairs_with_half_offsets() -> None:
+    emb = np.array([[0.0, 0.0], [0.3, 0.4], [1.0, 0.0]])
+    half = np.array([0.1, -0.05, 0.2])
+    g = Grouping.of("grp", ["a", "a", "b"])
+    s = score_listed_pairs(emb, [(0, 1, True), (0, 2, False), (1, 2, False)], [g], half_offsets=half)
+    assert s.genuine_s == pytest.approx([0.5 - 0.05])
+    assert sorted(s.tail_s) == pytest.approx(sorted([1.0 - 0.3, float(np.hypot(0.7, 0.4)) - 0.15]))
+    with pytest.raises(ValueError):
+        score_listed_pairs(emb, [(0, 1, True)], [g], half_offsets=np.zeros(2))
+
+
+def test_identification_searches_by_score() -> None:
+    emb, subj, groups = _data(3, subjects=16, per=3)
+    rng = np.random.default_rng(9)
+    half = rng.uniform(-0.15, 0.15, size=len(subj))
+    g = Grouping.of("grp", groups)
+    names = [f"img{i}" for i in range(len(subj))]
+    sp = split(subj, 2)
+    score = np.array(
+        [[np.linalg.norm(emb[p] - emb[q]) - half[p] - half[q] for q in sp.gallery] for p in range(len(subj))]
+    )
+    dist = np.array([[np.linalg.norm(emb[p] - emb[q]) for q in sp.gallery] for p in range(len(subj))])
+    best_n = score[sp.nonmated].min(axis=1)
+    taus = {"low": float(np.quantile(best_n, 0.3)), "high": float(np.quantile(best_n, 0.7))}
+    out = evaluate_identification(
+        emb, subj, [g], taus, seed=2, names=names, similarity=lambda s: None, half_offsets=half
+    )
+    mate = score[sp.mated, sp.mate_pos]
+    rank1 = score[sp.mated].argmin(axis=1) == sp.mate_pos
+    assert out["rank1_identification_rate"] == pytest.approx(rank1.mean())
+    crossed = 0
+    for label, tau in taus.items():
+        p = out["operating_points"][label]
+        assert p["score"] == tau
+        assert p["fpir"]["errors"] == int((best_n <= tau).sum())
+        assert p["fnir"]["errors"] == int((mate > tau).sum())
+        assert p["false_candidate_lists"]["candidates_total"] == int((score[sp.nonmated] <= tau).sum())
+        crossed += int((dist[sp.nonmated] <= tau).sum() != (score[sp.nonmated] <= tau).sum())
+        for x in p["watchlist"]["closest_examples"]:
+            i, k = names.index(x["probe"]), list(sp.gallery).index(names.index(x["matched"]))
+            assert x["score"] == pytest.approx(score[i, k], abs=1e-5)
+            assert x["distance"] == pytest.approx(dist[i, k], abs=1e-5)
+            assert x["score"] == pytest.approx(score[i].min(), abs=1e-5)  # the closest by score
+    assert crossed > 0

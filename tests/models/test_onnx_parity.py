@@ -106,12 +106,18 @@ def test_descriptors_match_dlib_on_celeba(
     assert len(batch) >= 30
     ref, got = dlib_embedder.embed_chips(batch), onnx_embedder.embed_chips(batch)
     assert _cosine(ref, got).min() >= 0.9999
-    # Every pair is accepted or rejected alike at the shipped table's thresholds.
+    # Every pair is accepted or rejected alike at the shipped scoring's thresholds.
     same = np.asarray(subjects)[:, None] == np.asarray(subjects)[None, :]
     upper = np.triu_indices(len(batch), 1)
     assert same[upper].sum() >= 50 and (~same[upper]).sum() >= 500
-    d_ref = np.linalg.norm(ref[:, None] - ref[None, :], axis=-1)[upper]
-    d_got = np.linalg.norm(got[:, None] - got[None, :], axis=-1)[upper]
+    scorer = engine.scorer
+
+    def scores(v: np.ndarray) -> np.ndarray:
+        half = scorer.half_offsets(v)
+        d = np.linalg.norm(v[:, None] - v[None, :], axis=-1)
+        return np.asarray((d - half[:, None] - half[None, :])[upper])
+
+    s_ref, s_got = scores(ref), scores(got)
     for fmr in (1e-2, 1e-3, 1e-4):
-        threshold = engine.calibration.distance_for_fmr(fmr)
-        assert np.array_equal(d_ref <= threshold, d_got <= threshold)
+        threshold = scorer.score_for_fmr(fmr)
+        assert np.array_equal(s_ref <= threshold, s_got <= threshold)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from regard.calibrate import CalibrationTable
+from regard.calibrate import CalibrationTable, Scorer
 from regard.engine import Engine
 from regard.service import Service
 
@@ -46,8 +46,9 @@ def fixed_table() -> CalibrationTable:
 
 
 @pytest.fixture(scope="session")
-def calibration() -> CalibrationTable:
-    return fixed_table()
+def scorer() -> Scorer:
+    """Raw distances read through the fixed table (no normalizer)."""
+    return Scorer(fixed_table())
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +105,7 @@ def open_service(
     backend: str,
     tmp_path: Path,
     engine: Engine,
-    calibration: CalibrationTable,
+    scorer: Scorer,
     request: pytest.FixtureRequest,
 ) -> Iterator[Callable[[], Service]]:
     """Opens services on one data directory (SQLite) or one database (PostgreSQL); closes them after."""
@@ -112,7 +113,7 @@ def open_service(
     opened: list[Service] = []
 
     def factory() -> Service:
-        s = Service.open(tmp_path / "data", engine=engine, database_url=url, calibration=calibration)
+        s = Service.open(tmp_path / "data", engine=engine, database_url=url, scorer=scorer)
         opened.append(s)
         return s
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from regard.calibrate import CalibrationTable
+from regard.calibrate import Scorer
 from regard.engine import Engine
 from regard.service import Service
 from regard.store.sqlite import SqliteStore
@@ -22,11 +22,11 @@ def _sqlite_bytes(root: Path) -> bytes:
 
 @pytest.mark.parametrize("ann_min_faces", [10**9, 50], ids=["exact", "hnsw"])
 def test_deleted_faces_and_collections_leave_the_sqlite_files(
-    tmp_path: Path, engine: Engine, calibration: CalibrationTable, ann_min_faces: int
+    tmp_path: Path, engine: Engine, scorer: Scorer, ann_min_faces: int
 ) -> None:
     root = tmp_path / "data"
     store = SqliteStore(root, ann_min_faces=ann_min_faces)
-    service = Service(store, engine, calibration=calibration)
+    service = Service(store, engine, scorer=scorer)
     service.create_collection("keep")
     service.create_collection("drop")
     vectors = people(40, 3, seed=11, spread=0.6)
@@ -36,7 +36,7 @@ def test_deleted_faces_and_collections_leave_the_sqlite_files(
         service.search_faces_by_vector(name, recs[0].embedding)  # build (and for HNSW save) indexes
     store.close()
     store = SqliteStore(root, ann_min_faces=ann_min_faces)
-    service = Service(store, engine, calibration=calibration)
+    service = Service(store, engine, scorer=scorer)
     service.search_faces_by_vector("keep", kept[0].embedding)
     service.compact()
 
@@ -67,9 +67,9 @@ def test_deleted_faces_and_collections_leave_the_sqlite_files(
 
 @pytest.mark.postgres
 def test_deleted_faces_leave_the_postgres_table_files(
-    pg_server: Any, pg_url: str, engine: Engine, calibration: CalibrationTable
+    pg_server: Any, pg_url: str, engine: Engine, scorer: Scorer
 ) -> None:
-    service = Service.open(Path("unused"), engine=engine, database_url=pg_url, calibration=calibration)
+    service = Service.open(Path("unused"), engine=engine, database_url=pg_url, scorer=scorer)
     service.create_collection("c")
     records = service.add_templates("c", new_faces(people(10, 2, seed=12, spread=0.6)))
     service.delete_faces("c", [r.face_id for r in records[:5]])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from regard.calibrate import CalibrationTable
+from regard.calibrate import Scorer
 from regard.engine import Engine
 from regard.errors import InvalidParameter
 from regard.service import Service
@@ -17,8 +17,8 @@ from regard.types import ModelIdentity, RGBImage
 
 
 @pytest.fixture
-def svc(tmp_path: Path, engine: Engine, calibration: CalibrationTable) -> Iterator[Service]:
-    s = Service.open(tmp_path / "data", engine=engine, calibration=calibration)
+def svc(tmp_path: Path, engine: Engine, scorer: Scorer) -> Iterator[Service]:
+    s = Service.open(tmp_path / "data", engine=engine, scorer=scorer)
     yield s
     s.close()
 

@@ -17,6 +17,7 @@ from regard.calibrate import (
     pair_distances,
     similarity_from_fmr,
 )
+from regard.config import Settings
 from regard.errors import InvalidParameter
 
 
@@ -122,15 +123,27 @@ def test_calibrate_command_makes_a_loadable_table(datasets: Path, tmp_path: Path
     """`regard calibrate` on a labelled folder writes a table that loads and behaves."""
     import json
 
+    from regard.calibrate import load_scorer
     from regard.cli.main import main
+    from regard.engine import Engine
 
-    out = tmp_path / "orl.json"
-    assert main(["calibrate", str(datasets / "recognition" / "orl"), "--out", str(out)]) == 0
-    data = json.loads(out.read_text())
-    assert data["subjects"] >= 20 and data["counts"]["impostor"] >= 1000
-    table = CalibrationTable.load(out)
+    out = tmp_path / "scoring"
+    folders = [str(datasets / "recognition" / n) for n in ("orl", "yale")]
+    assert main(["calibrate", *folders, "--out", str(out), "--clusters", "8"]) == 0
+    data = json.loads((out / "calibration.json").read_text())
+    assert set(data["provenance"]["datasets"]) == {"orl", "yale"}
+    assert data["provenance"]["datasets"]["orl"]["subjects"] >= 15 and data["counts"]["impostor"] >= 1000
+    scorer = load_scorer(out)
+    assert scorer.normalizer is not None and len(scorer.normalizer.centroids) == 8
+    assert scorer.table.normalizer == scorer.normalizer.sha256
+    table = scorer.table
     assert table.fmr_at(table.distance_for_fmr(1e-2)) == pytest.approx(1e-2, rel=1e-3)
-    assert table.fnmr_at(0.0) == pytest.approx(1.0) and table.fmr_at(2.0) == pytest.approx(1.0)
+    assert table.fnmr_at(-1.0) == pytest.approx(1.0) and table.fmr_at(3.0) == pytest.approx(1.0)
+    # An engine told to use it does, and the raw variant replaces the normalizer.
+    engine = Engine(Settings.from_env(scoring_dir=str(out)))
+    assert engine.scorer.identity() == scorer.identity()
+    assert main(["calibrate", folders[0], "--out", str(out), "--raw"]) == 0
+    assert not (out / "normalizer.json").exists() and load_scorer(out).normalizer is None
 
 
 def test_calibrate_command_refuses_too_little_data(
@@ -143,5 +156,8 @@ def test_calibrate_command_refuses_too_little_data(
     people = {"obama.jpg": "obama", "obama2.jpg": "obama", "biden.jpg": "biden"}
     lines = ["path,subject"] + [f"{fr_images / name},{who}" for name, who in people.items()]
     (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
-    assert main(["calibrate", str(folder), "--out", str(tmp_path / "t.json"), "--all-subjects"]) == 2
+    out = str(tmp_path / "scoring")
+    assert main(["calibrate", str(folder), "--out", out, "--all-subjects"]) == 2
+    assert "too few templates" in capsys.readouterr().err
+    assert main(["calibrate", str(folder), "--out", out, "--all-subjects", "--raw"]) == 2
     assert "too few pairs" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from PIL import Image, ImageDraw
 from regard.cli.output import emit_json, emit_table
 from regard.engine import Engine
 from regard.errors import InvalidParameter
+from regard.normalize import FitOptions
 from regard.types import Detection, FaceAnalysis, RGBImage
 
 _detector_option = click.option(
@@ -124,14 +126,15 @@ def compare(a: Path, b: Path, as_json: bool, detector: str | None) -> None:
         "similarity": round(result.similarity, 3),
         "estimated_fmr": result.fmr,
         "distance": round(result.distance, 6),
-        "calibration": engine.calibration.version,
+        "score": round(result.score, 6),
+        "scoring": engine.scorer.identity(),
     }
     if as_json:
         emit_json(data)
         return
     click.echo(
         f"similarity {data['similarity']:.1f}/100  (estimated false-match rate {result.fmr:.2g}, "
-        f"distance {result.distance:.4f})"
+        f"distance {result.distance:.4f}, normalized score {result.score:.4f})"
     )
 
 
@@ -164,49 +167,98 @@ def embed(image: Path, as_json: bool, max_faces: int, detector: str | None) -> N
 
 
 @click.command()
-@click.argument("dataset", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the table.")
+@click.argument("datasets", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder to write normalizer.json and calibration.json to (use it with REGARD_SCORING_DIR).",
+)
 @click.option(
     "--all-subjects",
     is_flag=True,
-    help="Fit on every subject instead of leaving a third of them apart for checking.",
+    help="Fit on every image instead of keeping a part of each set apart for checking "
+    "(regard.calibrate.is_held_apart: a third of celeba_dev's subjects, half of any other set's).",
 )
-@click.option("--version", "version", default=None, help="Version label (default: dataset name).")
-def calibrate(dataset: Path, out: Path, all_subjects: bool, version: str | None) -> None:
-    """Measure a distance -> similarity -> FMR table on DATASET (a folder with manifest.csv
-    and a subject column), e.g. to replace the shipped one with one made on your own data."""
+@click.option("--version", "version", default=None, help="Version label (default: the datasets' names).")
+@click.option("--clusters", default=FitOptions.clusters, show_default=True, type=click.IntRange(2, 1000))
+@click.option(
+    "--target-fmr", default=FitOptions.target_fmr, show_default=True, type=click.FloatRange(1e-6, 0.1)
+)
+@click.option("--iterations", default=FitOptions.iterations, show_default=True, type=click.IntRange(1, 10))
+@click.option("--strength", default=FitOptions.strength, show_default=True, type=click.FloatRange(0.0, 2.0))
+@click.option("--raw", is_flag=True, help="No normalizer: a table on raw distances (regard before 0.2).")
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Embedding processes."
+)
+def calibrate(
+    datasets: tuple[Path, ...],
+    out: Path,
+    all_subjects: bool,
+    version: str | None,
+    clusters: int,
+    target_fmr: float,
+    iterations: int,
+    strength: float,
+    raw: bool,
+    workers: int,
+) -> None:
+    """Fit the fair score normalizer and the score -> similarity -> FMR table on DATASETS.
+
+    Each DATASET is a folder with manifest.csv (a subject column where the same person appears
+    more than once; without one, every image is taken to be a different person). Pool several,
+    as diverse as the people the system will see: the normalizer is fitted without demographic
+    labels, and the table makes one similarity mean one false-match rate across all of them.
+    """
     from tqdm import tqdm
 
-    from regard.calibrate import build_table, held_apart, pair_distances
+    from regard.calibrate import Part, fit_scoring
     from regard.evaluation.dataset import TemplateSource, compute_templates, read_dataset
 
     engine = Engine()
-    data = read_dataset(dataset, keep_subject=None if all_subjects else lambda s: not held_apart(s))
-    if not data.has_identities:
-        raise InvalidParameter("calibration needs a 'subject' column in manifest.csv")
-    templates = compute_templates(
-        TemplateSource(engine),
-        data,
-        engine.settings.cache_dir / "templates",
-        progress=lambda rows, n: tqdm(rows, total=n, desc="embedding", unit="img"),
-    )
-    found = templates.acquired
-    subjects = np.array(data.subjects)[found]
-    genuine, impostor = pair_distances(templates.embeddings[found], subjects)
-    table = build_table(
-        genuine,
-        impostor,
+    source = TemplateSource(engine)
+    parts: list[Part] = []
+    for folder in datasets:
+        name = folder.resolve().name
+        data = read_dataset(folder, keep_subject=None if all_subjects else _kept_for_fitting(name))
+        templates = compute_templates(
+            source,
+            data,
+            engine.settings.cache_dir / "templates",
+            workers=workers,
+            progress=lambda rows, n: tqdm(rows, total=n, desc="embedding", unit="img"),
+        )
+        found = templates.acquired
+        parts.append(Part(name, templates.embeddings[found], np.array(data.subjects)[found]))
+        click.echo(f"{name}: {int(found.sum())} of {len(found)} images with a face")
+    label = version or "+".join(p.name for p in parts)
+    options = FitOptions(clusters=clusters, target_fmr=target_fmr, iterations=iterations, strength=strength)
+    normalizer, _table, table_data = fit_scoring(
+        parts,
         model=engine.embedder.identity.key,
-        dataset=dataset.name,
-        version=version or dataset.name,
+        version=label,
+        options=options,
+        normalize=not raw,
+        provenance={"held_apart": "none (all images)" if all_subjects else "regard.calibrate.is_held_apart"},
     )
-    table["subjects"] = len(set(subjects))
-    table["images_without_face"] = int((~found).sum())
-    out.write_text(json.dumps(table, indent=1) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    if normalizer is not None:
+        normalizer.save(out / "normalizer.json")
+    elif (out / "normalizer.json").exists():
+        (out / "normalizer.json").unlink()  # a raw table must not be read with a stale normalizer
+    (out / "calibration.json").write_text(json.dumps(table_data, indent=1) + "\n")
     click.echo(
-        f"wrote {out}: {table['counts']['genuine']} genuine and {table['counts']['impostor']} "
-        f"impostor pairs from {table['subjects']} subjects"
+        f"wrote {out}: {'no normalizer (raw distances)' if normalizer is None else 'normalizer.json'}"
+        f" and calibration.json from {table_data['counts']['genuine']} genuine and "
+        f"{table_data['counts']['impostor']} impostor pairs"
     )
+
+
+def _kept_for_fitting(dataset: str) -> Callable[[str], bool]:
+    """The samples of ``dataset`` that fitting may see (the rest is held apart for checking)."""
+    from regard.calibrate import is_held_apart
+
+    return lambda subject: not is_held_apart(dataset, subject)
 
 
 commands = [detect, compare, embed, calibrate]

@@ -70,7 +70,17 @@ def _bar(stream: Iterable[Any], total: int) -> Iterable[Any]:
 @click.option(
     "--held-apart",
     is_flag=True,
-    help="Only the third of subjects the shipped calibration never saw (regard.calibrate.held_apart).",
+    help="Only the samples kept out of fitting the shipped normalizer and calibration table "
+    "(regard.calibrate.is_held_apart: a third of celeba_dev's subjects; half of the subjects, or of "
+    "the images when there are no identities, of any other set).",
+)
+@click.option(
+    "--scoring",
+    type=click.Choice(["normalized", "raw"]),
+    default="normalized",
+    show_default=True,
+    help="How pairs are scored: normalized (fair score normalization and its table, as regard "
+    "deploys) or raw (Euclidean distance and the earlier celeba_dev table, regard before normalization).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate_cmd(
@@ -88,6 +98,7 @@ def evaluate_cmd(
     backend: str | None,
     detector: str | None,
     held_apart: bool,
+    scoring: str,
     quiet: bool,
 ) -> None:
     """Measure accuracy and demographic differentials on DATASET (a folder with manifest.csv, or a
@@ -128,9 +139,12 @@ def evaluate_cmd(
         workers=workers or max(1, os.cpu_count() or 1),
         progress=None if quiet else _bar,
         held_apart=held_apart,
+        scoring=scoring,
     )
     rep = result.data.report
     card = rep["data_card"]
+    sc = rep["system"]["scoring"]
+    click.echo(f"scoring: {sc['mode']} ({sc['score']})")
     click.echo(
         f"{rep['dataset']['name']}: {card['images']:,} images, {card['acquired']:,} with a face, "
         f"{card['genuine_pairs']:,} genuine and {card['impostor_pairs']:,} impostor pairs"
@@ -139,7 +153,7 @@ def evaluate_cmd(
         g = p["global"]
         fnmr = g["fnmr"]["rate"]
         click.echo(
-            f"  {p['label']}: distance {p['distance']:.4f}  FMR {g['fmr']['rate']:.3g}  "
+            f"  {p['label']}: score {p['score']:.4f}  FMR {g['fmr']['rate']:.3g}  "
             f"FNMR {'-' if fnmr is None else f'{fnmr:.3g}'}"
         )
     click.echo(f"wrote {result.json_path} and {result.html_path}")

@@ -26,8 +26,10 @@ def models(ctx: click.Context, as_json: bool, cache_dir: Path | None) -> None:
     """List every model: source package and file, licence, SHA-256 and converted (ONNX) cache state."""
     if ctx.invoked_subcommand is not None:
         return
-    cache = cache_dir or Settings.from_env().cache_dir
+    settings = Settings.from_env()
+    cache = cache_dir or settings.cache_dir
     infos = catalog(cache)
+    scoring = _scoring_rows(settings)
     if as_json:
         rows = [
             {
@@ -43,7 +45,7 @@ def models(ctx: click.Context, as_json: bool, cache_dir: Path | None) -> None:
             }
             for m in infos
         ]
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(rows + scoring, indent=2))
         return
     for m in infos:
         click.echo(f"{m.name}: {m.description}")
@@ -52,6 +54,54 @@ def models(ctx: click.Context, as_json: bool, cache_dir: Path | None) -> None:
         click.echo(f"  sha256   {m.sha256}")
         onnx = f"{m.onnx_state} ({m.onnx_path})" if m.onnx_path else m.onnx_state
         click.echo(f"  onnx     {onnx}")
+    for row in scoring:
+        click.echo(f"{row['name']}: {row['description']}")
+        click.echo(f"  source   {row['source']}")
+        click.echo(f"  version  {row['version']}  (for {row['model']})")
+        click.echo(f"  sha256   {row['sha256']}")
+        click.echo(f"  fitted   {row['fitted_on']}")
+
+
+def _scoring_rows(settings: Settings) -> list[dict[str, object]]:
+    """The scoring parameters in force: the fair score normalizer and the calibration table."""
+    from importlib import resources
+
+    from regard.calibrate import default_scorer, load_scorer
+
+    folder = Path(settings.scoring_dir).expanduser() if settings.scoring_dir else None
+    scorer = load_scorer(folder) if folder else default_scorer()
+    where = str(folder) if folder else str(resources.files("regard").joinpath("data"))
+    rows: list[dict[str, object]] = []
+    if scorer.normalizer is not None:
+        n = scorer.normalizer
+        rows.append(
+            {
+                "name": "score-normalizer",
+                "description": f"fair score normalization, {len(n.centroids)} clusters "
+                "(regard.normalize; docs/calibration.md)",
+                "source": f"{where}/normalizer.json",
+                "version": n.version,
+                "model": n.model,
+                "sha256": n.sha256,
+                "fitted_on": ", ".join(sorted(n.provenance.get("datasets", {}))) or "unknown",
+                "provenance": n.provenance,
+            }
+        )
+    t = scorer.table
+    rows.append(
+        {
+            "name": "calibration-table",
+            "description": "score -> similarity -> false-match rate"
+            + (" (normalized scores)" if scorer.normalized else " (raw distances)"),
+            "source": f"{where}/calibration.json",
+            "version": t.version,
+            "model": t.model,
+            "sha256": t.sha256,
+            "fitted_on": t.dataset,
+            "counts": t.counts,
+        }
+    )
+    return rows
 
 
 @models.command("prepare")

@@ -10,16 +10,48 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from regard.calibrate import CalibrationTable, default_table
+from regard.calibrate import (
+    DEFAULT_HELD_APART_FOLD,
+    HELD_APART_FOLDS,
+    CalibrationTable,
+    Scorer,
+    default_scorer,
+    default_table,
+    is_held_apart,
+    raw_scorer,
+)
+from regard.errors import InvalidParameter
 from regard.evaluation.audit import AuditData, AuditOptions, run_audit
-from regard.evaluation.dataset import Progress, TemplateSource, compute_templates, read_dataset
+from regard.evaluation.dataset import (
+    Progress,
+    TemplateSource,
+    compute_templates,
+    read_dataset,
+    template_identity,
+)
 from regard.evaluation.gates import check_gates, load_gates
 from regard.evaluation.report import write_report
 
-__all__ = ["AuditOptions", "Evaluation", "evaluate", "shipped_table"]
+__all__ = [
+    "SCORING_MODES",
+    "AuditOptions",
+    "Evaluation",
+    "evaluate",
+    "held_apart_keep",
+    "scorer_for",
+    "shipped_table",
+]
+
+#: ``regard evaluate --scoring``: "normalized" is what regard deploys (the shipped score normalizer
+#: and the table fitted on its scores); "raw" is regard before normalization (raw distances and
+#: the celeba_dev table ``data/calibration-raw.json``).
+SCORING_MODES = ("normalized", "raw")
+RAW_TABLE = "data/calibration-raw.json"
 
 
 @dataclass(frozen=True)
@@ -42,6 +74,36 @@ def shipped_table() -> CalibrationTable | None:
         return None
 
 
+def scorer_for(mode: str) -> Scorer | None:
+    """The scorer of a ``--scoring`` mode, or None when its parameter files are not installed."""
+    if mode not in SCORING_MODES:
+        raise InvalidParameter(f"scoring must be one of {', '.join(SCORING_MODES)}, not {mode!r}")
+    try:
+        if mode == "normalized":
+            return default_scorer()
+        with resources.as_file(resources.files("regard").joinpath(RAW_TABLE)) as path:
+            return raw_scorer(CalibrationTable.load(path))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def dataset_folder(location: Path) -> str:
+    """The name of the dataset folder of ``location`` (a folder, or a pairs file inside one)."""
+    location = Path(location)
+    return (location if location.is_dir() else location.parent).resolve().name
+
+
+def held_apart_fold(folder: str) -> int:
+    """1/fold of a dataset folder's samples was kept out of fitting the shipped parameters."""
+    return HELD_APART_FOLDS.get(folder, DEFAULT_HELD_APART_FOLD)
+
+
+def held_apart_keep(location: Path) -> Callable[[str], bool]:
+    """``keep_subject`` for :func:`read_dataset`: the samples of the dataset at ``location`` that
+    :func:`regard.calibrate.is_held_apart` says were kept out of fitting the shipped parameters."""
+    return partial(is_held_apart, dataset_folder(location))
+
+
 def evaluate(
     location: Path,
     out: Path,
@@ -53,22 +115,30 @@ def evaluate(
     workers: int = 1,
     progress: Progress | None = None,
     held_apart: bool = False,
+    scoring: str = "normalized",
 ) -> Evaluation:
-    """Run a whole evaluation and write its reports into ``out``."""
-    gates = load_gates(gates_file) if gates_file else None
-    started = time.perf_counter()
-    keep: Callable[[str], bool] | None = None
-    if held_apart:
-        from regard.calibrate import held_apart as held
+    """Run a whole evaluation and write its reports into ``out``.
 
-        keep = held
+    ``scoring`` is one of :data:`SCORING_MODES`; ``held_apart`` keeps only the samples
+    :func:`regard.calibrate.is_held_apart` says were kept out of fitting the shipped parameters.
+    """
+    gates = load_gates(gates_file) if gates_file else None
+    scorer = scorer_for(scoring)
+    started = time.perf_counter()
+    keep = held_apart_keep(location) if held_apart else None
     dataset = read_dataset(location, limit=limit, seed=options.seed, keep_subject=keep)
     source = TemplateSource(engine)
+    system = template_identity(source.identity())
+    if scorer is not None and "model_key" in system:
+        scorer.check_model(system["model_key"])
     templates = compute_templates(source, dataset, out / "cache", workers=workers, progress=progress)
-    table = shipped_table()
-    data = run_audit(dataset, templates, source.identity(), options, table)
+    data = run_audit(dataset, templates, system, options, scorer)
+    data.report["system"]["scoring"]["requested"] = scoring
     data.report["dataset"]["limit"] = limit
-    data.report["dataset"]["subjects_held_apart_from_calibration_only"] = held_apart
+    data.report["dataset"]["held_apart_only"] = held_apart
+    data.report["dataset"]["held_apart_fold"] = (
+        held_apart_fold(dataset_folder(location)) if held_apart else None
+    )
     data.report["timing"] = {
         "templates_seconds": round(templates.seconds, 1),
         "templates_from_cache": templates.cached,

@@ -1,12 +1,17 @@
 """The audit itself: from templates and labels to the report's numbers (no plotting, no I/O).
 
-One global threshold per target false-match rate is set on all impostor pairs; each group's
+Pairs are compared by *score*, as regard compares them in service: the Euclidean distance
+between the templates minus both templates' half offsets (fair score normalization), or the
+plain distance when scoring is raw. A :class:`regard.calibrate.Scorer` supplies the half offsets
+and the calibration table that maps a score to FMR and similarity.
+
+One global score threshold per target false-match rate is set on all impostor pairs; each group's
 FMR (impostor pairs with both images in the group) and FNMR (genuine pairs of the group) are
 then measured at that same threshold, as in NISTIR 8280. Two more operating points are the
 deployed ones: similarity 80 under the shipped calibration table (Rekognition's default
 threshold) and the policy floor, an FPIR per search turned into a per-comparison FMR for the
 gallery size (FPIR ~ N x FMR), capped by the profile's per-comparison FMR, as the
-"identification" policy profile does, and then into a distance by the shipped table.
+"identification" policy profile does, and then into a score by the shipped table.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from regard import __version__
-from regard.calibrate import CalibrationTable, similarity_from_fmr
+from regard.calibrate import Scorer, similarity_from_fmr
 from regard.evaluation import identification
 from regard.evaluation.dataset import NO_FACE, OK, UNREADABLE, Dataset, Templates
 from regard.evaluation.metrics import (
@@ -96,15 +101,18 @@ def run_audit(
     templates: Templates,
     system: dict[str, Any],
     options: AuditOptions,
-    table: CalibrationTable | None,
+    scorer: Scorer | None,
 ) -> AuditData:
-    """Compute every number of the report."""
+    """Compute every number of the report, scoring pairs with ``scorer`` (None: no calibration is
+    installed; pairs are scored by raw distance and similarity 80 and the floor are placed on this
+    data's own impostors)."""
     targets = sorted({float(t) for t in options.targets}, reverse=True)
     if not targets or any(not 0 < t < 1 for t in targets):
         raise ValueError("targets must be false-match rates strictly between 0 and 1")
     specs = list(options.groups) or default_groups(dataset)
     acquired = np.nonzero(templates.acquired)[0]
     emb = templates.embeddings[acquired]
+    half = scorer.half_offsets(emb) if scorer is not None and len(acquired) else np.zeros(len(acquired))
     subj_names = [dataset.subjects[i] for i in acquired]
     subj_lookup = {s: k for k, s in enumerate(sorted(set(subj_names)))}
     subj = np.array([subj_lookup[s] for s in subj_names], dtype=np.int64)
@@ -132,18 +140,20 @@ def run_audit(
             "quality_policy": options.quality.__dict__,
         },
     }
+    table = scorer.table if scorer is not None else None
     report["system"]["calibration_table"] = (
         {"version": table.version, "model": table.model, "dataset": table.dataset} if table else None
     )
+    report["system"]["scoring"] = scoring_identity(scorer)
     report["acquisition"] = _acquisition(dataset, templates, specs, all_values, options.quality)
 
     # -- pairs ---------------------------------------------------------------------------------
     gallery_size = int(identification.split(subj, options.seed).gallery.size) if len(acquired) else 0
     fixed: dict[str, float] = {}
-    if table is not None:
-        fixed["similarity 80 (shipped table)"] = table.distance_for_similarity(80.0)
+    if scorer is not None:
+        fixed["similarity 80 (shipped table)"] = scorer.score_for_similarity(80.0)
         if gallery_size:
-            fixed[_floor_label(options, gallery_size)] = table.distance_for_fmr(
+            fixed[_floor_label(options, gallery_size)] = scorer.score_for_fmr(
                 _floor_fmr(options, gallery_size)
             )
     if len(acquired) < 2:
@@ -151,10 +161,15 @@ def run_audit(
     elif dataset.pairs is not None:
         pos = {int(a): k for k, a in enumerate(acquired)}
         listed = [(pos[a], pos[b], s) for a, b, s in dataset.pairs if a in pos and b in pos]
-        scores = score_listed_pairs(emb, listed, groupings)
+        scores = score_listed_pairs(emb, listed, groupings, half_offsets=half)
     else:
         scores = score_all_pairs(
-            emb, subj, groupings, max_target=targets[0], fixed_thresholds=list(fixed.values())
+            emb,
+            subj,
+            groupings,
+            max_target=targets[0],
+            fixed_thresholds=list(fixed.values()),
+            half_offsets=half,
         )
     report["data_card"] = _data_card(dataset, templates, groupings, scores, subj, acquired)
     if scores is None or scores.n_impostor == 0:
@@ -165,42 +180,63 @@ def run_audit(
     points: list[dict[str, Any]] = []
     for t in targets:
         k = math.floor(t * scores.n_impostor + 1e-9)
-        if k >= scores.tail_d.size:
+        if k >= scores.tail_s.size:
             continue
-        tau = threshold_from_smallest(scores.tail_d, scores.n_impostor, t)
-        points.append({"label": f"FMR {t:g} (global)", "kind": "target", "target_fmr": t, "distance": tau})
+        tau = threshold_from_smallest(scores.tail_s, scores.n_impostor, t)
+        points.append({"label": f"FMR {t:g} (global)", "kind": "target", "target_fmr": t, "score": tau})
     for label, tau in fixed.items():
         kind = "similarity80" if label.startswith("similarity") else "floor"
-        nominal = table.fmr_at(tau) if table else None
-        points.append({"label": label, "kind": kind, "target_fmr": nominal, "distance": tau})
-    if table is None:
+        nominal = scorer.fmr_at(tau) if scorer else None
+        points.append({"label": label, "kind": kind, "target_fmr": nominal, "score": tau})
+    if scorer is None:
         # No shipped table: similarity 80 and the floor are placed by this data's own impostors.
         wanted = [("similarity 80 (measured on this data)", "similarity80", 1e-4)]
         if gallery_size:
             label = _floor_label(options, gallery_size) + " measured"
             wanted.append((label, "floor", _floor_fmr(options, gallery_size)))
         for label, kind, fmr in wanted:
-            if math.floor(fmr * scores.n_impostor + 1e-9) < scores.tail_d.size:
-                tau = threshold_from_smallest(scores.tail_d, scores.n_impostor, fmr)
-                points.append({"label": label, "kind": kind, "target_fmr": fmr, "distance": tau})
+            if math.floor(fmr * scores.n_impostor + 1e-9) < scores.tail_s.size:
+                tau = threshold_from_smallest(scores.tail_s, scores.n_impostor, fmr)
+                points.append({"label": label, "kind": kind, "target_fmr": fmr, "score": tau})
     for p in points:
-        p["shipped_similarity"] = table.similarity(p["distance"]) if table else None
-        p["shipped_fmr"] = table.fmr_at(p["distance"]) if table else None
+        p["shipped_similarity"] = scorer.similarity(p["score"]) if scorer else None
+        p["shipped_fmr"] = scorer.fmr_at(p["score"]) if scorer else None
         _measure_point(p, scores, groupings, subj, options)
     report["operating_points"] = points
-    report["calibration"] = _calibration(scores, table)
-    sim = (lambda d: table.similarity(d)) if table else (lambda d: None)
+    report["calibration"] = _calibration(scores, scorer)
+    sim = (lambda x: scorer.similarity(x)) if scorer else (lambda x: None)
     names = [dataset.paths[i] for i in acquired]
     report["identification"] = identification.evaluate_identification(
         emb,
         subj,
         groupings,
-        {p["label"]: p["distance"] for p in points},
+        {p["label"]: p["score"] for p in points},
         seed=options.seed,
         names=names,
         similarity=sim,
+        half_offsets=half,
     )
     return AuditData(report, scores, groupings, points)
+
+
+def scoring_identity(scorer: Scorer | None) -> dict[str, Any]:
+    """What the report's "System under test" says about how pairs were scored."""
+    if scorer is None:
+        return {
+            "mode": "raw",
+            "score": "Euclidean distance (no calibration table installed)",
+            "calibration_installed": False,
+        }
+    return {
+        "mode": "normalized" if scorer.normalized else "raw",
+        "score": (
+            "distance(a, b) - h(a) - h(b) (fair score normalization)"
+            if scorer.normalized
+            else "Euclidean distance (no normalizer)"
+        ),
+        "calibration_installed": True,
+        **scorer.identity(),
+    }
 
 
 def _floor_fmr(options: AuditOptions, gallery_size: int) -> float:
@@ -256,7 +292,7 @@ def _data_card(
         "subjects": len(set(dataset.subjects)),
         "acquired": int(templates.acquired.sum()),
         "not_acquired": int((templates.status != OK).sum()),
-        "genuine_pairs": int(scores.genuine_d.size) if scores else 0,
+        "genuine_pairs": int(scores.genuine_s.size) if scores else 0,
         "impostor_pairs": int(scores.n_impostor) if scores else 0,
         "by_group": {},
     }
@@ -280,7 +316,7 @@ def _data_card(
 
 
 def _fm_subject_pairs(scores: PairScores, subj: np.ndarray, sel: np.ndarray, tau: float) -> np.ndarray:
-    hit = sel & (scores.tail_d <= tau)
+    hit = sel & (scores.tail_s <= tau)
     return np.stack([subj[scores.tail_ij[hit, 0]], subj[scores.tail_ij[hit, 1]]], axis=1)
 
 
@@ -291,7 +327,7 @@ def _measure_point(
     subj: np.ndarray,
     options: AuditOptions,
 ) -> None:
-    tau = float(point["distance"])
+    tau = float(point["score"])
     nominal = point["target_fmr"] or 1e-4
     min_imp = min_impostors_for(nominal)
     gi, gj = scores.genuine_ij[:, 0], scores.genuine_ij[:, 1]
@@ -308,10 +344,10 @@ def _measure_point(
         for k, name in enumerate(g.names):
             sel_t = (g.codes[ti] == k) & (g.codes[tj] == k)
             n_imp = int(totals[k, k])
-            fm = int((sel_t & (scores.tail_d <= tau)).sum())
+            fm = int((sel_t & (scores.tail_s <= tau)).sum())
             fmr = make_rate(fm, n_imp, min_trials=min_imp)
             sel_g = (g.codes[gi] == k) & (g.codes[gj] == k)
-            gd = scores.genuine_d[sel_g]
+            gd = scores.genuine_s[sel_g]
             fnm = int((gd > tau).sum())
             fnmr = make_rate(fnm, int(gd.size), min_trials=MIN_GENUINE_PAIRS)
             if options.bootstrap > 0:
@@ -327,7 +363,7 @@ def _measure_point(
             differentials[g.spec] = {"fmr": fd.to_dict(), "fnmr": nd.to_dict()}
             # Cross-group impostor FMR matrix.
             n_g = len(g.names)
-            hit = scores.tail_d <= tau
+            hit = scores.tail_s <= tau
             lo = np.minimum(g.codes[ti[hit]], g.codes[tj[hit]])
             hi = np.maximum(g.codes[ti[hit]], g.codes[tj[hit]])
             fm_mat = np.bincount(lo * n_g + hi, minlength=n_g * n_g).reshape(n_g, n_g)
@@ -379,12 +415,12 @@ def _with_fnmr_bootstrap(
     return Rate(rate.errors, rate.trials, rate.ci, rate.estimable, ci, rate.note)
 
 
-def _calibration(scores: PairScores, table: CalibrationTable | None) -> dict[str, Any]:
-    """Measured distance -> FMR/similarity on this data next to the shipped table's values."""
+def _calibration(scores: PairScores, scorer: Scorer | None) -> dict[str, Any]:
+    """Measured score -> FMR/similarity on this data next to the shipped table's values."""
     cum = np.cumsum(scores.hist_all)
     rows = []
-    genuine = np.sort(scores.genuine_d)
-    for d in np.round(np.arange(0.20, 0.82, 0.02), 2):
+    genuine = np.sort(scores.genuine_s)
+    for d in np.round(np.arange(0.10, 0.82, 0.02), 2):
         idx = int(np.searchsorted(BIN_EDGES, d - 1e-12)) - 1  # bin whose upper edge is d
         fm = int(cum[idx]) if idx >= 0 else 0
         fmr = fm / scores.n_impostor
@@ -395,14 +431,14 @@ def _calibration(scores: PairScores, table: CalibrationTable | None) -> dict[str
         )
         rows.append(
             {
-                "distance": float(d),
+                "score": float(d),
                 "measured_fmr": fmr,
                 "measured_false_matches": fm,
                 "measured_similarity": similarity_from_fmr(fmr) if fm else None,
                 "measured_fnmr": fnmr,
-                "shipped_fmr": table.fmr_at(float(d)) if table else None,
-                "shipped_similarity": table.similarity(float(d)) if table else None,
-                "shipped_fnmr": table.fnmr_at(float(d)) if table else None,
+                "shipped_fmr": scorer.fmr_at(float(d)) if scorer else None,
+                "shipped_similarity": scorer.similarity(float(d)) if scorer else None,
+                "shipped_fnmr": scorer.table.fnmr_at(float(d)) if scorer else None,
             }
         )
     return {"impostor_pairs": scores.n_impostor, "rows": rows}

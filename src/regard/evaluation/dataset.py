@@ -117,15 +117,18 @@ def read_dataset(
 ) -> Dataset:
     """Read a dataset folder (``manifest.csv``) or a pairs CSV file.
 
-    ``keep_subject`` keeps only the rows of the subjects it accepts (applied before ``limit``;
-    for example :func:`regard.calibrate.held_apart`, the subjects the shipped calibration never saw).
+    ``keep_subject`` keeps only the images whose subject it accepts, applied before ``limit``; it
+    is called with the value :attr:`Dataset.subjects` holds, so with the image path in a set
+    without identities (for example ``lambda s: regard.calibrate.is_held_apart(name, s)``, the
+    samples the shipped scoring parameters never saw). In a pairs file a pair is kept when both
+    of its images are.
 
     ``limit`` keeps about that many images, chosen with ``seed``: whole subjects when the data
     has identities (so genuine pairs survive), single images otherwise, original order kept.
     """
     location = Path(location)
     if location.is_file():
-        return _read_pairs(location, limit=limit, seed=seed)
+        return _read_pairs(location, limit=limit, seed=seed, keep_subject=keep_subject)
     manifest = location / "manifest.csv"
     if not manifest.is_file():
         raise InvalidParameter(f"{location} is neither a pairs file nor a folder with manifest.csv")
@@ -134,16 +137,21 @@ def read_dataset(
         raise InvalidParameter(f"{manifest} has no rows or no 'path' column")
     has_ids = "subject" in rows[0]
     if keep_subject is not None:
-        if not has_ids:
-            raise InvalidParameter(f"{manifest} has no subject column to select subjects by")
-        rows = [r for r in rows if keep_subject(r["subject"])]
+        rows = [r for r in rows if keep_subject(_subject_of(r, has_ids))]
+        if not rows:
+            raise InvalidParameter(f"no image of {manifest} is among the kept subjects")
     if limit is not None and limit < len(rows):
         rows = _subset(rows, limit, seed, has_ids)
     paths = [r["path"] for r in rows]
-    subjects = [r["subject"] if has_ids and r["subject"] else r["path"] for r in rows]
+    subjects = [_subject_of(r, has_ids) for r in rows]
     label_cols = [c for c in rows[0] if c not in {"path", "subject"}]
     labels = {c: [r.get(c) or "" for r in rows] for c in label_cols}
     return Dataset(location, location.name, paths, subjects, has_ids, labels)
+
+
+def _subject_of(row: dict[str, str], has_ids: bool) -> str:
+    """A manifest row's subject: its ``subject`` column, or its path when it has none."""
+    return row["subject"] if has_ids and row["subject"] else row["path"]
 
 
 def _subset(rows: list[dict[str, str]], limit: int, seed: int, by_subject: bool) -> list[dict[str, str]]:
@@ -166,24 +174,41 @@ def _subset(rows: list[dict[str, str]], limit: int, seed: int, by_subject: bool)
     return [r for r in rows if r["subject"] in chosen]
 
 
-def _read_pairs(path: Path, *, limit: int | None, seed: int) -> Dataset:
+def _read_pairs(
+    path: Path, *, limit: int | None, seed: int, keep_subject: Callable[[str], bool] | None = None
+) -> Dataset:
     rows = _read_csv(path)
     if not rows or not {"path_a", "path_b", "same"} <= set(rows[0]):
         raise InvalidParameter(f"{path} needs the columns path_a, path_b and same")
+    root = path.parent
+    manifest_rows: dict[str, dict[str, str]] = {}
+    if (root / "manifest.csv").is_file():
+        manifest_rows = {r["path"]: r for r in _read_csv(root / "manifest.csv") if "path" in r}
+
+    def identified(rows: list[dict[str, str]]) -> bool:
+        listed = {r[k] for r in rows for k in ("path_a", "path_b")}
+        return bool(manifest_rows) and all(manifest_rows.get(p, {}).get("subject") for p in listed)
+
+    ids = identified(rows)
+    if keep_subject is not None:
+
+        def kept(p: str) -> bool:
+            return keep_subject(manifest_rows[p]["subject"] if ids else p)
+
+        rows = [r for r in rows if kept(r["path_a"]) and kept(r["path_b"])]
+        if not rows:
+            raise InvalidParameter(f"no pair of {path} has both images among the kept subjects")
     if limit is not None and limit < len(rows):
         rng = random.Random(seed)
         keep = set(rng.sample(range(len(rows)), limit))
         rows = [r for i, r in enumerate(rows) if i in keep]
-    root = path.parent
     index: dict[str, int] = {}
     for r in rows:
         for key in ("path_a", "path_b"):
             index.setdefault(r[key], len(index))
     paths = list(index)
-    manifest_rows: dict[str, dict[str, str]] = {}
-    if (root / "manifest.csv").is_file():
-        manifest_rows = {r["path"]: r for r in _read_csv(root / "manifest.csv") if "path" in r}
-    has_ids = bool(manifest_rows) and all(manifest_rows.get(p, {}).get("subject") for p in paths)
+    # Subjects stay what the selection was made by.
+    has_ids = ids if keep_subject is not None else identified(rows)
     subjects = [manifest_rows[p]["subject"] if has_ids else p for p in paths]
     label_cols: list[str] = []
     if manifest_rows:
@@ -227,6 +252,8 @@ class TemplateSource:
         self.engine = engine
 
     def identity(self) -> dict[str, str]:
+        from regard.detect.fallback import describe
+
         ident = self.engine.embedder.identity
         return {
             "embedding_model": ident.name,
@@ -239,6 +266,7 @@ class TemplateSource:
             "detector_version": self.engine.detector().version,
             "min_face_size": str(self.engine.settings.min_face_size),
             "detect_max_side": str(self.engine.settings.detect_max_side),
+            "detect_fallback": describe(self.engine.fallback_steps()),
         }
 
     def one(self, path: Path) -> tuple[str, np.ndarray | None, float, float, float]:
@@ -275,9 +303,34 @@ def _worker_one(path: str) -> tuple[str, np.ndarray | None, float, float, float]
 Progress = Callable[[Iterable[Any], int], Iterable[Any]]
 
 
-def cache_prefix(identity: dict[str, str], dataset: Dataset) -> str:
-    """File-name prefix shared by every template cache of one model setup and dataset folder."""
-    ident = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+#: Identity entries that describe how templates are *scored*, not how they are made: left out of
+#: the template cache key (a rerun with other scoring reuses the templates) and reported apart.
+SCORING_KEYS = frozenset(
+    {
+        "scoring",
+        "scoring_mode",
+        "normalizer",
+        "normalizer_sha256",
+        "normalizer_version",
+        "calibration_table",
+        "calibration_sha256",
+        "calibration_version",
+    }
+)
+
+
+def template_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` without the scoring entries: what the templates depend on."""
+    return {k: v for k, v in identity.items() if k not in SCORING_KEYS}
+
+
+def cache_prefix(identity: dict[str, Any], dataset: Dataset) -> str:
+    """File-name prefix shared by every template cache of one model setup and dataset folder.
+
+    Scoring entries of ``identity`` (:data:`SCORING_KEYS`) do not count: templates do not change
+    with the score normalizer or the calibration table.
+    """
+    ident = hashlib.sha256(json.dumps(template_identity(identity), sort_keys=True).encode()).hexdigest()[:12]
     root = hashlib.sha256(str(dataset.root.resolve()).encode()).hexdigest()[:8]
     return f"templates-{ident}-{root}"
 

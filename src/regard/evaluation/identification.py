@@ -2,8 +2,9 @@
 
 Subjects are split with a seed: half are *enrolled* (one image each in the gallery, their other
 images are mated probes), the other half are not (all their images are non-mated probes: people
-who are not on the list). A search returns every gallery entry at or below the threshold
-distance, so the candidate list can be as long as the gallery.
+who are not on the list). A search returns every gallery entry whose score (the distance minus
+the probe's and the entry's half offsets, as in ``regard.calibrate.Scorer``) is at or below the
+threshold, so the candidate list can be as long as the gallery; candidates rank by score.
 
 - FPIR (false positive identification rate): share of non-mated probes with at least one
   candidate.
@@ -81,23 +82,31 @@ def evaluate_identification(
     seed: int,
     names: Sequence[str],
     similarity: Any,
+    half_offsets: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Everything the report says about 1:N search. ``names`` label acquired images in examples;
-    ``similarity`` maps a distance to the shipped similarity (or None)."""
+    """Everything the report says about 1:N search. ``thresholds`` are scores; ``names`` label
+    acquired images in examples; ``similarity`` maps a score to the shipped similarity (or None);
+    ``half_offsets`` has one entry per row of ``emb`` (None: scores are raw distances)."""
     sp = split(subjects, seed)
     emb = np.asarray(emb, dtype=np.float64)
+    half = (
+        np.zeros(emb.shape[0]) if half_offsets is None else np.asarray(half_offsets, np.float64).reshape(-1)
+    )
+    if half.shape != (emb.shape[0],):
+        raise ValueError(f"need one half offset per template: {half.size} for {emb.shape[0]}")
     gal = emb[sp.gallery]
     gsq = np.einsum("ij,ij->i", gal, gal)
+    ghalf = half[sp.gallery]
 
     def search(probes: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """Best distance, best gallery position, and the distance rows (kept per block)."""
+        """Best score, best gallery position, and the score rows (kept per block)."""
         best_d = np.full(probes.size, np.inf)
         best_k = np.full(probes.size, -1, dtype=np.int64)
         rows: list[np.ndarray] = []
         for s in range(0, probes.size, BLOCK):
             p = emb[probes[s : s + BLOCK]]
             d2 = np.einsum("ij,ij->i", p, p)[:, None] + gsq[None, :] - 2.0 * (p @ gal.T)
-            d = np.sqrt(np.maximum(d2, 0.0))
+            d = np.sqrt(np.maximum(d2, 0.0)) - half[probes[s : s + BLOCK]][:, None] - ghalf[None, :]
             if d.shape[1]:
                 best_k[s : s + BLOCK] = np.argmin(d, axis=1)
                 best_d[s : s + BLOCK] = d[np.arange(d.shape[0]), best_k[s : s + BLOCK]]
@@ -132,7 +141,7 @@ def evaluate_identification(
     out["rank1_identification_rate"] = float(rank1_hit.mean()) if sp.mated.size else None
 
     for label, tau in thresholds.items():
-        point: dict[str, Any] = {"distance": tau, "similarity_shipped": similarity(tau)}
+        point: dict[str, Any] = {"score": tau, "similarity_shipped": similarity(tau)}
         fp = n_best_d <= tau
         miss = mate_d > tau
         miss_rank1 = miss | ~rank1_hit
@@ -174,7 +183,7 @@ def evaluate_identification(
                 },
             }
         point["by_group"] = by_group
-        point["watchlist"] = _watchlist(fp, n_best_d, n_best_k, sp, groupings, names, similarity)
+        point["watchlist"] = _watchlist(fp, n_best_d, n_best_k, sp, groupings, names, similarity, half)
         out["operating_points"][label] = point
     return out
 
@@ -187,6 +196,7 @@ def _watchlist(
     groupings: Sequence[Grouping],
     names: Sequence[str],
     similarity: Any,
+    half: np.ndarray,
 ) -> dict[str, Any]:
     matched = np.nonzero(fp)[0]
     order = matched[np.argsort(best_d[matched], kind="stable")]
@@ -194,7 +204,8 @@ def _watchlist(
         {
             "probe": names[int(sp.nonmated[i])],
             "matched": names[int(sp.gallery[best_k[i]])],
-            "distance": float(best_d[i]),
+            "score": float(best_d[i]),
+            "distance": float(best_d[i] + half[sp.nonmated[i]] + half[sp.gallery[best_k[i]]]),
             "similarity_shipped": similarity(float(best_d[i])),
             **{g.spec: g.names[int(g.codes[sp.nonmated[i]])] for g in groupings},
         }

@@ -1,7 +1,9 @@
 """Error-rate arithmetic for verification audits: thresholds, rates, intervals, differentials.
 
-Scores are Euclidean distances between templates: a pair *matches* at threshold ``t`` when its
-distance is at most ``t``. Following NIST's demographic-effects method (NISTIR 8280) one global
+Scores are dissimilarities: the Euclidean distance between two templates, shifted by fair score
+normalization (``regard.calibrate.Scorer``; the plain distance when scoring is raw). A pair
+*matches* at threshold ``t`` when its score is at most ``t``. A normalized score can be slightly
+negative. Following NIST's demographic-effects method (NISTIR 8280) one global
 threshold is fixed for a target false-match rate over all impostor pairs, and every group's
 rates are then measured at that same threshold.
 
@@ -30,12 +32,13 @@ FloatArray = npt.NDArray[np.float64]
 
 
 def threshold_at_fmr(impostor: np.ndarray, target: float) -> float:
-    """The largest distance threshold whose false-match rate on ``impostor`` is at most ``target``.
+    """The largest score threshold whose false-match rate on ``impostor`` is at most ``target``.
 
-    With ``n`` impostor distances sorted ascending as ``d[0..n-1]``, at most ``k = floor(target*n)``
-    pairs may match. The threshold is the midpoint between ``d[k-1]`` and ``d[k]``, or half of
-    ``d[0]`` when ``k`` is 0 (no false match is allowed, so the threshold sits below the closest
-    impostor). Ties at the boundary push it down until at most ``k`` pairs are at or below it.
+    With ``n`` impostor scores sorted ascending as ``d[0..n-1]``, at most ``k = floor(target*n)``
+    pairs may match. The threshold is the midpoint between ``d[k-1]`` and ``d[k]``, or, when ``k``
+    is 0 (no false match is allowed), below the closest impostor: half of ``d[0]``, or ``d[0] -
+    0.001`` when that is lower (a score at or below 0.002, which normalization can make negative).
+    Ties at the boundary push it down until at most ``k`` pairs are at or below it.
     """
     d = np.sort(np.asarray(impostor, dtype=np.float64).ravel())
     n = d.size
@@ -49,14 +52,19 @@ def threshold_at_fmr(impostor: np.ndarray, target: float) -> float:
     upper = d[k]
     below = d[d < upper]  # ties with d[k] cannot be admitted without admitting d[k]
     if below.size == 0:
-        return float(upper / 2.0)
+        return _below(float(upper))
     return float((below[-1] + upper) / 2.0)
+
+
+def _below(closest: float) -> float:
+    """A threshold that admits no impostor when the closest one scores ``closest``."""
+    return min(closest / 2.0, closest - 1e-3)
 
 
 def threshold_from_smallest(smallest: np.ndarray, n_total: int, target: float) -> float:
     """:func:`threshold_at_fmr` over ``n_total`` impostors, given only the smallest of them.
 
-    ``smallest`` must hold every impostor distance up to and including the ``floor(target *
+    ``smallest`` must hold every impostor score up to and including the ``floor(target *
     n_total)``-th smallest one plus the next distinct value (callers keep a generous lower tail).
     """
     d = np.sort(np.asarray(smallest, dtype=np.float64).ravel())
@@ -66,7 +74,7 @@ def threshold_from_smallest(smallest: np.ndarray, n_total: int, target: float) -
     upper = d[k]
     below = d[d < upper]
     if below.size == 0:
-        return float(upper / 2.0)
+        return _below(float(upper))
     return float((below[-1] + upper) / 2.0)
 
 
@@ -120,7 +128,7 @@ def min_impostors_for(target: float) -> int:
 
 
 def fmr_fnmr(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[Rate, Rate]:
-    """False-match and false non-match counts of explicit distance arrays at ``threshold``."""
+    """False-match and false non-match counts of explicit score arrays at ``threshold``."""
     g = np.asarray(genuine, dtype=np.float64)
     i = np.asarray(impostor, dtype=np.float64)
     fm = int(np.count_nonzero(i <= threshold))
@@ -293,11 +301,11 @@ def det_points(
     impostor_hist: np.ndarray,
     bin_edges: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """DET curve (FMR, FNMR, distance thresholds) with scikit-learn's ``det_curve``.
+    """DET curve (FMR, FNMR, score thresholds) with scikit-learn's ``det_curve``.
 
     Impostor scores come as a histogram over ``bin_edges`` (each bin enters once, weighted by
-    its count, at its upper edge, so FMR is never underestimated); genuine distances enter
-    one by one. Scores are negated distances, so a higher score means "more alike".
+    its count, at its upper edge, so FMR is never underestimated); genuine scores enter
+    one by one. scikit-learn gets negated scores, so a higher value means "more alike".
     """
     from sklearn.metrics import det_curve
 

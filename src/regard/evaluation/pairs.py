@@ -2,9 +2,14 @@
 
 All image pairs of a set are compared (or the pairs of a pairs file). Genuine pairs are few and
 kept one by one. Impostor pairs can number tens of millions, so they are summarised: a fine
-histogram of distances per pair of groups (for curves, distributions and the cross-group
-matrix) and the exact list of every impostor pair at or below a cap distance (for exact
+histogram of scores per pair of groups (for curves, distributions and the cross-group
+matrix) and the exact list of every impostor pair at or below a cap score (for exact
 thresholds, counts and the subject bootstrap at every operating point under the cap).
+
+A pair's *score* is the Euclidean distance between its templates minus the two templates'
+half offsets, ``score = distance(a, b) - h(a) - h(b)`` (fair score normalization, see
+``regard.calibrate.Scorer``); the half offsets come in as a plain array (zeros, or None, for
+raw distances), so nothing here depends on how they were made.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: Histogram bins over distances 0..2 (templates are near unit length, so distances stay below 2).
-BIN_EDGES = np.linspace(0.0, 2.0, 4001)
+#: Histogram bins (0.0005 wide) over scores -0.5..2.5. Templates are near unit length, so distances
+#: stay within 0..2; the half offsets shift a score by a few tenths at most either way. A score
+#: outside the range is counted in the first or last bin, so cumulative counts at every edge
+#: above the first and below the last stay exact.
+BIN_EDGES = np.linspace(-0.5, 2.5, 6001)
 NBINS = BIN_EDGES.size - 1
 BLOCK = 512
 
@@ -45,10 +53,10 @@ class Grouping:
 class PairScores:
     """Scores of every compared pair, indices into the acquired images."""
 
-    genuine_d: np.ndarray
+    genuine_s: np.ndarray  # score of every genuine pair
     genuine_ij: np.ndarray  # (g, 2)
     n_impostor: int
-    tail_d: np.ndarray  # every impostor distance <= cap
+    tail_s: np.ndarray  # every impostor score <= cap
     tail_ij: np.ndarray  # (t, 2)
     cap: float
     hist_all: np.ndarray  # (NBINS,) impostor counts
@@ -59,8 +67,9 @@ class PairScores:
         return np.asarray(self.hist_by[spec].sum(axis=2))
 
 
-def _bins(d: np.ndarray) -> np.ndarray:
-    return np.clip(np.searchsorted(BIN_EDGES, d, side="left") - 1, 0, NBINS - 1)
+def _bins(s: np.ndarray) -> np.ndarray:
+    """Bin ``k`` holds scores in ``(BIN_EDGES[k], BIN_EDGES[k + 1]]``; out-of-range scores are clipped."""
+    return np.clip(np.searchsorted(BIN_EDGES, s, side="left") - 1, 0, NBINS - 1)
 
 
 def _pair_hist(codes_a: np.ndarray, codes_b: np.ndarray, bins: np.ndarray, n_groups: int) -> np.ndarray:
@@ -71,8 +80,19 @@ def _pair_hist(codes_a: np.ndarray, codes_b: np.ndarray, bins: np.ndarray, n_gro
     return counts.reshape(n_groups, n_groups, NBINS)
 
 
-def _blocks(emb: np.ndarray, block: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (start, stop, i, j, d) for the upper-triangle pairs of each row block."""
+def _half(half_offsets: np.ndarray | None, n: int) -> np.ndarray:
+    if half_offsets is None:
+        return np.zeros(n, dtype=np.float64)
+    h = np.asarray(half_offsets, dtype=np.float64).reshape(-1)
+    if h.shape != (n,):
+        raise ValueError(f"need one half offset per template: {h.size} for {n}")
+    return h
+
+
+def _blocks(
+    emb: np.ndarray, half: np.ndarray, block: int
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (start, stop, i, j, score) for the upper-triangle pairs of each row block."""
     n = emb.shape[0]
     sq = np.einsum("ij,ij->i", emb, emb)
     for start in range(0, n, block):
@@ -81,8 +101,8 @@ def _blocks(emb: np.ndarray, block: int) -> Iterator[tuple[int, int, np.ndarray,
         rows = np.arange(start, stop)[:, None]
         cols = np.arange(start, n)[None, :]
         ii, jj = np.nonzero(cols > rows)
-        d = np.sqrt(np.maximum(d2[ii, jj], 0.0))
-        yield start, stop, ii + start, jj + start, d
+        i, j = ii + start, jj + start
+        yield start, stop, i, j, np.sqrt(np.maximum(d2[ii, jj], 0.0)) - half[i] - half[j]
 
 
 def score_all_pairs(
@@ -92,43 +112,46 @@ def score_all_pairs(
     *,
     max_target: float,
     fixed_thresholds: Sequence[float] = (),
+    half_offsets: np.ndarray | None = None,
     block: int = BLOCK,
 ) -> PairScores:
-    """Score every pair of rows of ``emb`` (acquired images); ``subjects`` are integer codes.
+    """Score every pair of rows of ``emb`` (acquired images); ``subjects`` are integer codes and
+    ``half_offsets`` one per row (None: scores are raw distances).
 
     Two passes over the blocks: the first builds the impostor histogram, from which the cap is
     chosen so that the exact lower tail covers ``max_target`` and every ``fixed_thresholds``;
     the second keeps the tail pairs and the per-group histograms.
     """
     emb = np.asarray(emb, dtype=np.float64)
+    half = _half(half_offsets, emb.shape[0])
     subj = np.asarray(subjects)
     hist_all = np.zeros(NBINS, dtype=np.int64)
-    gen_d: list[np.ndarray] = []
+    gen_s: list[np.ndarray] = []
     gen_ij: list[np.ndarray] = []
-    for _s, _e, i, j, d in _blocks(emb, block):
+    for _start, _stop, i, j, s in _blocks(emb, half, block):
         same = subj[i] == subj[j]
-        gen_d.append(d[same])
+        gen_s.append(s[same])
         gen_ij.append(np.stack([i[same], j[same]], axis=1))
-        hist_all += np.bincount(_bins(d[~same]), minlength=NBINS)
+        hist_all += np.bincount(_bins(s[~same]), minlength=NBINS)
     n_imp = int(hist_all.sum())
     cap = _cap(hist_all, n_imp, max_target, fixed_thresholds)
-    tail_d: list[np.ndarray] = []
+    tail_s: list[np.ndarray] = []
     tail_ij: list[np.ndarray] = []
     hist_by = {g.spec: np.zeros((len(g.names), len(g.names), NBINS), dtype=np.int64) for g in groupings}
-    for _s, _e, i, j, d in _blocks(emb, block):
+    for _start, _stop, i, j, s in _blocks(emb, half, block):
         imp = subj[i] != subj[j]
-        i, j, d = i[imp], j[imp], d[imp]
-        keep = d <= cap
-        tail_d.append(d[keep])
+        i, j, s = i[imp], j[imp], s[imp]
+        keep = s <= cap
+        tail_s.append(s[keep])
         tail_ij.append(np.stack([i[keep], j[keep]], axis=1))
-        b = _bins(d)
+        b = _bins(s)
         for g in groupings:
             hist_by[g.spec] += _pair_hist(g.codes[i], g.codes[j], b, len(g.names))
     return PairScores(
-        _cat(gen_d),
+        _cat(gen_s),
         _cat_ij(gen_ij),
         n_imp,
-        _cat(tail_d),
+        _cat(tail_s),
         _cat_ij(tail_ij),
         cap,
         hist_all,
@@ -140,27 +163,31 @@ def score_listed_pairs(
     emb: np.ndarray,
     pairs: Sequence[tuple[int, int, bool]],
     groupings: Sequence[Grouping],
+    *,
+    half_offsets: np.ndarray | None = None,
 ) -> PairScores:
-    """Score an explicit pair list (indices into the acquired images); every impostor is in the tail."""
+    """Score an explicit pair list (indices into the acquired images); every impostor is in the tail.
+    ``half_offsets``: one per row of ``emb`` (None: scores are raw distances)."""
     emb = np.asarray(emb, dtype=np.float64)
+    half = _half(half_offsets, emb.shape[0])
     if pairs:
         arr = np.array([(a, b) for a, b, _ in pairs], dtype=np.int64)
         same = np.array([s for _, _, s in pairs], dtype=bool)
-        d = np.linalg.norm(emb[arr[:, 0]] - emb[arr[:, 1]], axis=1)
+        score = np.linalg.norm(emb[arr[:, 0]] - emb[arr[:, 1]], axis=1) - half[arr[:, 0]] - half[arr[:, 1]]
     else:
-        arr, same, d = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0)
-    imp_d, imp_ij = d[~same], arr[~same]
-    b = _bins(imp_d)
+        arr, same, score = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0)
+    imp_s, imp_ij = score[~same], arr[~same]
+    b = _bins(imp_s)
     hist_by = {
         g.spec: _pair_hist(g.codes[imp_ij[:, 0]], g.codes[imp_ij[:, 1]], b, len(g.names)) for g in groupings
     }
     return PairScores(
-        d[same],
+        score[same],
         arr[same],
-        int(imp_d.size),
-        imp_d,
+        int(imp_s.size),
+        imp_s,
         imp_ij,
-        float(imp_d.max()) if imp_d.size else 0.0,
+        float(imp_s.max()) if imp_s.size else 0.0,
         np.bincount(b, minlength=NBINS).astype(np.int64),
         hist_by,
     )
@@ -172,7 +199,7 @@ def _cap(hist: np.ndarray, n: int, max_target: float, fixed: Sequence[float]) ->
     need = min(n, int(np.floor(max_target * n + 1e-9)) + 1)
     cum = np.cumsum(hist)
     idx = int(np.searchsorted(cum, need, side="left"))
-    # One more bin so the next distinct distance above the k-th is in the tail too.
+    # One more bin so the next distinct score above the k-th is in the tail too.
     cap = float(BIN_EDGES[min(idx + 2, NBINS)])
     return max([cap, *[float(t) for t in fixed if np.isfinite(t)]])
 

@@ -66,6 +66,14 @@ def _figure(width: float = 7.0, height: float = 4.0) -> tuple[Any, Any]:
     return plt.subplots(figsize=(width, height))
 
 
+def _score_range(values: Sequence[float], lo: float, hi: float) -> tuple[float, float]:
+    """The plotted score range: ``lo``..``hi``, widened to show every value (normalized scores
+    can be negative)."""
+    if not values:
+        return lo, hi
+    return min(lo, min(values) - 0.05), max(hi, max(values) + 0.05)
+
+
 def fig_distributions(scores: PairScores, points: Sequence[dict[str, Any]]) -> str:
     fig, ax = _figure()
     centres = (BIN_EDGES[:-1] + BIN_EDGES[1:]) / 2
@@ -74,14 +82,21 @@ def fig_distributions(scores: PairScores, points: Sequence[dict[str, Any]]) -> s
     x = centres.reshape(-1, step).mean(axis=1)
     if imp.sum():
         ax.plot(x, imp / imp.sum() / 0.01, label=f"impostor ({scores.n_impostor:,} pairs)", color="tab:red")
-    if scores.genuine_d.size:
-        g, _ = np.histogram(scores.genuine_d, bins=BIN_EDGES[::step])
-        ax.plot(x, g / g.sum() / 0.01, label=f"genuine ({scores.genuine_d.size:,} pairs)", color="tab:blue")
+    if scores.genuine_s.size:
+        # Out-of-range scores count in the end bins, as the impostor histogram counts them.
+        gen = np.clip(scores.genuine_s, BIN_EDGES[0], BIN_EDGES[-1])
+        g, _ = np.histogram(gen, bins=BIN_EDGES[::step])
+        ax.plot(x, g / g.sum() / 0.01, label=f"genuine ({scores.genuine_s.size:,} pairs)", color="tab:blue")
     styles = [":", "--", "-.", (0, (1, 3)), (0, (5, 5)), (0, (3, 1, 1, 1))]
     for n, p in enumerate(points):
-        ax.axvline(p["distance"], color="black", ls=styles[n % len(styles)], lw=1, label=p["label"])
-    ax.set_xlim(0, 1.2)
-    ax.set_xlabel("distance between templates")
+        ax.axvline(p["score"], color="black", ls=styles[n % len(styles)], lw=1, label=p["label"])
+    shown = [float(p["score"]) for p in points]
+    if scores.genuine_s.size:
+        shown.append(float(scores.genuine_s.min()))
+    if imp.sum():
+        shown.append(float(x[np.nonzero(imp)[0][0]]))
+    ax.set_xlim(*_score_range(shown, 0.0, 1.2))
+    ax.set_xlabel("score (distance between templates minus both half offsets; raw: the distance)")
     ax.set_ylabel("density")
     ax.set_title("Genuine and impostor score distributions")
     ax.legend(fontsize=7)
@@ -91,11 +106,11 @@ def fig_distributions(scores: PairScores, points: Sequence[dict[str, Any]]) -> s
 def fig_calibration(calibration: dict[str, Any]) -> str:
     fig, ax = _figure()
     rows = calibration["rows"]
-    d = [r["distance"] for r in rows]
+    d = [r["score"] for r in rows]
     ax.semilogy(d, [r["measured_fmr"] or np.nan for r in rows], "o-", label="measured on this data")
     if rows and rows[0]["shipped_fmr"] is not None:
         ax.semilogy(d, [r["shipped_fmr"] for r in rows], "s--", label="shipped calibration table")
-    ax.set_xlabel("distance threshold")
+    ax.set_xlabel("score threshold")
     ax.set_ylabel("false-match rate")
     twin = ax.twinx()
     twin.set_yscale("log")
@@ -104,7 +119,7 @@ def fig_calibration(calibration: dict[str, Any]) -> str:
     twin.set_yticks(ticks, [f"{20 * k}" for k in range(0, 11) if 10.0**-k in ticks])
     twin.minorticks_off()
     twin.set_ylabel("similarity = -20 log10(FMR)")
-    ax.set_title("Distance -> FMR -> similarity: this data vs the shipped table")
+    ax.set_title("Score -> FMR -> similarity: this data vs the shipped table")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return _png(fig)
@@ -115,7 +130,7 @@ def _group_genuine(scores: PairScores, g: Grouping, k: int) -> np.ndarray:
     if ij.size == 0:
         return np.zeros(0)
     sel = (g.codes[ij[:, 0]] == k) & (g.codes[ij[:, 1]] == k)
-    return np.asarray(scores.genuine_d[sel])
+    return np.asarray(scores.genuine_s[sel])
 
 
 def fig_det(scores: PairScores, g: Grouping, point: dict[str, Any]) -> str | None:
@@ -149,22 +164,23 @@ def fig_det(scores: PairScores, g: Grouping, point: dict[str, Any]) -> str | Non
 def fig_vs_threshold(scores: PairScores, g: Grouping, points: Sequence[dict[str, Any]]) -> str:
     fig, ax = _figure()
     x = BIN_EDGES[1:]
+    lo, hi = _score_range([float(p["score"]) for p in points], 0.2, 0.9)
     for k, name in enumerate(g.names):
         hist = group_hist(scores, g.spec, k)
         if hist.sum() == 0:
             continue
         fmr = cumulative_fmr(hist)
-        keep = (fmr > 0) & (x <= 1.0)
+        keep = (fmr > 0) & (x >= lo) & (x <= hi)
         (line,) = ax.semilogy(x[keep], fmr[keep], label=f"FMR {name}")
         gen = np.sort(_group_genuine(scores, g, k))
         if gen.size:
             fnmr = 1.0 - np.searchsorted(gen, x, side="right") / gen.size
-            ok = (fnmr > 0) & (x <= 1.0)
+            ok = (fnmr > 0) & (x >= lo) & (x <= hi)
             ax.semilogy(x[ok], fnmr[ok], ls="--", color=line.get_color(), label=f"FNMR {name}")
     for p in points:
-        ax.axvline(p["distance"], color="grey", ls=":", lw=1)
-    ax.set_xlim(0.2, 0.9)
-    ax.set_xlabel("distance threshold")
+        ax.axvline(p["score"], color="grey", ls=":", lw=1)
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("score threshold")
     ax.set_ylabel("error rate")
     ax.set_title(f"FMR (solid) and FNMR (dashed) vs threshold by {g.spec}")
     ax.grid(True, which="both", alpha=0.3)
@@ -255,14 +271,22 @@ def render_html(data: AuditData) -> str:
         '<p class="note">One global threshold per target false-match rate is set on all impostor pairs; '
         "every group's rates are measured at that same threshold (NISTIR 8280). FMR per group counts "
         "impostor pairs with both images in the group. Intervals: 95% Clopper-Pearson, and a percentile "
-        "bootstrap that resamples subjects.</p>"
+        "bootstrap that resamples subjects. Thresholds are on the pair <em>score</em>: "
+        f"{_e(_score_meaning(rep))}; a pair matches when its score is at or below the threshold.</p>"
     )
     parts.append(_summary(rep))
     parts.append(
         "<nav>" + " · ".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name in SECTIONS) + "</nav>"
     )
 
-    sysrows = [[_td(k, True), _td(v, True)] for k, v in rep["system"].items() if k != "calibration_table"]
+    sysrows = [
+        [_td(k, True), _td(v, True)]
+        for k, v in rep["system"].items()
+        if k not in {"calibration_table", "scoring"}
+    ]
+    scoring = rep["system"].get("scoring") or {}
+    for k, v in scoring.items():
+        sysrows.append([_td(f"scoring: {'key' if k == 'scoring' else k}", True), _td(v, True)])
     cal = rep["system"].get("calibration_table")
     sysrows.append(
         [
@@ -312,7 +336,7 @@ def render_html(data: AuditData) -> str:
         body += _table(
             [
                 "operating point",
-                "distance threshold",
+                "score threshold",
                 "FMR (all impostor pairs)",
                 "FNMR (all genuine pairs)",
                 "shipped similarity",
@@ -321,7 +345,7 @@ def render_html(data: AuditData) -> str:
             [
                 [
                     _td(p["label"], True),
-                    _td(f"{p['distance']:.4f}"),
+                    _td(f"{p['score']:.4f}"),
                     _rate_cell(p["global"]["fmr"]),
                     _rate_cell(p["global"]["fnmr"]),
                     _td(_fmt(p["shipped_similarity"])),
@@ -333,7 +357,7 @@ def render_html(data: AuditData) -> str:
         calib = rep["calibration"]["rows"]
         body += "<h3>Calibration: this data vs the shipped table</h3>" + _table(
             [
-                "distance",
+                "score",
                 "measured FMR",
                 "measured similarity",
                 "shipped FMR",
@@ -343,7 +367,7 @@ def render_html(data: AuditData) -> str:
             ],
             [
                 [
-                    _td(f"{r['distance']:.2f}", True),
+                    _td(f"{r['score']:.2f}", True),
                     _td(_fmt(r["measured_fmr"])),
                     _td(_fmt(r["measured_similarity"])),
                     _td(_fmt(r["shipped_fmr"])),
@@ -361,7 +385,7 @@ def render_html(data: AuditData) -> str:
     body = ""
     for p in points:
         if p["by_group"]:
-            body += f"<h3>{_e(p['label'])} (distance {p['distance']:.4f})</h3>"
+            body += f"<h3>{_e(p['label'])} (score {p['score']:.4f})</h3>"
         for spec, per in p["by_group"].items():
             body += _table(
                 [spec, "FMR", "FNMR"],
@@ -401,7 +425,7 @@ def render_html(data: AuditData) -> str:
         body += f'<img alt="distributions" src="{fig_distributions(data.scores, points)}">'
         mid = _middle(points)
         for g in data.groupings:
-            if g.spec == ALL and len(data.groupings) > 1 and not data.scores.genuine_d.size:
+            if g.spec == ALL and len(data.groupings) > 1 and not data.scores.genuine_s.size:
                 continue
             det = fig_det(data.scores, g, mid)
             if det:
@@ -444,7 +468,7 @@ def _summary(rep: dict[str, Any]) -> str:
             else "no genuine pairs"
         )
         text += (
-            f" At {_e(p['label'])} (distance {p['distance']:.4f}): FMR {_fmt(g['fmr']['rate'])}"
+            f" At {_e(p['label'])} (score {p['score']:.4f}): FMR {_fmt(g['fmr']['rate'])}"
             f" ({g['fmr']['errors']:,}/{g['fmr']['trials']:,}), {fnmr}."
         )
         for spec, d in p["differentials"].items():
@@ -457,15 +481,28 @@ def _summary(rep: dict[str, Any]) -> str:
                     )
     cal = rep["system"].get("calibration_table")
     if cal and rep["dataset"]["name"] in str(cal.get("dataset", "")):
-        text += (
-            " Note: the shipped calibration table was fitted on part of this dataset; "
-            "<code>--held-apart</code> evaluates only the subjects it never saw."
-        )
+        if rep["dataset"].get("held_apart_only"):
+            text += " Only the samples kept out of fitting the shipped scoring parameters were evaluated."
+        else:
+            text += (
+                " Note: the shipped scoring parameters were fitted on part of this dataset; "
+                "<code>--held-apart</code> evaluates only the samples they never saw."
+            )
     gates = rep.get("gates")
     if gates is not None:
         verdict = "passed" if gates["passed"] else "FAILED"
         text += f' Release gates: <span class="{"pass" if gates["passed"] else "fail"}">{verdict}</span>.'
     return f'<p id="summary"><b>Summary.</b> {text}</p>'
+
+
+def _score_meaning(rep: dict[str, Any]) -> str:
+    scoring = rep["system"].get("scoring") or {}
+    if scoring.get("mode") == "normalized":
+        return (
+            "the Euclidean distance between the two templates minus both templates' half offsets "
+            "(fair score normalization), as regard scores pairs in service; distances are shown where listed"
+        )
+    return "the Euclidean distance between the two templates (raw scoring, no normalization)"
 
 
 def _middle(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -580,14 +617,15 @@ def _watchlist_html(ident: dict[str, Any] | None, points: Sequence[dict[str, Any
             keys = [
                 k
                 for k in w["closest_examples"][0]
-                if k not in {"probe", "matched", "distance", "similarity_shipped"}
+                if k not in {"probe", "matched", "score", "distance", "similarity_shipped"}
             ]
             body += "<p class=note>Closest false matches</p>" + _table(
-                ["probe", "matched gallery image", "distance", "similarity", *keys],
+                ["probe", "matched gallery image", "score", "distance", "similarity", *keys],
                 [
                     [
                         _td(x["probe"], True),
                         _td(x["matched"], True),
+                        _td(f"{x['score']:.4f}"),
                         _td(f"{x['distance']:.4f}"),
                         _td(_fmt(x["similarity_shipped"])),
                         *[_td(x[k], True) for k in keys],

@@ -5,7 +5,7 @@ each of the ~8,000 distances it computes. Face templates have a steep variance s
 dlib descriptors keep 97.8 % of their variance in 64 of 128 principal components), so the graph
 holds each template projected onto the collection's top principal components. The distances it
 walks are therefore approximate (an orthogonal projection never lengthens a distance, so its
-distances are lower bounds). A search takes a pool of :attr:`AnnParams.candidates` neighbours
+distances are lower bounds). A search for k faces takes k + :attr:`AnnParams.candidates` neighbours
 from the graph and re-ranks them by exact distance to the whole float32 templates, which the
 index keeps beside the graph (512 bytes a face, measured cheaper than reading them back from
 SQLite per query): the keys it returns are approximate, their order and distances exact.
@@ -56,8 +56,8 @@ class AnnParams:
 
     The graph keeps the fewest principal components that explain ``variance`` of the
     collection's variance (1.0: whole templates; real dlib descriptors need about 64 of 128 for
-    0.97, templates without such structure keep all); ``candidates`` is how many neighbours a
-    search takes from a projected graph to re-rank by exact distance.
+    0.97, templates without such structure keep all); ``candidates`` is how many neighbours
+    beyond the k asked for a search takes from a projected graph to re-rank by exact distance.
     """
 
     connectivity: int = 32
@@ -207,7 +207,8 @@ class AnnIndex:
         if self._live == 0 or k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         q = np.asarray(probe, dtype=np.float32).reshape(self.dim)
-        pool = k if self.projection is None else max(k, self.params.candidates)
+        # Projected distances only approximate the order: keep spare candidates for the re-rank.
+        pool = k if self.projection is None else k + self.params.candidates
         total = self._keys.n
         want = min(total, pool + (total - self._live))  # removed entries still sit in the graph
         d2, pos = self._graph.search(self._stored(q), want)

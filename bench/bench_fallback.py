@@ -1,0 +1,159 @@
+"""What the detector fallback cascade and the flip-mean templates cost, side by side in one run.
+
+Prints:
+
+1. detection on celeba_dev photos where the default detector (MTCNN) finds a face, with the
+   fallback cascade on and off: the same faces, the same time (the cascade is never called);
+2. on FairFace crops (spread over demographics/fairface_train) where MTCNN finds nothing: the time
+   MTCNN takes to fail, the time the cascade adds, and which step recovers each crop;
+3. the descriptor alone vs the flip-mean template (chip and mirror in one batch), in ms/face.
+
+Timings are the best of ``--reps`` passes, the two variants interleaved photo by photo so that
+a busy machine weighs on both alike.
+
+Usage: .venv/bin/python bench/bench_fallback.py [--photos 40] [--crops 400] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from regard.align import face_chips
+from regard.config import Settings
+from regard.detect.base import alignment_box
+from regard.embed import mean_of_mirrors, with_mirrors
+from regard.engine import Engine
+from regard.types import RGBImage
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("REGARD_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+
+def _rows(folder: Path, n: int) -> list[dict[str, str]]:
+    """``n`` rows spread evenly over the manifest."""
+    with open(folder / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    step = max(1, len(rows) // max(n, 1))
+    return rows[::step][:n]
+
+
+def _best(fn: Callable[[], object], reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _on_off(on: Engine, off: Engine, images: list[RGBImage], reps: int) -> None:
+    t_on = np.zeros(len(images))
+    t_off = np.zeros(len(images))
+    same = 0
+    for i, image in enumerate(images):
+        a, b = on.detect(image), off.detect(image)
+        same += a == b
+        t_on[i] = _best(lambda im=image: on.detect(im), reps)
+        t_off[i] = _best(lambda im=image: off.detect(im), reps)
+    n = len(images)
+    print(f"\n1. detection where MTCNN finds a face: {n} celeba_dev photos")
+    print(f"   fallback 'none'         {t_off.mean() * 1000:8.1f} ms/photo")
+    ratio = t_on.sum() / t_off.sum()
+    print(f"   fallback 'pad,pad-cnn'  {t_on.mean() * 1000:8.1f} ms/photo   ratio {ratio:.3f}")
+    print(f"   identical detections on {same}/{n} photos")
+
+
+def _cascade(on: Engine, crops: list[tuple[str, RGBImage]], scanned: int, reps: int) -> None:
+    print(f"\n2. FairFace crops where MTCNN finds nothing: {len(crops)} of {scanned} scanned")
+    if not crops:
+        return
+    t_fail, t_all = np.zeros(len(crops)), np.zeros(len(crops))
+    finder = []
+    for i, (_, image) in enumerate(crops):
+        found = on.detect(image)
+        finder.append(found[0].detector if found else "nothing")
+        t_fail[i] = _best(lambda im=image: on.detect(im, detector="mtcnn"), reps)
+        t_all[i] = _best(lambda im=image: on.detect(im), reps)
+    steps = {"mtcnn": "pad (MTCNN, padded)", "cnn": "pad-cnn (MMOD, padded)", "nothing": "still no face"}
+    extra = t_all - t_fail
+    for key, label in steps.items():
+        mine = np.asarray(finder) == key
+        cost = f"   the cascade adds {extra[mine].mean() * 1000:6.1f} ms" if mine.any() else ""
+        print(f"   {label:24s} {int(mine.sum()):4d}{cost}")
+    print(f"   MTCNN failing           {t_fail.mean() * 1000:8.1f} ms/crop")
+    print(f"   MTCNN + cascade         {t_all.mean() * 1000:8.1f} ms/crop")
+    ms = extra * 1000
+    spread = f"median {np.median(ms):.1f}, max {ms.max():.1f}"
+    print(f"   the cascade adds        {ms.mean():8.1f} ms/crop ({spread})")
+
+
+def _flip(engine: Engine, images: list[RGBImage], reps: int) -> None:
+    chips_list = []
+    for image in images:
+        dets = engine.detect(image, max_faces=1)
+        if dets:
+            chips_list.append(face_chips(image, [alignment_box(dets[0])], engine.predictors))
+    chips = np.concatenate(chips_list)
+    n = len(chips)
+    emb = engine.embedder
+    emb.embed_chips(chips[:2])
+    t_plain = t_flip = float("inf")
+    for _ in range(reps):  # interleaved
+        t_plain = min(t_plain, _best(lambda: emb.embed_chips(chips), 1))
+        t_flip = min(t_flip, _best(lambda: mean_of_mirrors(emb.embed_chips(with_mirrors(chips))), 1))
+    print(f"\n3. descriptor, {n} faces in one batch ({engine.settings.embed_backend}):")
+    print(f"   chip only               {t_plain / n * 1000:8.2f} ms/face")
+    print(f"   flip-mean (2 chips)     {t_flip / n * 1000:8.2f} ms/face   x{t_flip / t_plain:.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--photos", type=int, default=40, help="celeba_dev photos for 1 and 3")
+    parser.add_argument("--crops", type=int, default=400, help="FairFace crops scanned for 2")
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    celeba = DATASETS / "recognition" / "celeba_dev"
+    if not celeba.is_dir():
+        print(f"datasets folder {celeba} is absent", file=sys.stderr)
+        return 1
+    base = Settings.from_env(onnx_provider="cpu", detector="default")
+    on = Engine(replace(base, detect_fallback="pad,pad-cnn"))
+    off = Engine(replace(base, detect_fallback="none"))
+    off.predictors = on.predictors  # share the shape predictors (loaded once)
+    print(f"cpu cores: {os.cpu_count()}; onnx threads: {base.threads or 'default'}")
+
+    photos = [on.load_image(celeba / r["path"]) for r in _rows(celeba, args.photos * 2)]
+    hits = [im for im in photos if on.detect(im, detector="mtcnn")][: args.photos]
+    _on_off(on, off, hits, args.reps)
+
+    fairface = DATASETS / "demographics" / "fairface_train"
+    if fairface.is_dir():
+        rows = _rows(fairface, args.crops)
+        crops = []
+        for row in rows:
+            image = on.load_image(fairface / row["path"])
+            if not on.detect(image, detector="mtcnn"):
+                crops.append((row["race"], image))
+        _cascade(on, crops, len(rows), args.reps)
+        print(f"   by race (misses): {dict(sorted(Counter(r for r, _ in crops).items()))}")
+    else:
+        print(f"\n2. skipped: {fairface} is absent")
+
+    _flip(on, hits, args.reps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Embed every shared face set once for the fairness work: each fallback step, plain and mirrored.
+
+For every image: MTCNN on the image; where it finds nothing, each candidate fallback step
+(MTCNN on the image padded by 25% or 50% of its size with its mean colour, dlib's MMOD ``cnn`` on
+the image and on the 25%-padded image). For every step that finds a face, the template of the
+largest face's aligned chip and of its mirror image, the step's time and the face's height are
+kept in ``.cache/fair/<set>.npz`` (never committed). ``bench/fairness_data.py`` reads them back as
+the shipped pipeline sees them; the detector cascade and the flip were chosen from these files
+(docs/calibration.md), and ``bench/fairness_sweep.py`` chooses the normalizer's details on them.
+
+    .venv/bin/python bench/fairness_templates.py [recognition/celeba_dev ...]
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+SETS = [
+    "recognition/celeba_dev",
+    "demographics/fairface_train",
+    "demographics/utkface",
+    "recognition/orl",
+    "recognition/yale",
+    "recognition/bbt",
+    "recognition/deepface",
+    "recognition/fr_examples",
+]
+VARIANTS = ["mtcnn", "pad25_mtcnn", "pad50_mtcnn", "cnn", "pad25_cnn"]
+_engine: Any = None
+
+
+def _init() -> None:
+    global _engine
+    from regard.config import Settings
+    from regard.engine import Engine
+
+    # Steps are run by hand here, so the engine's own cascade is off.
+    _engine = Engine(Settings.from_env(threads=1, embed_backend="onnx", detect_fallback="none"))
+
+
+def pad(image: np.ndarray, fraction: float) -> np.ndarray:
+    """``image`` with a border of ``fraction`` of its size on each side, in its mean colour."""
+    h, w = image.shape[:2]
+    py, px = round(h * fraction), round(w * fraction)
+    mean = image.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+    out = np.empty((h + 2 * py, w + 2 * px, 3), np.uint8)
+    out[:] = mean
+    out[py : py + h, px : px + w] = image
+    return out
+
+
+def one(path: str) -> tuple[str, str, dict[str, tuple[Any, Any, float, float]]]:
+    from regard.align import face_chips
+    from regard.detect.base import alignment_box
+
+    e = _engine
+    try:
+        img = e.load_image(path)
+    except Exception:
+        return path, "unreadable", {}
+    res: dict[str, tuple[Any, Any, float, float]] = {}
+    for v in VARIANTS:
+        if v != "mtcnn" and res["mtcnn"][0] is not None:
+            continue  # the fallback steps only run where MTCNN found nothing
+        t = time.perf_counter()
+        im = pad(img, int(v[3:5]) / 100) if v.startswith("pad") else img
+        found = e.detect(im, detector=v.split("_")[-1], max_faces=1)
+        dt = time.perf_counter() - t
+        if not found:
+            res[v] = (None, None, dt, 0.0)
+            continue
+        chips = face_chips(im, [alignment_box(found[0])], e.predictors)
+        a = e.embedder.embed_chips(chips)[0]
+        b = e.embedder.embed_chips(np.ascontiguousarray(chips[:, :, ::-1]))[0]
+        res[v] = (a, b, dt, float(found[0].box.height))
+    return path, "ok", res
+
+
+def main() -> None:
+    out = ROOT / ".cache" / "fair"
+    out.mkdir(parents=True, exist_ok=True)
+    with mp.get_context("spawn").Pool(2, initializer=_init) as pool:
+        for name in sys.argv[1:] or SETS:
+            root = DATASETS / name
+            with open(root / "manifest.csv") as f:
+                rows = list(csv.DictReader(f))
+            files = [str(root / r["path"]) for r in rows]
+            t0 = time.time()
+            results = pool.map(one, files, chunksize=8)
+            n = len(files)
+            data: dict[str, np.ndarray] = {"paths": np.array([r["path"] for r in rows])}
+            for v in VARIANTS:
+                emb = np.full((n, 128), np.nan, np.float32)
+                flip = emb.copy()
+                tried = np.zeros(n, bool)
+                secs = np.zeros(n)
+                height = np.zeros(n)
+                for i, (_, _status, res) in enumerate(results):
+                    if v in res:
+                        tried[i] = True
+                        a, b, secs[i], height[i] = res[v]
+                        if a is not None:
+                            emb[i], flip[i] = a, b
+                data[f"{v}_emb"], data[f"{v}_flip"], data[f"{v}_tried"] = emb, flip, tried
+                data[f"{v}_secs"], data[f"{v}_height"] = secs, height
+            np.savez(out / (name.replace("/", "__") + ".npz"), **data)
+            ok = np.isfinite(data["mtcnn_emb"][:, 0]).mean()
+            print(f"{name}: {n} images, MTCNN found a face in {ok:.1%}, {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""Fair score normalization: one comparison score whose meaning does not depend on whose face it is.
+
+A descriptor distance means different things for different faces: dlib's ResNet packs East Asian
+faces and young children closer together than White adults, so one global distance threshold
+admits tens of times more false matches for some people than for others. Following Terhörst et
+al., "Post-comparison mitigation of demographic bias in face recognition using fair score
+normalization" (IJCB 2020), without any demographic label:
+
+1. the templates of a diverse pool are clustered (k-means);
+2. each cluster's *local threshold* is the distance at which the impostor comparisons of its
+   members reach the target false-match rate, and the *global threshold* the same over the pool;
+3. a pair's score is its distance shifted by the mean of its two clusters' offsets::
+
+       score = distance - (offset[cluster(a)] + offset[cluster(b)]) / 2
+       offset[c] = local_threshold[c] - global_threshold
+
+   so pairs from clusters whose impostors sit close together (a low local threshold) are moved
+   apart, and the calibration table (``regard.calibrate``) maps the score to a false-match rate.
+
+Steps 2-3 may be repeated on the normalized scores (``iterations``), each round adding the
+residual offsets, since one pair's shift mixes two clusters. Each sample's impostor comparisons
+count with equal total weight, so large datasets in a pool do not drown small ones.
+
+A template's share of the shift, ``offset / 2``, is its *half offset*; scores and searches use it.
+The normalizer is data with provenance (``data/normalizer.json``): the model its centroids were
+fitted for, the datasets, the method and its parameters, and a content hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from regard.errors import InvalidParameter, ScoringMismatch
+
+#: Score histograms are kept at this resolution (distance units) while fitting.
+BIN_WIDTH = 0.0005
+#: Scores beyond this never decide a threshold at a useful false-match rate.
+MAX_SCORE = 2.0
+FORMAT = "regard-normalizer/1"
+
+
+@dataclass(frozen=True)
+class ScoreNormalizer:
+    """Cluster centroids and each cluster's offset from the global threshold (distance units)."""
+
+    version: str
+    model: str  # ModelIdentity.key of the descriptor the centroids live in
+    centroids: np.ndarray  # (k, d) float32
+    offsets: np.ndarray  # (k,) float64
+    provenance: dict[str, Any] = field(default_factory=dict)
+    #: 0: each template takes its nearest cluster's offset; > 0: a softmax over the centroids'
+    #: squared distances at this temperature weighs every cluster's offset (smooth at boundaries).
+    temperature: float = 0.0
+
+    # -- applying ---------------------------------------------------------------------------
+    def clusters(self, templates: np.ndarray) -> np.ndarray:
+        """The nearest centroid of each template (row)."""
+        t = np.atleast_2d(np.asarray(templates, dtype=np.float32))
+        c = self.centroids
+        d2 = np.einsum("ij,ij->i", c, c)[None, :] - 2.0 * (t @ c.T)
+        result: np.ndarray = np.argmin(d2, axis=1)
+        return result
+
+    def half_offsets(self, templates: np.ndarray) -> np.ndarray:
+        """Each template's share of a pair's shift: half its cluster's offset (float64)."""
+        t = np.atleast_2d(np.asarray(templates, dtype=np.float32))
+        if len(t) == 0:
+            return np.zeros(0, dtype=np.float64)
+        if self.temperature <= 0:
+            result: np.ndarray = 0.5 * self.offsets[self.clusters(t)]
+            return result
+        soft: np.ndarray = 0.5 * (self.weights(t) @ self.offsets)
+        return soft
+
+    def weights(self, templates: np.ndarray) -> np.ndarray:
+        """(n, k) soft cluster memberships: softmax of -squared distance / temperature."""
+        t = np.atleast_2d(np.asarray(templates, dtype=np.float64))
+        c = self.centroids.astype(np.float64)
+        d2 = np.einsum("ij,ij->i", t, t)[:, None] + np.einsum("ij,ij->i", c, c)[None, :] - 2.0 * (t @ c.T)
+        z = -(d2 - d2.min(axis=1, keepdims=True)) / self.temperature
+        w = np.exp(z)
+        result: np.ndarray = w / w.sum(axis=1, keepdims=True)
+        return result
+
+    @property
+    def half_offset_range(self) -> tuple[float, float]:
+        """The smallest and largest half offset any template can have."""
+        return 0.5 * float(self.offsets.min()), 0.5 * float(self.offsets.max())
+
+    def check_model(self, model_key: str) -> None:
+        """Refuse to score templates of a model the centroids were not fitted for."""
+        if self.model != model_key:
+            raise ScoringMismatch(
+                f"score normalizer {self.version!r} was fitted for templates of {self.model}; "
+                f"these templates come from {model_key}. Re-make it with 'regard calibrate' "
+                "on photos embedded by this model."
+            )
+
+    # -- storing ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": self.version,
+            "model": self.model,
+            "provenance": self.provenance,
+            "temperature": self.temperature,
+            "offsets": [round(float(x), 7) for x in self.offsets],
+            "centroids": [[round(float(x), 7) for x in row] for row in self.centroids],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoreNormalizer:
+        if data.get("format") != FORMAT:
+            raise InvalidParameter(f"not a score normalizer (format {data.get('format')!r}, want {FORMAT})")
+        centroids = np.asarray(data["centroids"], dtype=np.float32)
+        offsets = np.asarray(data["offsets"], dtype=np.float64)
+        if centroids.ndim != 2 or offsets.shape != (centroids.shape[0],) or len(offsets) == 0:
+            raise InvalidParameter("score normalizer: centroids and offsets do not match")
+        return cls(
+            version=str(data["version"]),
+            model=str(data["model"]),
+            centroids=centroids,
+            offsets=offsets,
+            provenance=dict(data.get("provenance", {})),
+            temperature=float(data.get("temperature", 0.0)),
+        )
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ScoreNormalizer:
+        if path is None:
+            text = resources.files("regard").joinpath("data/normalizer.json").read_text()
+        else:
+            text = Path(path).read_text()
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the parameters as stored (what audit records and reports cite)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@cache
+def default_normalizer() -> ScoreNormalizer:
+    """The normalizer shipped with regard."""
+    return ScoreNormalizer.load()
+
+
+# -- fitting -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How a normalizer is fitted; the defaults are the ones chosen by the sweep in docs/calibration.md."""
+
+    clusters: int = 50
+    target_fmr: float = 1e-3
+    iterations: int = 2
+    seed: int = 0
+    temperature: float = 0.0
+    #: How much each dataset of a pool weighs in the local thresholds: its images' count to this
+    #: power (1: every image counts the same; 0: every dataset counts the same).
+    dataset_power: float = 1.0
+    #: The fitted offsets are multiplied by this (1: Terhörst's full shift; less trades some of the
+    #: equalisation for accuracy within a population, see docs/calibration.md).
+    strength: float = 1.0
+
+
+def kmeans_centroids(templates: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means centroids of ``templates`` (scikit-learn, deterministic for a seed)."""
+    from sklearn.cluster import KMeans
+
+    if len(templates) < 2 * k:
+        raise InvalidParameter(f"too few templates ({len(templates)}) for {k} clusters; need {2 * k}")
+    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(np.asarray(templates, dtype=np.float64))
+    return np.asarray(km.cluster_centers_, dtype=np.float32)
+
+
+def _impostor_histograms(
+    templates: np.ndarray,
+    subjects: np.ndarray,
+    domains: np.ndarray,
+    clusters: np.ndarray,
+    k: int,
+    half: np.ndarray,
+    block: int = 512,
+    row_weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """(k, bins) weighted histograms of the shifted impostor scores of each cluster's members.
+
+    A sample's impostors are the samples of its own domain with another subject; each sample's
+    comparisons carry total weight 1.
+    """
+    emb = np.asarray(templates, dtype=np.float32)
+    n = len(emb)
+    bins = int(MAX_SCORE / BIN_WIDTH)
+    hist = np.zeros(k * bins, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", emb, emb)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (emb[start:stop] @ emb.T)
+        score = np.sqrt(np.maximum(d2, 0.0)) - half[start:stop, None] - half[None, :]
+        imp = (domains[start:stop, None] == domains[None, :]) & (
+            subjects[start:stop, None] != subjects[None, :]
+        )
+        counts = imp.sum(axis=1)
+        weight = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+        if row_weights is not None:
+            weight = weight * row_weights[start:stop]
+        rows, cols = np.nonzero(imp)
+        b = np.clip((score[rows, cols] / BIN_WIDTH).astype(np.int64), 0, bins - 1)
+        hist += np.bincount(clusters[start:stop][rows] * bins + b, weights=weight[rows], minlength=k * bins)
+    return hist.reshape(k, bins)
+
+
+def histogram_threshold(hist: np.ndarray, fmr: float) -> float:
+    """The score at which the cumulative weight of ``hist`` reaches ``fmr`` of its total."""
+    total = float(hist.sum())
+    if total <= 0:
+        raise InvalidParameter("no impostor comparisons to set a threshold on")
+    cum = np.cumsum(hist) / total
+    i = int(np.searchsorted(cum, fmr))
+    below = float(cum[i - 1]) if i > 0 else 0.0
+    inside = float(hist[i]) / total if i < len(hist) else 0.0
+    frac = 0.0 if inside <= 0 else (fmr - below) / inside
+    return (i + min(max(frac, 0.0), 1.0)) * BIN_WIDTH
+
+
+def fit_normalizer(
+    templates: np.ndarray,
+    subjects: Sequence[str] | np.ndarray,
+    domains: Sequence[str] | np.ndarray,
+    *,
+    model: str,
+    version: str,
+    options: FitOptions | None = None,
+    provenance: dict[str, Any] | None = None,
+    centroids: np.ndarray | None = None,
+) -> ScoreNormalizer:
+    """Fit centroids (unless given) and offsets on labelled templates.
+
+    ``subjects`` say which samples are the same person; ``domains`` (the dataset each sample came
+    from) keep impostor comparisons within one dataset, so a pool of differently cropped sets is
+    not padded with trivially easy cross-set impostors.
+    """
+    opts = options or FitOptions()
+    emb = np.asarray(templates, dtype=np.float32)
+    subj = np.asarray(subjects).astype(str)
+    dom = np.asarray(domains).astype(str)
+    if not (len(emb) == len(subj) == len(dom)):
+        raise InvalidParameter("templates, subjects and domains differ in length")
+    if not 0 < opts.target_fmr < 0.5:
+        raise InvalidParameter("target_fmr must be between 0 and 0.5")
+    cents = kmeans_centroids(emb, opts.clusters, opts.seed) if centroids is None else centroids
+    k = len(cents)
+    probe = ScoreNormalizer(
+        version, model, np.asarray(cents, np.float32), np.zeros(k), temperature=opts.temperature
+    )
+    assigned = probe.clusters(emb)
+    offsets = np.zeros(k, dtype=np.float64)
+    _, dom_index, dom_sizes = np.unique(dom, return_inverse=True, return_counts=True)
+    row_weights = dom_sizes[dom_index].astype(np.float64) ** (opts.dataset_power - 1.0)
+    for _ in range(max(1, opts.iterations)):
+        half = ScoreNormalizer(
+            version, model, probe.centroids, offsets, temperature=opts.temperature
+        ).half_offsets(emb)
+        hist = _impostor_histograms(emb, subj, dom, assigned, k, half, row_weights=row_weights)
+        global_thr = histogram_threshold(hist.sum(axis=0), opts.target_fmr)
+        for c in range(k):
+            if hist[c].sum() > 0:
+                offsets[c] += histogram_threshold(hist[c], opts.target_fmr) - global_thr
+    offsets *= opts.strength
+    sizes = np.bincount(assigned, minlength=k)
+    prov = dict(provenance or {})
+    prov.update(
+        {
+            "method": "fair score normalization (Terhörst et al., IJCB 2020): k-means clusters, "
+            "per-cluster thresholds at the target FMR on impostor comparisons, "
+            "score = distance - mean of the two clusters' offsets",
+            "clusters": k,
+            "target_fmr": opts.target_fmr,
+            "iterations": opts.iterations,
+            "temperature": opts.temperature,
+            "strength": opts.strength,
+            "dataset_power": opts.dataset_power,
+            "seed": opts.seed,
+            "templates": len(emb),
+            "smallest_cluster": int(sizes.min()),
+            "largest_cluster": int(sizes.max()),
+        }
+    )
+    return ScoreNormalizer(version, model, np.asarray(cents, np.float32), offsets, prov, opts.temperature)

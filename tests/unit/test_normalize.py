@@ -1,0 +1,247 @@
+"""Fair score normalization: known answers on synthetic clusters, determinism, stale parameters."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from regard.calibrate import (
+    CalibrationTable,
+    Part,
+    Scorer,
+    default_scorer,
+    fit_scoring,
+    is_held_apart,
+)
+from regard.errors import InvalidParameter, ScoringMismatch
+from regard.normalize import (
+    FitOptions,
+    ScoreNormalizer,
+    default_normalizer,
+    fit_normalizer,
+    histogram_threshold,
+)
+
+
+def two_populations(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two far-apart populations, every sample a different person: in ``dense`` impostors sit
+    about 0.35 apart, in ``sparse`` about 0.7 apart (the way dlib's descriptor packs some
+    populations tighter than others). Returns templates, subjects and the true population."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=(2, 128))
+    centre *= 3.0 / np.linalg.norm(centre, axis=1, keepdims=True)
+    spread = np.array([0.35, 0.7]) / np.sqrt(2 * 128)
+    truth = np.repeat([0, 1], n)
+    emb = centre[truth] + rng.normal(size=(2 * n, 128)) * spread[truth, None]
+    subjects = np.array([f"s{i}" for i in range(2 * n)])
+    return emb.astype(np.float32), subjects, truth
+
+
+def impostor_fmr(emb: np.ndarray, half: np.ndarray, members: np.ndarray, threshold: float) -> float:
+    """Share of the impostor comparisons of ``members`` (against everyone) at or under ``threshold``."""
+    d = np.linalg.norm(emb[:, None, :] - emb[None, :, :], axis=2) - half[:, None] - half[None, :]
+    np.fill_diagonal(d, np.inf)
+    rows = d[members]
+    return float((rows <= threshold).sum() / (rows.size - len(rows)))
+
+
+def test_histogram_threshold_is_the_weighted_quantile() -> None:
+    hist = np.zeros(100)
+    hist[10] = 1.0
+    hist[20] = 3.0
+    # A quarter of the weight sits in bin 10: FMR 0.125 is halfway through that bin.
+    assert histogram_threshold(hist, 0.125) == pytest.approx(10.5 * 0.0005)
+    assert histogram_threshold(hist, 0.25) == pytest.approx(11 * 0.0005)
+    with pytest.raises(InvalidParameter):
+        histogram_threshold(np.zeros(10), 0.1)
+
+
+def test_clusters_found_and_offsets_have_the_right_sign() -> None:
+    emb, subjects, truth = two_populations()
+    norm = fit_normalizer(
+        emb,
+        subjects,
+        np.zeros(len(emb)),
+        model="m",
+        version="t",
+        options=FitOptions(clusters=2, iterations=1),
+    )
+    clusters = norm.clusters(emb)
+    # k-means recovers the two populations exactly (labels may be swapped).
+    assert len(set(zip(clusters.tolist(), truth.tolist(), strict=True))) == 2
+    dense = int(np.bincount(clusters[truth == 0]).argmax())
+    sparse = 1 - dense
+    # The dense population's local threshold is below the global one, the sparse one's above.
+    assert norm.offsets[dense] < 0 < norm.offsets[sparse]
+
+
+@pytest.mark.parametrize("target", [1e-2, 3e-2])
+def test_normalized_scores_give_each_population_the_target_fmr(target: float) -> None:
+    """The defining property: after normalization one threshold gives both populations the same FMR."""
+    emb, subjects, truth = two_populations()
+    domains = np.zeros(len(emb))
+    raw = np.zeros(len(emb))
+    norm = fit_normalizer(
+        emb,
+        subjects,
+        domains,
+        model="m",
+        version="t",
+        options=FitOptions(clusters=2, target_fmr=target, iterations=3),
+    )
+    half = norm.half_offsets(emb)
+    # Before: at the global threshold for the target, the dense population takes nearly all errors.
+    d = np.linalg.norm(emb[:, None] - emb[None, :], axis=2)
+    global_raw = float(np.quantile(d[np.triu_indices(len(emb), 1)], target))
+    before = [impostor_fmr(emb, raw, truth == g, global_raw) for g in (0, 1)]
+    assert before[0] > 10 * max(before[1], 1e-6)
+    # After: the normalized threshold for the same overall FMR gives both about the target.
+    s = d - half[:, None] - half[None, :]
+    global_norm = float(np.quantile(s[np.triu_indices(len(emb), 1)], target))
+    after = [impostor_fmr(emb, half, truth == g, global_norm) for g in (0, 1)]
+    for fmr in after:
+        assert fmr == pytest.approx(target, rel=0.35)
+
+
+def test_fit_is_deterministic_and_round_trips(tmp_path: object) -> None:
+    emb, subjects, _ = two_populations(n=120)
+    domains = np.zeros(len(emb))
+    opts = FitOptions(clusters=4, iterations=2)
+    a = fit_normalizer(emb, subjects, domains, model="m", version="t", options=opts)
+    b = fit_normalizer(emb, subjects, domains, model="m", version="t", options=opts)
+    assert a.to_dict() == b.to_dict() and a.sha256 == b.sha256
+    again = ScoreNormalizer.from_dict(json.loads(json.dumps(a.to_dict())))
+    assert again.sha256 == a.sha256
+    np.testing.assert_allclose(again.half_offsets(emb), a.half_offsets(emb), atol=1e-6)
+    # Another seed gives other parameters, and a different hash.
+    c = fit_normalizer(emb, subjects, domains, model="m", version="t", options=replace(opts, seed=1))
+    assert c.sha256 != a.sha256
+
+
+def test_soft_assignment_tends_to_hard_at_low_temperature() -> None:
+    emb, subjects, _ = two_populations(n=100)
+    norm = fit_normalizer(
+        emb, subjects, np.zeros(len(emb)), model="m", version="t", options=FitOptions(clusters=2)
+    )
+    soft = replace(norm, temperature=1e-6)
+    np.testing.assert_allclose(soft.half_offsets(emb), norm.half_offsets(emb), atol=1e-9)
+    smooth = replace(norm, temperature=1e6)  # every cluster weighs the same
+    np.testing.assert_allclose(smooth.half_offsets(emb), 0.25 * norm.offsets.sum(), atol=1e-6)
+
+
+def test_impostors_stay_within_their_domain() -> None:
+    """Two copies of one population in two domains: cross-domain pairs (identical templates,
+    different subjects) must not count as impostors, or every threshold would collapse to 0."""
+    emb, subjects, _ = two_populations(n=80)
+    both = np.concatenate([emb, emb])
+    subj = np.concatenate([subjects, np.char.add(subjects, "b")])
+    dom = np.repeat(["a", "b"], len(emb))
+    norm = fit_normalizer(
+        both, subj, dom, model="m", version="t", options=FitOptions(clusters=2, iterations=1)
+    )
+    alone = fit_normalizer(
+        emb,
+        subjects,
+        np.zeros(len(emb)),
+        model="m",
+        version="t",
+        options=FitOptions(clusters=2, iterations=1),
+    )
+    np.testing.assert_allclose(np.sort(norm.offsets), np.sort(alone.offsets), atol=2e-3)
+
+
+def test_fit_scoring_table_maps_scores_to_fmr_per_image_weighted() -> None:
+    emb, subjects, truth = two_populations()
+    rng = np.random.default_rng(1)
+    copies = np.repeat(emb[truth == 1][:30], 3, axis=0) + rng.normal(size=(90, 128)).astype(np.float32) * 0.01
+    parts = [
+        Part("dense", emb[truth == 0], subjects[truth == 0]),
+        Part("sparse", emb[truth == 1], subjects[truth == 1]),
+        Part("identities", copies, np.repeat(np.arange(30).astype(str), 3)),  # genuine pairs for FNMR
+    ]
+    opts = FitOptions(clusters=3, target_fmr=1e-2, iterations=3)
+    norm, table, data = fit_scoring(parts, model="m", version="t", options=opts)
+    assert norm is not None and data["normalizer"] == norm.sha256
+    scorer = Scorer(table, norm)
+    # One score threshold gives both populations (pairs within each part) about the same FMR.
+    tau = scorer.score_for_fmr(1e-2)
+    rates = []
+    for g in (0, 1):
+        e = emb[truth == g]  # pairs within each part
+        h = norm.half_offsets(e)
+        s = np.linalg.norm(e[:, None] - e[None, :], axis=2) - h[:, None] - h[None, :]
+        rates.append(float((s[np.triu_indices(len(e), 1)] <= tau).mean()))
+    assert max(rates) / min(rates) < 2.0
+    assert 0.5e-2 < np.mean(rates) < 2e-2
+
+
+def test_too_few_templates_for_the_clusters_is_a_typed_error() -> None:
+    emb, subjects, _ = two_populations(n=5)
+    with pytest.raises(InvalidParameter, match="too few templates"):
+        fit_normalizer(
+            emb, subjects, np.zeros(len(emb)), model="m", version="t", options=FitOptions(clusters=50)
+        )
+
+
+def test_stale_parameters_are_refused() -> None:
+    """A normalizer (or table) made for another model, or a table made on another normalizer's
+    scores, is refused with an error that says what to do."""
+    shipped = default_scorer()
+    assert shipped.normalizer is not None
+    other_model = replace(shipped.normalizer, model="some_other_model:1:0000")
+    with pytest.raises(ScoringMismatch, match="regard calibrate"):
+        other_model.check_model(shipped.table.model)
+    with pytest.raises(ScoringMismatch):
+        Scorer(shipped.table, replace(shipped.normalizer, offsets=shipped.normalizer.offsets + 0.01))
+    with pytest.raises(ScoringMismatch):
+        Scorer(shipped.table, None)  # the shipped table maps normalized scores, not raw distances
+    with pytest.raises(ScoringMismatch, match="fitted for"):
+        shipped.check_model("dlib_face_recognition_resnet_model_v1:2:ffffffffffffffff")
+
+
+def test_engine_refuses_a_normalizer_for_another_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from regard import engine as engine_module
+    from regard.engine import Engine
+
+    shipped = default_scorer()
+    assert shipped.normalizer is not None
+    stale_norm = replace(shipped.normalizer, model="another_model:1:abcdef0123456789")
+    data = {
+        "version": "stale",
+        "model": "another_model:1:abcdef0123456789",
+        "dataset": "x",
+        "normalizer": stale_norm.sha256,
+        "rows": [{"distance": 0.5, "fmr": 1e-3, "fnmr": 0.1}, {"distance": 1.0, "fmr": 1.0, "fnmr": 0.0}],
+        "tail": {"slope": 10.0, "distance": 0.5, "log10_fmr": -3.0},
+        "counts": {"genuine": 1, "impostor": 1},
+    }
+    stale = Scorer(CalibrationTable.from_dict(data), stale_norm)
+    monkeypatch.setattr(engine_module, "default_scorer", lambda: stale)
+    with pytest.raises(ScoringMismatch, match="another_model"):
+        _ = Engine().scorer
+
+
+def test_shipped_parameters_carry_provenance() -> None:
+    norm = default_normalizer()
+    scorer = default_scorer()
+    assert scorer.table.normalizer == norm.sha256
+    assert norm.model == scorer.table.model
+    prov = norm.provenance
+    assert prov["clusters"] == len(norm.centroids) and "datasets" in prov and "method" in prov
+    ident = scorer.identity()
+    assert ident["normalizer_sha256"] == norm.sha256 and ident["calibration_sha256"] == scorer.table.sha256
+    # Similarity 80 means a stricter score than 60, and the scale round-trips.
+    assert scorer.score_for_similarity(80) < scorer.score_for_similarity(60)
+    assert scorer.similarity(scorer.score_for_similarity(70)) == pytest.approx(70, abs=0.01)
+
+
+def test_held_apart_splits_are_stable() -> None:
+    # celeba_dev keeps its third, other sets half.
+    ids = [f"id{i}" for i in range(3000)]
+    celeba = np.mean([is_held_apart("celeba_dev", s) for s in ids])
+    other = np.mean([is_held_apart("fairface_train", s) for s in ids])
+    assert 0.30 < celeba < 0.37 and 0.46 < other < 0.54
+    assert is_held_apart("utkface", "x.jpg") == is_held_apart("utkface", "x.jpg")
