@@ -188,13 +188,11 @@ def main() -> None:
             f"{label:48s} worst {worst:5.2f} ({max(crit, key=lambda c: crit[c])})  TAR {tar:.4f}", flush=True
         )
 
-    def refit(norms: list[Any], strength: float, power: float) -> list[Scorer]:
+    def refit(norms: list[Any], strength: float) -> list[Scorer]:
         scorers = []
         for side, norm in zip((True, False), norms, strict=True):
             scaled = replace(norm, offsets=norm.offsets * strength)
-            _, table, _ = fit_scoring(
-                parts_of(side), model=model, version="sweep", normalizer=scaled, dataset_power=power
-            )
+            _, table, _ = fit_scoring(parts_of(side), model=model, version="sweep", normalizer=scaled)
             scorers.append(Scorer(table, scaled))
         return scorers
 
@@ -202,7 +200,7 @@ def main() -> None:
         fit_scoring(parts_of(side), model=model, version="sweep", normalize=False)[1]
         for side in (True, False)
     ]
-    record("raw distance, pooled table", (0, 0, 0, 1.0), [Scorer(t) for t in raw])
+    record("raw distance, pooled table", (0, 0, 0), [Scorer(t) for t in raw])
     for clusters, target, iterations, temperature in itertools.product(*grid.values()):
         opts = FitOptions(
             clusters=clusters, target_fmr=target, iterations=iterations, temperature=temperature
@@ -214,23 +212,19 @@ def main() -> None:
         fitted[(clusters, target, iterations, temperature)] = full
         for strength in strengths:
             label = f"k={clusters} fmr={target:g} it={iterations} T={temperature:g} strength={strength:g}"
-            record(label, (clusters, iterations, -strength, 1.0), refit(full, strength, 1.0))
-    # Stage 2, around the best of stage 1: finer strengths, and how much each set weighs in the
-    # table (its image count to the power p: 1 every image alike, 0 every set alike).
-    rows.sort(key=lambda r: r[:5])
+            record(label, (clusters, iterations, -strength), refit(full, strength))
+    # Stage 2, around the best of stage 1: finer strengths.
+    rows.sort(key=lambda r: r[:4])
     best = next(r for r in rows if r[1])
-    key = next(k for k in fitted if f"k={k[0]} fmr={k[1]:g} it={k[2]} T={k[3]:g} " in best[5])
+    key = next(k for k in fitted if f"k={k[0]} fmr={k[1]:g} it={k[2]} T={k[3]:g} " in best[4])
     base = -best[3]
-    for power in (1.0, 0.5, 0.0):
-        for strength in sorted({round(base + d, 2) for d in (-0.05, 0.0, 0.05, 0.1)}):
-            label = (
-                f"k={key[0]} fmr={key[1]:g} it={key[2]} T={key[3]:g} strength={strength:g} table-p={power:g}"
-            )
-            record(label, (key[0], key[2], -strength, power), refit(fitted[key], strength, power))
-    rows.sort(key=lambda r: r[:5])
+    for strength in sorted({round(base + d, 2) for d in (-0.1, -0.05, 0.05, 0.1)} - {base}):
+        label = f"k={key[0]} fmr={key[1]:g} it={key[2]} T={key[3]:g} strength={strength:g}"
+        record(label, (key[0], key[2], -strength), refit(fitted[key], strength))
+    rows.sort(key=lambda r: r[:4])
     print("\nbest by worst criterion (1.0 = acceptance limit):")
     for row in rows[:6]:
-        worst, label, crit, tar = row[0], row[5], row[6], row[7]
+        worst, label, crit, tar = row[0], row[4], row[5], row[6]
         print(
             f"  {label:48s} worst {worst:.2f}  TAR {tar:.4f}  "
             + ", ".join(f"{k} {v:.2f}" for k, v in crit.items())

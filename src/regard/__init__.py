@@ -5,7 +5,7 @@ The public verbs follow the pipeline, one per stage, taking and returning plain 
     image = regard.load_image("a.jpg")
     faces = regard.detect(image)              # list[Detection], largest first
     vectors = regard.embed(image, faces)      # (n, 128) float32
-    result = regard.compare(vectors[0], other)  # Comparison(distance, similarity, fmr)
+    result = regard.compare(vectors[0], other)  # Comparison(distance, similarity, fmr, score)
 """
 
 from __future__ import annotations

@@ -381,14 +381,14 @@ def fit_scoring(
     normalize: bool = True,
     provenance: dict[str, Any] | None = None,
     normalizer: ScoreNormalizer | None = None,
-    dataset_power: float = 1.0,
 ) -> tuple[ScoreNormalizer | None, CalibrationTable, dict[str, Any]]:
     """Fit the normalizer (unless ``normalize`` is off) and a calibration table on its scores.
 
     Pairs are formed within each part only. In the table, each image's impostor comparisons
     carry equal total weight (as in the normalizer), so FMR is the mean over images of the
-    share of impostors each one matches, whatever the size of the set it came from; with
-    ``dataset_power`` p below 1, a set of n images weighs n**p in all instead of n.
+    share of impostors each one matches, whatever the size of the set it came from. (Weighing
+    every *set* alike instead was tried: a pool's smallest set then decides the table's tail, one
+    of its impostor pairs moving the FMR by 3e-3; see docs/calibration.md.)
     A ``normalizer`` given is used as it is (only the table is fitted).
     Returns the normalizer, the table and the table as written to ``calibration.json``.
     """
@@ -415,7 +415,7 @@ def fit_scoring(
         g, imp, w = _scored_pairs(emb[sel], subj[sel], half[sel])
         genuine.append(g)
         impostor.append(imp)
-        weights.append(w * float(sel.sum()) ** (dataset_power - 1.0))
+        weights.append(w)
     data = build_table(
         np.concatenate(genuine),
         np.concatenate(impostor),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,10 @@ from regard.calibrate import Scorer, default_scorer, load_scorer
 from regard.config import Settings
 from regard.detect.base import MAX_FACES, Detector, alignment_box, downscale, finalize, rescale
 from regard.detect.fallback import STEPS, extend_for, pad_image, parse_steps, unpad
-from regard.embed import DlibEmbedder, Embedder, mean_of_mirrors, with_mirrors
+from regard.embed import FLIP_MEAN, DlibEmbedder, Embedder, mean_of_mirrors, with_mirrors
 from regard.errors import InvalidParameter
 from regard.landmarks import ShapePredictors
-from regard.types import Comparison, Detection, Embeddings, Face, FaceAnalysis, RGBImage
+from regard.types import Comparison, Detection, Embeddings, Face, FaceAnalysis, ModelIdentity, RGBImage
 
 #: The detector used when settings say "default"; chosen by measurement (docs/benchmarks.md).
 DEFAULT_DETECTOR = "mtcnn"
@@ -195,7 +196,17 @@ class Engine:
         # extended with its mean colour, as it was detected.
         extended, boxes = extend_for(image, [alignment_box(d) for d in detections])
         chips = face_chips(extended, boxes, self.predictors)
+        if not self.settings.embed_flip:
+            return self.embedder.embed_chips(chips)
         return mean_of_mirrors(self.embedder.embed_chips(with_mirrors(chips)))
+
+    @property
+    def model_identity(self) -> ModelIdentity:
+        """What makes this engine's templates: the embedder, and whether they are flip-means."""
+        ident = self.embedder.identity
+        if self.settings.embed_flip:
+            return ident
+        return replace(ident, preprocessing=ident.preprocessing.replace(f"+{FLIP_MEAN}", ""))
 
     def faces(
         self,

@@ -165,17 +165,14 @@ def default_normalizer() -> ScoreNormalizer:
 class FitOptions:
     """How a normalizer is fitted; the defaults are the ones chosen by the sweep in docs/calibration.md."""
 
-    clusters: int = 50
+    clusters: int = 100
     target_fmr: float = 1e-3
     iterations: int = 2
     seed: int = 0
     temperature: float = 0.0
-    #: How much each dataset of a pool weighs in the local thresholds: its images' count to this
-    #: power (1: every image counts the same; 0: every dataset counts the same).
-    dataset_power: float = 1.0
     #: The fitted offsets are multiplied by this (1: Terhörst's full shift; less trades some of the
     #: equalisation for accuracy within a population, see docs/calibration.md).
-    strength: float = 1.0
+    strength: float = 0.95
 
 
 def kmeans_centroids(templates: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -196,7 +193,6 @@ def _impostor_histograms(
     k: int,
     half: np.ndarray,
     block: int = 512,
-    row_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """(k, bins) weighted histograms of the shifted impostor scores of each cluster's members.
 
@@ -217,8 +213,6 @@ def _impostor_histograms(
         )
         counts = imp.sum(axis=1)
         weight = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
-        if row_weights is not None:
-            weight = weight * row_weights[start:stop]
         rows, cols = np.nonzero(imp)
         b = np.clip((score[rows, cols] / BIN_WIDTH).astype(np.int64), 0, bins - 1)
         hist += np.bincount(clusters[start:stop][rows] * bins + b, weights=weight[rows], minlength=k * bins)
@@ -270,13 +264,11 @@ def fit_normalizer(
     )
     assigned = probe.clusters(emb)
     offsets = np.zeros(k, dtype=np.float64)
-    _, dom_index, dom_sizes = np.unique(dom, return_inverse=True, return_counts=True)
-    row_weights = dom_sizes[dom_index].astype(np.float64) ** (opts.dataset_power - 1.0)
     for _ in range(max(1, opts.iterations)):
         half = ScoreNormalizer(
             version, model, probe.centroids, offsets, temperature=opts.temperature
         ).half_offsets(emb)
-        hist = _impostor_histograms(emb, subj, dom, assigned, k, half, row_weights=row_weights)
+        hist = _impostor_histograms(emb, subj, dom, assigned, k, half)
         global_thr = histogram_threshold(hist.sum(axis=0), opts.target_fmr)
         for c in range(k):
             if hist[c].sum() > 0:
@@ -294,7 +286,6 @@ def fit_normalizer(
             "iterations": opts.iterations,
             "temperature": opts.temperature,
             "strength": opts.strength,
-            "dataset_power": opts.dataset_power,
             "seed": opts.seed,
             "templates": len(emb),
             "smallest_cluster": int(sizes.min()),

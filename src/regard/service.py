@@ -424,7 +424,7 @@ class Service:
     @property
     def face_model(self) -> ModelIdentity:
         """The identity of the engine's embedding model (what new collections are bound to)."""
-        return self.engine.embedder.identity
+        return self.engine.model_identity
 
     def model_version(self, c: Collection) -> str:
         """FaceModelVersion: the templates' model identity joined by the scoring parameters' hash.

@@ -90,7 +90,7 @@ def test_audit_numbers_are_consistent() -> None:
     n = card["acquired"]
     assert card["genuine_pairs"] + card["impostor_pairs"] == n * (n - 1) // 2
     kinds = [p["kind"] for p in rep["operating_points"]]
-    assert kinds == ["target", "target", "similarity80", "floor"]
+    assert kinds == ["target", "target", "similarity80", "similarity60", "floor"]
     p = rep["operating_points"][0]
     # The global threshold admits at most 1% of impostors.
     assert p["global"]["fmr"]["errors"] <= 0.01 * card["impostor_pairs"]
@@ -260,6 +260,9 @@ def test_audit_measures_scores_not_distances() -> None:
         assert points[f"target{target}"]["score"] == pytest.approx(threshold_at_fmr(imp_s, target))
     sim80 = next(p for p in rep["operating_points"] if p["kind"] == "similarity80")
     assert sim80["score"] == pytest.approx(scorer.score_for_similarity(80.0))
+    sim60 = next(p for p in rep["operating_points"] if p["kind"] == "similarity60")
+    assert sim60["score"] == pytest.approx(scorer.score_for_similarity(60.0))
+    assert sim60["shipped_fmr"] == pytest.approx(1e-3, rel=1e-6) and sim60["score"] > sim80["score"]
     floor = next(p for p in rep["operating_points"] if p["kind"] == "floor")
     gallery = rep["identification"]["gallery_size"]
     floor_fmr = min(options.fmr_floor, options.fpir_floor / gallery)

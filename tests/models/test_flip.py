@@ -94,3 +94,16 @@ def test_dlib_and_onnx_engines_agree_on_flip_mean_templates(
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cosine.min() >= 0.9999
     assert onnx.embedder.identity == dlib_engine.embedder.identity
+
+
+def test_flip_can_be_turned_off_and_the_identity_says_so(engine: Engine, obama: RGBImage) -> None:
+    """REGARD_EMBED_FLIP=false gives the plain descriptor (regard before 0.2), and the template
+    identity (what caches and collections record) loses "+flip-mean"; the model key does not change."""
+    plain = Engine(Settings.from_env(embed_flip=False))
+    dets = plain.detect(obama)
+    chips = _chips(plain, obama)
+    np.testing.assert_allclose(plain.embed(obama, dets), plain.embedder.embed_chips(chips), atol=1e-6)
+    assert FLIP_MEAN not in plain.model_identity.preprocessing
+    assert FLIP_MEAN in engine.model_identity.preprocessing
+    assert plain.model_identity.key == engine.model_identity.key
+    assert np.linalg.norm(plain.embed(obama, dets)[0] - engine.embed(obama, dets)[0]) > 1e-3

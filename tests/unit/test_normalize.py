@@ -90,7 +90,7 @@ def test_normalized_scores_give_each_population_the_target_fmr(target: float) ->
         domains,
         model="m",
         version="t",
-        options=FitOptions(clusters=2, target_fmr=target, iterations=3),
+        options=FitOptions(clusters=2, target_fmr=target, iterations=3, strength=1.0),
     )
     half = norm.half_offsets(emb)
     # Before: at the global threshold for the target, the dense population takes nearly all errors.
@@ -162,7 +162,7 @@ def test_fit_scoring_table_maps_scores_to_fmr_per_image_weighted() -> None:
         Part("sparse", emb[truth == 1], subjects[truth == 1]),
         Part("identities", copies, np.repeat(np.arange(30).astype(str), 3)),  # genuine pairs for FNMR
     ]
-    opts = FitOptions(clusters=3, target_fmr=1e-2, iterations=3)
+    opts = FitOptions(clusters=3, target_fmr=1e-2, iterations=3, strength=1.0)
     norm, table, data = fit_scoring(parts, model="m", version="t", options=opts)
     assert norm is not None and data["normalizer"] == norm.sha256
     scorer = Scorer(table, norm)

@@ -239,7 +239,17 @@ def calibrate(
         version=label,
         options=options,
         normalize=not raw,
-        provenance={"held_apart": "none (all images)" if all_subjects else "regard.calibrate.is_held_apart"},
+        provenance={
+            "held_apart": "none (all images)" if all_subjects else "regard.calibrate.is_held_apart",
+            "made_by": " ".join(
+                ["regard calibrate", *(str(d) for d in datasets)]
+                + [f"--clusters {clusters} --target-fmr {target_fmr:g} --iterations {iterations}"]
+                + [f"--strength {strength:g}"]
+                + (["--all-subjects"] if all_subjects else [])
+                + (["--raw"] if raw else [])
+            ),
+            "template_identity": source.identity(),
+        },
     )
     out.mkdir(parents=True, exist_ok=True)
     if normalizer is not None:

@@ -152,6 +152,7 @@ def run_audit(
     fixed: dict[str, float] = {}
     if scorer is not None:
         fixed["similarity 80 (shipped table)"] = scorer.score_for_similarity(80.0)
+        fixed["similarity 60 (shipped table)"] = scorer.score_for_similarity(60.0)
         if gallery_size:
             fixed[_floor_label(options, gallery_size)] = scorer.score_for_fmr(
                 _floor_fmr(options, gallery_size)
@@ -185,7 +186,7 @@ def run_audit(
         tau = threshold_from_smallest(scores.tail_s, scores.n_impostor, t)
         points.append({"label": f"FMR {t:g} (global)", "kind": "target", "target_fmr": t, "score": tau})
     for label, tau in fixed.items():
-        kind = "similarity80" if label.startswith("similarity") else "floor"
+        kind = "floor" if not label.startswith("similarity") else "similarity" + label.split()[1]
         nominal = scorer.fmr_at(tau) if scorer else None
         points.append({"label": label, "kind": kind, "target_fmr": nominal, "score": tau})
     if scorer is None:

@@ -254,7 +254,7 @@ class TemplateSource:
     def identity(self) -> dict[str, str]:
         from regard.detect.fallback import describe
 
-        ident = self.engine.embedder.identity
+        ident = self.engine.model_identity
         return {
             "embedding_model": ident.name,
             "embedding_version": ident.version,

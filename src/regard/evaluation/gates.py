@@ -6,7 +6,7 @@
     name = "FMR differential by race at the deployed threshold"
     metric = "fmr_max_over_geomean"
     grouping = "race"          # default: every grouping in the report
-    at = "similarity80"        # "similarity80", "floor" or a target FMR such as "1e-4"
+    at = "similarity80"        # "similarity80", "similarity60", "floor" or a target FMR such as "1e-4"
     max = 10                   # and/or min = ...
     # allow_missing = true     # pass when the number cannot be measured (default: fail)
 
@@ -58,12 +58,14 @@ def load_gates(path: Path) -> list[dict[str, Any]]:
 
 def _points(report: dict[str, Any], at: str) -> list[dict[str, Any]]:
     points: list[dict[str, Any]] = report.get("operating_points", [])
-    if at in {"similarity80", "floor"}:
+    if at in {"similarity80", "similarity60", "floor"}:
         return [p for p in points if p["kind"] == at]
     try:
         target = float(at)
     except ValueError as exc:
-        raise InvalidParameter(f"gate 'at' must be similarity80, floor or a target FMR, not {at!r}") from exc
+        raise InvalidParameter(
+            f"gate 'at' must be similarity80, similarity60, floor or a target FMR, not {at!r}"
+        ) from exc
     return [
         p for p in points if p["kind"] == "target" and abs(p["target_fmr"] - target) <= 1e-12 * max(1, target)
     ]

@@ -1,0 +1,133 @@
+"""Before/after tables for docs/calibration.md from ``regard evaluate`` reports.
+
+Give each run as LABEL=DIR, where DIR holds one ``regard evaluate`` output folder per set
+(``DIR/<set>/report.json``). For every set it prints, per run: FMR at similarity 80 and 60
+(nominal 1e-4 and 1e-3) overall and per group, with the subject-bootstrap 95% interval, the
+max/min and max/geomean across groups, innocent probes matched in the watchlist test, FNMR,
+TAR with failures to acquire counted as rejections, and failure to acquire per group.
+
+    .venv/bin/python bench/fairness_report.py today=/work/runs/today deployed=/work/runs/deployed
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+GROUPING = {"fairface_train": "race", "utkface": "age", "celeba_dev": "all"}
+POINTS = {"similarity80": 1e-4, "similarity60": 1e-3, "target": 1e-3}
+
+
+def _rate(r: dict[str, Any]) -> str:
+    if r is None or r.get("rate") is None:
+        return "-"
+    boot = r.get("ci95_bootstrap_subjects")
+    ci = f" ({boot[0]:.2g}-{boot[1]:.2g})" if boot else ""
+    return f"{r['rate']:.2g}{ci}"
+
+
+def _point(rep: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The operating point of that kind (``target``: the data's own FMR 1e-3 threshold)."""
+    want = [p for p in rep["operating_points"] if p["kind"] == kind]
+    if kind == "target":
+        want = [p for p in want if abs(p["target_fmr"] - 1e-3) < 1e-12]
+    return want[0] if want else None
+
+
+def _genuine_total(manifest: Path) -> int:
+    with open(manifest) as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "subject" not in rows[0]:
+        return 0
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["subject"]] = counts.get(r["subject"], 0) + 1
+    return sum(c * (c - 1) // 2 for c in counts.values())
+
+
+def main() -> None:
+    runs = dict(arg.split("=", 1) for arg in sys.argv[1:])
+    for name, grouping in GROUPING.items():
+        reports = {}
+        for label, folder in runs.items():
+            path = Path(folder) / name / "report.json"
+            if path.is_file():
+                reports[label] = json.loads(path.read_text())
+        if not reports:
+            continue
+        print(f"\n### {name} (held apart; grouped by {grouping})\n")
+        print(
+            "| run | similarity | FMR overall (nominal) | worst / best group | max/min | max/geomean | "
+            "innocent probes matched | FNMR | TAR, no face = reject |"
+        )
+        print("|---|---:|---|---|---:|---:|---:|---:|---:|")
+        for label, rep in reports.items():
+            for kind, nominal in POINTS.items():
+                p = _point(rep, kind)
+                if p is None:
+                    continue
+                g = p["global"]
+                diff = p["differentials"].get(grouping, {}).get("fmr", {}) if grouping != "all" else {}
+                by = p["by_group"].get(grouping, {}) if grouping != "all" else {}
+                worst = diff.get("worst_group")
+                best = diff.get("best_group")
+                wb = f"{worst} {_rate(by[worst]['fmr'])} / {best} {_rate(by[best]['fmr'])}" if worst else "-"
+                mm = f"{diff['max_over_min']:.1f}" if diff.get("max_over_min") else "-"
+                mg = f"{diff['max_over_geomean']:.1f}" if diff.get("max_over_geomean") else "-"
+                ident = rep["identification"]["operating_points"].get(p["label"], {})
+                fpir = ident.get("fpir") or {}
+                watch = f"{fpir.get('errors', '-')}/{fpir.get('trials', '-')}"
+                fnmr = g["fnmr"]
+                tar = "-"
+                total = _genuine_total(Path(rep["dataset"]["root"]) / "manifest.csv")
+                if fnmr.get("trials") and total:
+                    tar = f"{(fnmr['trials'] - fnmr['errors']) / total:.3f}"
+                sim = kind.removeprefix("similarity") if kind != "target" else "own FMR 1e-3"
+                print(
+                    f"| {label} | {sim} | {_rate(g['fmr'])} ({nominal:g}) | {wb} | {mm} | {mg} | {watch} | "
+                    f"{_rate(fnmr)} | {tar} |"
+                )
+        if grouping != "all":
+            print(f"\nFMR at similarity 80 by {grouping} (subject-bootstrap 95% interval):\n")
+            labels = list(reports)
+            print("| group | " + " | ".join(labels) + " |")
+            print("|---|" + "---|" * len(labels))
+            groups = sorted(
+                {g for rep in reports.values() for g in _point(rep, "similarity80")["by_group"][grouping]}
+            )
+            for grp in groups:
+                cells = []
+                for rep in reports.values():
+                    by = _point(rep, "similarity80")["by_group"][grouping]
+                    cells.append(_rate(by[grp]["fmr"]) if grp in by else "-")
+                print(f"| {grp} | " + " | ".join(cells) + " |")
+        if grouping != "all":
+            print(f"\nWatchlist test at similarity 80: innocent probes matched, by {grouping}:\n")
+            labels = list(reports)
+            print("| group | " + " | ".join(labels) + " |")
+            print("|---|" + "---|" * len(labels))
+            for grp in groups:
+                cells = []
+                for rep in reports.values():
+                    label80 = _point(rep, "similarity80")["label"]
+                    ident = rep["identification"]["operating_points"][label80]["by_group"][grouping]["groups"]
+                    f = ident.get(grp, {}).get("fpir") or {}
+                    cells.append(
+                        f"{f['errors']}/{f['trials']} ({f['errors'] / f['trials']:.0%})" if f else "-"
+                    )
+                print(f"| {grp} | " + " | ".join(cells) + " |")
+        print(
+            "\nFailure to acquire:",
+            ", ".join(
+                f"{label} {rep['acquisition']['by_group']['all']['all']['failure_to_acquire']['errors']}"
+                f"/{rep['acquisition']['by_group']['all']['all']['failure_to_acquire']['trials']}"
+                for label, rep in reports.items()
+            ),
+        )
+
+
+if __name__ == "__main__":
+    main()
