@@ -20,14 +20,15 @@ import argparse
 import csv
 import os
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_inference import _timed as _best
 from regard.align import face_chips
 from regard.config import Settings
 from regard.detect.base import alignment_box
@@ -45,15 +46,6 @@ def _rows(folder: Path, n: int) -> list[dict[str, str]]:
         rows = list(csv.DictReader(fh))
     step = max(1, len(rows) // max(n, 1))
     return rows[::step][:n]
-
-
-def _best(fn: Callable[[], object], reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _on_off(on: Engine, off: Engine, images: list[RGBImage], reps: int) -> None:

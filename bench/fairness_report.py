@@ -17,7 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-GROUPING = {"fairface_train": "race", "utkface": "age", "celeba_dev": "all"}
+from regard.calibrate import is_held_apart
+
+GROUPING = {
+    "fairface_train": "race",
+    "utkface": "age",
+    "celeba_dev": "all",
+    **{n: "all" for n in ("orl", "yale", "bbt", "deepface", "fr_examples")},
+}
 POINTS = {"similarity80": 1e-4, "similarity60": 1e-3, "target": 1e-3}
 
 
@@ -37,11 +44,14 @@ def _point(rep: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return want[0] if want else None
 
 
-def _genuine_total(manifest: Path) -> int:
+def _genuine_total(manifest: Path, held_apart_only: bool) -> int:
+    """Genuine pairs among all images of the run, with or without a face found."""
     with open(manifest) as f:
         rows = list(csv.DictReader(f))
     if not rows or "subject" not in rows[0]:
         return 0
+    if held_apart_only:
+        rows = [r for r in rows if is_held_apart(manifest.parent.name, r["subject"])]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["subject"]] = counts.get(r["subject"], 0) + 1
@@ -82,7 +92,9 @@ def main() -> None:
                 watch = f"{fpir.get('errors', '-')}/{fpir.get('trials', '-')}"
                 fnmr = g["fnmr"]
                 tar = "-"
-                total = _genuine_total(Path(rep["dataset"]["root"]) / "manifest.csv")
+                total = _genuine_total(
+                    Path(rep["dataset"]["root"]) / "manifest.csv", bool(rep["dataset"].get("held_apart_only"))
+                )
                 if fnmr.get("trials") and total:
                     tar = f"{(fnmr['trials'] - fnmr['errors']) / total:.3f}"
                 sim = kind.removeprefix("similarity") if kind != "target" else "own FMR 1e-3"

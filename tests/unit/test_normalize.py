@@ -59,16 +59,15 @@ def test_histogram_threshold_is_the_weighted_quantile() -> None:
         histogram_threshold(np.zeros(10), 0.1)
 
 
+def fit_one_set(emb: np.ndarray, subjects: np.ndarray, **options: float) -> ScoreNormalizer:
+    """A normalizer fitted on one dataset (every impostor pair counts)."""
+    opts = FitOptions(**{"clusters": 2, "iterations": 1, **options})  # type: ignore[arg-type]
+    return fit_normalizer(emb, subjects, np.zeros(len(emb)), model="m", version="t", options=opts)
+
+
 def test_clusters_found_and_offsets_have_the_right_sign() -> None:
     emb, subjects, truth = two_populations()
-    norm = fit_normalizer(
-        emb,
-        subjects,
-        np.zeros(len(emb)),
-        model="m",
-        version="t",
-        options=FitOptions(clusters=2, iterations=1),
-    )
+    norm = fit_one_set(emb, subjects)
     clusters = norm.clusters(emb)
     # k-means recovers the two populations exactly (labels may be swapped).
     assert len(set(zip(clusters.tolist(), truth.tolist(), strict=True))) == 2
@@ -142,14 +141,7 @@ def test_impostors_stay_within_their_domain() -> None:
     norm = fit_normalizer(
         both, subj, dom, model="m", version="t", options=FitOptions(clusters=2, iterations=1)
     )
-    alone = fit_normalizer(
-        emb,
-        subjects,
-        np.zeros(len(emb)),
-        model="m",
-        version="t",
-        options=FitOptions(clusters=2, iterations=1),
-    )
+    alone = fit_one_set(emb, subjects)
     np.testing.assert_allclose(np.sort(norm.offsets), np.sort(alone.offsets), atol=2e-3)
 
 
