@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from regard.errors import InvalidParameter, ScoringMismatch
-from regard.normalize import FitOptions, ScoreNormalizer, default_normalizer, fit_normalizer
+from regard.errors import InvalidParameter, ModelUnavailable, ScoringMismatch
+from regard.normalize import FitOptions, ScoreNormalizer, fit_normalizer
 from regard.types import Comparison
 
 SIMILARITY_PER_DECADE = 20.0
@@ -188,6 +188,18 @@ class Scorer:
                 f"these templates come from {model_key}"
             )
 
+    def check_templates(self, preprocessing: str) -> None:
+        """Refuse templates made another way (e.g. without the flip) than the normalizer's pool."""
+        if self.normalizer is None:
+            return
+        made = self.normalizer.provenance.get("template_identity", {}).get("preprocessing")
+        if made is not None and made != preprocessing:
+            raise ScoringMismatch(
+                f"score normalizer {self.normalizer.version!r} was fitted on templates made with "
+                f"{made!r}; this engine makes {preprocessing!r} (REGARD_EMBED_FLIP?). Re-make the "
+                "parameters with 'regard calibrate', or score raw distances."
+            )
+
     def half_offsets(self, templates: np.ndarray) -> np.ndarray:
         """Each template's share of the shift (zeros without a normalizer)."""
         t = np.atleast_2d(np.asarray(templates, dtype=np.float32))
@@ -235,18 +247,32 @@ class Scorer:
 @cache
 def default_scorer() -> Scorer:
     """regard's deployed scoring: the shipped normalizer and the table fitted on its scores."""
-    return Scorer(default_table(), default_normalizer())
+    return load_scorer(Path(str(resources.files("regard").joinpath("data"))))
 
 
 def load_scorer(folder: Path) -> Scorer:
-    """The scoring parameters ``regard calibrate`` wrote to ``folder``."""
+    """The scoring parameters ``regard calibrate`` wrote to ``folder``.
+
+    A missing folder or table, or a file that is not valid parameters, is a
+    :class:`~regard.errors.ModelUnavailable` naming the path (a fault of the deployment, not of
+    a request).
+    """
     folder = Path(folder)
     table_path = folder / "calibration.json"
-    if not table_path.is_file():
-        raise InvalidParameter(f"{folder} holds no calibration.json (make one with 'regard calibrate')")
     norm_path = folder / "normalizer.json"
-    normalizer = ScoreNormalizer.load(norm_path) if norm_path.is_file() else None
-    return Scorer(CalibrationTable.load(table_path), normalizer)
+    if not table_path.is_file():
+        raise ModelUnavailable(f"{folder} holds no calibration.json (make one with 'regard calibrate')")
+    try:
+        table = CalibrationTable.load(table_path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, InvalidParameter) as exc:
+        raise ModelUnavailable(f"{table_path} is not a calibration table: {exc!r}") from exc
+    normalizer = None
+    if norm_path.is_file():
+        try:
+            normalizer = ScoreNormalizer.load(norm_path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, InvalidParameter) as exc:
+            raise ModelUnavailable(f"{norm_path} is not a score normalizer: {exc!r}") from exc
+    return Scorer(table, normalizer)
 
 
 def raw_scorer(table: CalibrationTable) -> Scorer:
@@ -395,6 +421,9 @@ def fit_scoring(
     parts = [p for p in parts if len(p.templates)]
     if not parts:
         raise InvalidParameter("no templates to calibrate on")
+    names = [p.name for p in parts]
+    if len(set(names)) != len(names):
+        raise InvalidParameter(f"two datasets of the pool share a name ({sorted(names)}): rename one folder")
     emb = np.concatenate([np.asarray(p.templates, np.float32) for p in parts])
     subj = np.concatenate([np.asarray(p.subjects).astype(str) for p in parts])
     dom = np.concatenate([np.full(len(p.templates), p.name) for p in parts])

@@ -31,8 +31,8 @@ class Settings:
     detect_max_side: int = 1024
     #: When the default detector finds no face, retry "pad" (it again, on the image padded by 25%
     #: with its mean colour) and then "pad-cnn" (dlib's MMOD CNN on that padded image); "none"
-    #: turns this off. Failure to acquire on FairFace crops 10.2% -> 0.93%, worst race 13.4% ->
-    #: 1.6% (docs/benchmarks.md). A detector asked for by name never falls back.
+    #: turns this off. Failure to acquire on held-apart FairFace crops 9.8% -> 0.94%, worst race
+    #: 14.1% -> 1.4% (docs/calibration.md). A detector asked for by name never falls back.
     detect_fallback: str = "pad,pad-cnn"
     #: A folder with normalizer.json and calibration.json made by ``regard calibrate`` on your own
     #: photos ("" = the parameters shipped with regard; a folder without normalizer.json scores

@@ -20,7 +20,7 @@ from regard.calibrate import Scorer, default_scorer, load_scorer
 from regard.config import Settings
 from regard.detect.base import MAX_FACES, Detector, alignment_box, downscale, finalize, rescale
 from regard.detect.fallback import STEPS, extend_for, pad_image, parse_steps, unpad
-from regard.embed import FLIP_MEAN, DlibEmbedder, Embedder, mean_of_mirrors, with_mirrors
+from regard.embed import FLIP_MEAN, DlibEmbedder, Embedder, mean_of_mirrors, resnet_identity, with_mirrors
 from regard.errors import InvalidParameter
 from regard.landmarks import ShapePredictors
 from regard.types import Comparison, Detection, Embeddings, Face, FaceAnalysis, ModelIdentity, RGBImage
@@ -83,6 +83,7 @@ class Engine:
         self._detectors: dict[str, Detector] = {}
         self._embedder: Embedder | None = None
         self._scorer: Scorer | None = None
+        self._fallback_steps = parse_steps(self.settings.detect_fallback)  # a bad value fails here
 
     # -- components -------------------------------------------------------------------------
     def detector(self, name: str | None = None) -> Detector:
@@ -111,13 +112,29 @@ class Engine:
 
     @property
     def scorer(self) -> Scorer:
-        """Templates -> normalized score -> similarity and FMR (the shipped parameters)."""
+        """Templates -> normalized score -> similarity and FMR.
+
+        The parameters in ``settings.scoring_dir`` (made by ``regard calibrate``), else the shipped
+        ones; refused (:class:`~regard.errors.ScoringMismatch`) when they were made for another
+        model or for templates made another way (flip-mean or not).
+        """
         if self._scorer is None:
             folder = self.settings.scoring_dir
             scorer = load_scorer(Path(folder).expanduser()) if folder else default_scorer()
-            scorer.check_model(self.embedder.identity.key)
+            ident = self.model_identity
+            scorer.check_model(ident.key)
+            scorer.check_templates(ident.preprocessing)
             self._scorer = scorer
         return self._scorer
+
+    @property
+    def model_identity(self) -> ModelIdentity:
+        """What makes this engine's templates: the packaged ResNet (whichever backend runs it; they
+        agree, docs/benchmarks.md) and whether templates are flip-means. Loads no model."""
+        ident = resnet_identity()
+        if self.settings.embed_flip:
+            return ident
+        return replace(ident, preprocessing=ident.preprocessing.replace(f"+{FLIP_MEAN}", ""))
 
     # -- stages -----------------------------------------------------------------------------
     def load_image(self, source: bytes | str | Path) -> RGBImage:
@@ -163,10 +180,9 @@ class Engine:
         ``settings.detector`` the default or its name); a caller who names a detector, even the
         default one by its name, gets exactly that detector.
         """
-        steps = parse_steps(self.settings.detect_fallback)
         if detector not in (None, "default") or self.settings.detector not in ("default", DEFAULT_DETECTOR):
             return ()
-        return steps
+        return self._fallback_steps
 
     def _fallback(
         self, image: RGBImage, primary: Detector, steps: Sequence[str], min_face_size: int
@@ -192,21 +208,13 @@ class Engine:
         Each is the mean of the descriptors of the aligned chip and of its mirror image, both run
         in the same batch (:func:`regard.embed.mean_of_mirrors`).
         """
-        # A face cut by the frame (found by the fallback cascade) is aligned on the picture
-        # extended with its mean colour, as it was detected.
+        # A face whose alignment box crosses the frame (most often one the fallback cascade found
+        # on a padded image) is aligned on the picture extended with its mean colour.
         extended, boxes = extend_for(image, [alignment_box(d) for d in detections])
         chips = face_chips(extended, boxes, self.predictors)
         if not self.settings.embed_flip:
             return self.embedder.embed_chips(chips)
         return mean_of_mirrors(self.embedder.embed_chips(with_mirrors(chips)))
-
-    @property
-    def model_identity(self) -> ModelIdentity:
-        """What makes this engine's templates: the embedder, and whether they are flip-means."""
-        ident = self.embedder.identity
-        if self.settings.embed_flip:
-            return ident
-        return replace(ident, preprocessing=ident.preprocessing.replace(f"+{FLIP_MEAN}", ""))
 
     def faces(
         self,

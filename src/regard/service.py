@@ -1056,8 +1056,8 @@ class Service:
             if len(hits) < k or k >= total:
                 break  # every face within the radius was fetched
             unseen_best = max(h.distance for h in hits) - slack
-            if len(scored) >= limit and scored[limit - 1][0] <= unseen_best:
-                break  # nothing farther can beat the ones kept
+            if len(scored) >= limit and scored[limit - 1][0] < unseen_best:
+                break  # nothing farther can beat (or tie with) the ones kept
             k = min(total, k * 4)
         return scored[:limit]
 

@@ -101,6 +101,12 @@ def test_every_operation_produces_a_complete_record(ep: Endpoint, photos: dict[s
         > (by_op["IndexFaces"]["collection_state"]["before"]["content_version"])
     )
     assert by_op["DeleteFaces"]["results"]["deleted_face_ids"] == [ids["biden"]]
+    # Every biometric record names the similarity scale: model, normalizer and table (hashes).
+    scoring = ep.service.scorer.identity()
+    for op in ("SearchFacesByImage", "CompareFaces", "SearchUsers", "IndexFaces"):
+        assert by_op[op]["scoring"] == {"model": ep.service.face_model.key, **scoring}, op
+    assert "scoring" not in by_op["ListUsers"] and "scoring" not in by_op["TagResource"]
+    assert found["FaceModelVersion"] == f"{ep.service.face_model.key}+scoring-{scoring['scoring']}"
     failed = [r for r in records if r["outcome"] == "error"]
     assert len(failed) == 1 and failed[0]["error"]["code"] == "ResourceNotFoundException"
     # no template and no image bytes anywhere in the log

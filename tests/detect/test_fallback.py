@@ -138,7 +138,7 @@ def test_the_setting() -> None:
     assert Engine(Settings(detector="mtcnn")).fallback_steps() == DEFAULT_STEPS
     assert Engine(Settings(detector="hog")).fallback_steps() == ()
     with pytest.raises(InvalidParameter):
-        Engine(Settings(detect_fallback="sideways")).detect(np.zeros((8, 8, 3), np.uint8))
+        Engine(Settings(detect_fallback="sideways"))  # refused when the engine is made, not per image
 
 
 def test_pad_and_unpad() -> None:

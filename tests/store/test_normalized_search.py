@@ -108,6 +108,11 @@ def test_search_equals_exhaustive_normalized_search(
                 raw = raw_matches(scorer, gallery, ids, probe, sim)
                 pushed_in += len(everyone - raw)
                 pushed_out += len(raw - everyone)
+        # SearchFaces by FaceId: the stored face is the probe and is left out of its own results.
+        for i in range(0, len(records), 37):
+            got_by_id = service.search_faces("c", ids[i], max_faces=10, face_match_threshold=40.0)
+            want = [f for f in oracle(scorer, gallery, ids, gallery[i], 40.0, 11) if f != ids[i]][:10]
+            assert [m.face.face_id for m in got_by_id.face_matches] == want
         # The offsets mattered: faces crossed the threshold both ways, and the search followed them.
         assert pushed_in > 0 and pushed_out > 0
     finally:

@@ -199,6 +199,10 @@ def test_calibrate_command_makes_a_loadable_table(datasets: Path, tmp_path: Path
     # An engine told to use it does, and the raw variant replaces the normalizer.
     engine = Engine(Settings.from_env(scoring_dir=str(out)))
     assert engine.scorer.identity() == scorer.identity()
+    # regard evaluate's default scoring is the engine's, so an operator audits what they serve.
+    from regard.evaluation import scorer_for
+
+    assert scorer_for("normalized", engine).identity() == scorer.identity()
     assert main(["calibrate", folders[0], "--out", str(out), "--raw"]) == 0
     assert not (out / "normalizer.json").exists() and load_scorer(out).normalizer is None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,9 @@ from regard.normalize import (
     fit_normalizer,
     histogram_threshold,
 )
+
+PINNED_UTK = [False, False, True, True, True, False, True, False]
+PINNED_CELEBA = [False, True, False, True, False, False, False, False]
 
 
 def two_populations(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,7 +109,7 @@ def test_normalized_scores_give_each_population_the_target_fmr(target: float) ->
         assert fmr == pytest.approx(target, rel=0.35)
 
 
-def test_fit_is_deterministic_and_round_trips(tmp_path: object) -> None:
+def test_fit_is_deterministic_and_round_trips(tmp_path: Path) -> None:
     emb, subjects, _ = two_populations(n=120)
     domains = np.zeros(len(emb))
     opts = FitOptions(clusters=4, iterations=2)
@@ -194,6 +198,49 @@ def test_stale_parameters_are_refused() -> None:
         shipped.check_model("dlib_face_recognition_resnet_model_v1:2:ffffffffffffffff")
 
 
+def test_engine_refuses_shipped_scoring_for_templates_made_without_the_flip() -> None:
+    from regard.config import Settings
+    from regard.engine import Engine
+
+    with pytest.raises(ScoringMismatch, match="flip"):
+        _ = Engine(Settings.from_env(embed_flip=False)).scorer
+    assert Engine(Settings.from_env(embed_flip=True)).scorer.identity() == default_scorer().identity()
+
+
+def test_unreadable_scoring_folders_are_deployment_errors(tmp_path: Path) -> None:
+    """REGARD_SCORING_DIR pointing at nothing, or at files that are not parameters, fails with
+    ModelUnavailable naming the file (a server-side fault), never a KeyError or a silent default."""
+    from regard.calibrate import load_scorer
+    from regard.errors import ModelUnavailable
+
+    with pytest.raises(ModelUnavailable, match=r"calibration\.json"):
+        load_scorer(tmp_path / "missing")
+    (tmp_path / "calibration.json").write_text("{not json")
+    with pytest.raises(ModelUnavailable, match="not a calibration table"):
+        load_scorer(tmp_path)
+    (tmp_path / "calibration.json").write_text("{}")
+    with pytest.raises(ModelUnavailable, match="not a calibration table"):
+        load_scorer(tmp_path)
+    shipped = default_scorer()
+    (tmp_path / "calibration.json").write_text(json.dumps({**_table_dict(shipped.table)}))
+    (tmp_path / "normalizer.json").write_text("[1, 2]")
+    with pytest.raises(ModelUnavailable, match="not a score normalizer"):
+        load_scorer(tmp_path)
+    assert shipped.normalizer is not None
+    shipped.normalizer.save(tmp_path / "normalizer.json")
+    assert load_scorer(tmp_path).identity()["normalizer_sha256"] == shipped.normalizer.sha256
+
+
+def _table_dict(table: CalibrationTable) -> dict[str, object]:
+    from importlib import resources
+
+    data: dict[str, object] = json.loads(
+        resources.files("regard").joinpath("data/calibration.json").read_text()
+    )
+    assert data["version"] == table.version
+    return data
+
+
 def test_engine_refuses_a_normalizer_for_another_model(monkeypatch: pytest.MonkeyPatch) -> None:
     from regard import engine as engine_module
     from regard.engine import Engine
@@ -236,4 +283,24 @@ def test_held_apart_splits_are_stable() -> None:
     celeba = np.mean([is_held_apart("celeba_dev", s) for s in ids])
     other = np.mean([is_held_apart("fairface_train", s) for s in ids])
     assert 0.30 < celeba < 0.37 and 0.46 < other < 0.54
-    assert is_held_apart("utkface", "x.jpg") == is_held_apart("utkface", "x.jpg")
+    # Pinned: a changed hash would silently mix fitting data into every held-apart figure.
+    assert [is_held_apart("utkface", f"img{i}.jpg") for i in range(8)] == PINNED_UTK
+    assert [is_held_apart("celeba_dev", str(i)) for i in range(8)] == PINNED_CELEBA
+
+
+@pytest.mark.dataset
+def test_fitting_parts_are_the_ones_the_shipped_parameters_saw(datasets: Path) -> None:
+    """The split here gives exactly the image and subject counts the shipped normalizer records."""
+    import csv
+
+    shipped = default_normalizer().provenance["datasets"]
+    folders = {"celeba_dev": "recognition", "fairface_train": "demographics", "orl": "recognition"}
+    for name, kind in folders.items():
+        with open(datasets / kind / name / "manifest.csv") as f:
+            rows = list(csv.DictReader(f))
+        key = "subject" if "subject" in rows[0] else "path"
+        fitting = [r for r in rows if not is_held_apart(name, r[key])]
+        # Shipped counts are of images with a face found: at most the fitting rows, nearly all.
+        assert 0.98 * len(fitting) <= shipped[name]["images"] <= len(fitting), name
+        if key == "subject":
+            assert shipped[name]["subjects"] == len({r["subject"] for r in fitting}), name

@@ -279,16 +279,16 @@ class Guard:
             "case_reference": info.case_reference,
             "parameters": recorded_parameters(params),
         }
-        if record["kind"] == "biometric" and self.service_factory is not None:
-            # Which similarity scale the results are read from: model + normalizer + table.
-            svc = self.service_factory()
-            record["scoring"] = {"model": svc.face_model.key, **svc.scorer.identity()}
         probe = record["parameters"].get("Image") or record["parameters"].get("SourceImage")
         if isinstance(probe, Mapping) and probe.get("sha256"):
             record["probe_sha256"] = probe["sha256"]
         headers: dict[str, str] = {}
         try:
             profile = self._check(operation, params, collection, caller, info, record)
+            if record["kind"] == "biometric" and self.service_factory is not None:
+                # Which similarity scale the results are read from: model + normalizer + table.
+                svc = self.service_factory()
+                record["scoring"] = {"model": svc.face_model.key, **svc.scorer.identity()}
             state = self._state(collection) if collection else None
             if state is not None:
                 record["collection_state"] = {"before": state}

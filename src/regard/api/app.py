@@ -85,9 +85,11 @@ class ApiState:
             return self._service
 
     def warm_up(self) -> None:
-        """Load the detector and embedder now rather than on the first request."""
+        """Load the detector, embedder and scoring parameters now rather than on the first request
+        (a broken or mismatched REGARD_SCORING_DIR fails at start-up, not on a search)."""
         self.engine.detector()
         _ = self.engine.embedder
+        _ = self.engine.scorer
 
     def close(self) -> None:
         with self._service_lock:

@@ -15,7 +15,9 @@ face cut by the frame; the engine aligns such faces on the picture extended with
 (:func:`extend_for`), exactly as they were measured. Chosen on the fitting half of
 demographics/fairface_train (lowest worst-race failure rate, then fewest steps): failure to
 acquire 10.2% -> 0.93% (worst race 13.4% -> 1.6%); celeba_dev 15 photos -> 1.
-Images where the first detector finds a face never reach this module.
+Images where the first detector finds a face are never padded for detection. :func:`extend_for`
+also serves them: any face whose alignment box crosses the frame is aligned on the picture
+extended with its mean colour.
 """
 
 from __future__ import annotations

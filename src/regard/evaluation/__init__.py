@@ -25,7 +25,7 @@ from regard.calibrate import (
     is_held_apart,
     raw_scorer,
 )
-from regard.errors import InvalidParameter
+from regard.errors import InvalidParameter, ModelUnavailable
 from regard.evaluation.audit import AuditData, AuditOptions, run_audit
 from regard.evaluation.dataset import (
     Progress,
@@ -74,17 +74,21 @@ def shipped_table() -> CalibrationTable | None:
         return None
 
 
-def scorer_for(mode: str) -> Scorer | None:
-    """The scorer of a ``--scoring`` mode, or None when its parameter files are not installed."""
+def scorer_for(mode: str, engine: object | None = None) -> Scorer:
+    """The scorer of a ``--scoring`` mode: "normalized" is the engine's (the shipped parameters or
+    ``REGARD_SCORING_DIR``'s), "raw" the pre-0.2 table on raw distances. Parameter files that
+    cannot be read raise :class:`~regard.errors.ModelUnavailable`, never a silent fallback."""
+    from regard.engine import Engine
+
     if mode not in SCORING_MODES:
         raise InvalidParameter(f"scoring must be one of {', '.join(SCORING_MODES)}, not {mode!r}")
+    if mode == "normalized":
+        return engine.scorer if isinstance(engine, Engine) else default_scorer()
     try:
-        if mode == "normalized":
-            return default_scorer()
         with resources.as_file(resources.files("regard").joinpath(RAW_TABLE)) as path:
             return raw_scorer(CalibrationTable.load(path))
-    except (OSError, KeyError, ValueError):
-        return None
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelUnavailable(f"the raw-distance table {RAW_TABLE} cannot be read: {exc!r}") from exc
 
 
 def dataset_folder(location: Path) -> str:
@@ -123,7 +127,7 @@ def evaluate(
     :func:`regard.calibrate.is_held_apart` says were kept out of fitting the shipped parameters.
     """
     gates = load_gates(gates_file) if gates_file else None
-    scorer = scorer_for(scoring)
+    scorer = scorer_for(scoring, engine)
     started = time.perf_counter()
     keep = held_apart_keep(location) if held_apart else None
     dataset = read_dataset(location, limit=limit, seed=options.seed, keep_subject=keep)
