@@ -20,6 +20,18 @@ DATASETS = Path(os.environ.get("REGARD_DATASETS", ROOT.parent / "shared" / "data
 CACHE = Path(os.environ.get("REGARD_TEST_CACHE", ROOT / ".cache" / "test-data"))
 FR_SDIST = "face_recognition==1.3.0"
 FR_IMAGES = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
+#: In CI (``CI=true``, as .ci/run is run) every test must run: a skip there is a failure, so a
+#: missing dataset, server or tool can never turn a test off unnoticed.
+SKIPS_FAIL = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if SKIPS_FAIL and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every test must run: {report.longrepr}"
 
 
 @pytest.fixture(scope="session")

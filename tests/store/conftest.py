@@ -93,10 +93,11 @@ def pg_url(pg_server: Any) -> str:
     return str(pg_server.get_uri(database=name))
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(
+    params=[pytest.param(b, marks=[pytest.mark.postgres] if b == "postgres" else []) for b in BACKENDS]
+)
 def backend(request: pytest.FixtureRequest) -> str:
-    if request.param == "postgres":
-        request.applymarker(pytest.mark.postgres)
+    """The store backend; PostgreSQL cases carry the ``postgres`` marker at collection (``-m postgres``)."""
     return str(request.param)
 
 
