@@ -231,3 +231,50 @@ def test_identification_candidates_are_leads_that_need_two_verifiers(
     ]
     assert reviews[-1]["results"]["lead_status"] == CONFIRMED
     assert reviews[-1]["case_reference"] == CASE["case_reference"]
+
+
+def _at_fmr(ep: Endpoint, probe: np.ndarray, fmr: float) -> np.ndarray:
+    """A template whose normalized score against ``probe`` has exactly the estimated FMR ``fmr``."""
+    scorer = ep.service.scorer
+    direction = np.random.default_rng(7).standard_normal(probe.shape[0])
+    direction /= np.linalg.norm(direction)
+    lo, hi = 0.0, 1.0  # distance along the direction; the estimated FMR grows with it
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if scorer.compare(probe, probe + mid * direction).fmr < fmr:
+            lo = mid
+        else:
+            hi = mid
+    return (probe + lo * direction).astype(np.float32)
+
+
+def test_floor_drops_matches_where_the_similarity_scale_saturates(ep: Endpoint) -> None:
+    """With a large gallery the identification floor is an FMR below similarity 100's (1e-5): the
+    threshold cannot be raised far enough, so the guard must drop matches by their estimated FMR."""
+    scorer = ep.service.scorer
+    assert scorer.normalizer is not None
+    # A probe at the centre of the cluster with the largest offset: its pairs can reach low FMRs.
+    probe = scorer.normalizer.centroids[int(np.argmax(scorer.normalizer.offsets))].astype(np.float32)
+    _gallery(ep, "crowd", 400)
+    n = 403
+    floor = 1e-3 / n  # 2.5e-6 per comparison, under similarity 100's 1e-5
+    near, too_far = _at_fmr(ep, probe, floor / 3), _at_fmr(ep, probe, 4 * floor)
+    assert scorer.compare(probe, near).similarity == scorer.compare(probe, too_far).similarity == 100.0
+    made = ep.service.add_templates(
+        "crowd",
+        [
+            NewFace(str(uuid.uuid4()), str(uuid.uuid4()), name, Box(0.1, 0.1, 0.5, 0.5), 99.0, v)
+            for name, v in (("probe", probe), ("near", near), ("too-far", too_far))
+        ],
+    )
+    ids = {r.external_image_id: r.face_id for r in made}
+    PolicyStore(ep.data_dir).set("identification", "on_low_threshold", "raise")
+    out = ep.call(
+        "SearchFaces", INVESTIGATOR, CollectionId="crowd", FaceId=ids["probe"], FaceMatchThreshold=80, **CASE
+    )
+    assert out.record["threshold"]["floor_fmr"] == pytest.approx(floor)
+    assert float(out.headers[HEADER_EFFECTIVE_THRESHOLD]) == pytest.approx(100.0)
+    # Both match at similarity 100; only the one under the floor's FMR is kept.
+    assert [m["Face"]["FaceId"] for m in out.result["FaceMatches"]] == [ids["near"]]
+    assert out.record["threshold"]["dropped_above_floor"] == 1
+    assert [m["face_id"] for m in out.record["results"]["matches"]] == [ids["near"]]
