@@ -174,7 +174,8 @@ def test_subset_run_reuses_the_full_runs_templates(small_set: Path, evaluated: P
     assert main([*args, "--quiet", "--limit", "3", "--seed", "1"]) == 0
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["timing"]["templates_from_cache"] is True
-    assert rep["data_card"]["images"] in (3, 4)  # whole subjects: Obama's three, maybe Biden too
+    # Seed 1 picks whole subjects until 3 images: Obama's three photos, and not Biden's.
+    assert rep["data_card"]["images"] == 3 and rep["data_card"]["subjects"] == 1
 
 
 def _impostor_templates(cache: Path) -> tuple[np.ndarray, list[tuple[int, int]]]:
