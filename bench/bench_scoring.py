@@ -17,7 +17,6 @@ import argparse
 import sys
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_search import faces_for, pct, probes, synthetic
-from regard.calibrate import CalibrationTable, Scorer, default_scorer
+from regard.calibrate import Scorer, default_scorer, raw_table
 from regard.engine import Engine
 from regard.service import Service
 from regard.store.sqlite import SqliteStore
@@ -51,10 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     normalized = default_scorer()
     assert normalized.normalizer is not None
-    raw_table = CalibrationTable.load(
-        Path(str(resources.files("regard").joinpath("data/calibration-raw.json")))
-    )
-    raw = Scorer(raw_table)
+    raw = Scorer(raw_table())
     centre = normalized.normalizer.centroids.mean(axis=0)
     engine = Engine()
     print(

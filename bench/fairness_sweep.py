@@ -133,7 +133,6 @@ def main() -> None:
         "clusters": [50] if args.quick else [25, 50, 100],
         "target_fmr": [1e-3] if args.quick else [1e-3, 1e-4],
         "iterations": [2] if args.quick else [2, 3],
-        "temperature": [0.0],
     }
     strengths = [0.8, 1.0] if args.quick else [0.7, 0.85, 1.0]
     folds = {n: st.fold("sweep") for n, st in sets.items()}
@@ -170,7 +169,7 @@ def main() -> None:
     )
 
     rows: list[Any] = []
-    fitted: dict[tuple[int, float, int, float], list[Any]] = {}
+    fitted: dict[tuple[int, float, int], list[Any]] = {}
 
     def record(label: str, key: tuple[float, ...], scorers: list[Scorer]) -> None:
         total: dict[str, dict[str, tuple[int, int]]] = {}
@@ -201,25 +200,23 @@ def main() -> None:
         for side in (True, False)
     ]
     record("raw distance, pooled table", (0, 0, 0), [Scorer(t) for t in raw])
-    for clusters, target, iterations, temperature in itertools.product(*grid.values()):
-        opts = FitOptions(
-            clusters=clusters, target_fmr=target, iterations=iterations, temperature=temperature
-        )
+    for clusters, target, iterations in itertools.product(*grid.values()):
+        opts = FitOptions(clusters=clusters, target_fmr=target, iterations=iterations)
         full = [
             fit_scoring(parts_of(side), model=model, version="sweep", options=opts)[0]
             for side in (True, False)
         ]
-        fitted[(clusters, target, iterations, temperature)] = full
+        fitted[(clusters, target, iterations)] = full
         for strength in strengths:
-            label = f"k={clusters} fmr={target:g} it={iterations} T={temperature:g} strength={strength:g}"
+            label = f"k={clusters} fmr={target:g} it={iterations} strength={strength:g}"
             record(label, (clusters, iterations, -strength), refit(full, strength))
     # Stage 2, around the best of stage 1: finer strengths.
     rows.sort(key=lambda r: r[:4])
     best = next(r for r in rows if r[1])
-    key = next(k for k in fitted if f"k={k[0]} fmr={k[1]:g} it={k[2]} T={k[3]:g} " in best[4])
+    key = next(k for k in fitted if f"k={k[0]} fmr={k[1]:g} it={k[2]} " in best[4])
     base = -best[3]
     for strength in sorted({round(base + d, 2) for d in (-0.1, -0.05, 0.05, 0.1)} - {base}):
-        label = f"k={key[0]} fmr={key[1]:g} it={key[2]} T={key[3]:g} strength={strength:g}"
+        label = f"k={key[0]} fmr={key[1]:g} it={key[2]} strength={strength:g}"
         record(label, (key[0], key[2], -strength), refit(fitted[key], strength))
     rows.sort(key=lambda r: r[:4])
     print("\nbest by worst criterion (1.0 = acceptance limit):")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -131,6 +132,12 @@ class CalibrationTable:
 def default_table() -> CalibrationTable:
     """The table shipped with regard."""
     return CalibrationTable.load()
+
+
+@cache
+def raw_table() -> CalibrationTable:
+    """The table of regard before 0.2: raw distances, fitted on celeba_dev alone (for comparisons)."""
+    return CalibrationTable.load(Path(str(resources.files("regard").joinpath("data/calibration-raw.json"))))
 
 
 @dataclass(frozen=True)
@@ -290,6 +297,26 @@ def distances(probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:
 # -- building a table from labelled data ---------------------------------------------------------
 
 
+def pair_blocks(
+    embeddings: np.ndarray, half: np.ndarray | None = None, block: int = 1024
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every pair ``i < j`` of rows, a block of rows at a time: ``(i, j, score)``.
+
+    The score is the Euclidean distance, minus both rows' half offsets when ``half`` is given.
+    Computed in the dtype of ``embeddings``.
+    """
+    emb = np.asarray(embeddings)
+    n = len(emb)
+    sq = np.einsum("ij,ij->i", emb, emb)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        d2 = sq[start:stop, None] + sq[None, start:] - 2.0 * (emb[start:stop] @ emb[start:].T)
+        rows, cols = np.nonzero(np.arange(start, n)[None, :] > np.arange(start, stop)[:, None])
+        i, j = rows + start, cols + start
+        score = np.sqrt(np.maximum(d2[rows, cols], 0.0))
+        yield i, j, score if half is None else score - half[i] - half[j]
+
+
 def pair_distances(
     embeddings: np.ndarray, subjects: np.ndarray, block: int = 1024, half: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -297,23 +324,13 @@ def pair_distances(
 
     With ``half`` (each row's half offset) they are normalized scores instead.
     """
-    emb = np.asarray(embeddings, dtype=np.float32)
     subj = np.asarray(subjects)
-    n = len(emb)
-    sq = np.einsum("ij,ij->i", emb, emb)
     genuine: list[np.ndarray] = []
     impostor: list[np.ndarray] = []
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * emb[start:stop] @ emb.T
-        d = np.sqrt(np.maximum(d2, 0.0))
-        if half is not None:
-            d = d - half[start:stop, None] - half[None, :]
-        rows = np.arange(start, stop)[:, None]
-        upper = np.arange(n)[None, :] > rows
-        same = subj[start:stop, None] == subj[None, :]
-        genuine.append(d[upper & same])
-        impostor.append(d[upper & ~same])
+    for i, j, score in pair_blocks(np.asarray(embeddings, dtype=np.float32), half, block):
+        same = subj[i] == subj[j]
+        genuine.append(score[same])
+        impostor.append(score[~same])
     return np.concatenate(genuine), np.concatenate(impostor)
 
 
@@ -459,33 +476,24 @@ def fit_scoring(
 
 
 def _scored_pairs(
-    emb: np.ndarray, subj: np.ndarray, half: np.ndarray, block: int = 1024
+    emb: np.ndarray, subj: np.ndarray, half: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Genuine scores, impostor scores and impostor weights of one set.
 
     An impostor pair weighs the mean of ``1 / (impostors of each of its images)``, so every image's
     comparisons weigh about the same, whatever the size of the set it came from.
     """
-    n = len(emb)
-    sq = np.einsum("ij,ij->i", emb, emb)
-    _, counts = np.unique(subj, return_inverse=False, return_counts=True)
-    per_subject = dict(zip(np.unique(subj), counts, strict=True))
-    n_imp = np.array([n - per_subject[s] for s in subj], dtype=np.float64)
+    _, index, counts = np.unique(subj, return_inverse=True, return_counts=True)
+    n_imp = (len(subj) - counts[index]).astype(np.float64)
     inv = np.where(n_imp > 0, 1.0 / np.maximum(n_imp, 1.0), 0.0)
     genuine: list[np.ndarray] = []
     impostor: list[np.ndarray] = []
     weights: list[np.ndarray] = []
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * emb[start:stop] @ emb.T
-        score = np.sqrt(np.maximum(d2, 0.0)) - half[start:stop, None] - half[None, :]
-        rows, cols = np.nonzero(np.arange(n)[None, :] > np.arange(start, stop)[:, None])
-        i = rows + start
-        same = subj[i] == subj[cols]
-        genuine.append(score[rows[same], cols[same]])
-        imp = ~same
-        impostor.append(score[rows[imp], cols[imp]])
-        weights.append(0.5 * (inv[i[imp]] + inv[cols[imp]]))
+    for i, j, score in pair_blocks(emb, half):
+        same = subj[i] == subj[j]
+        genuine.append(score[same])
+        impostor.append(score[~same])
+        weights.append(0.5 * (inv[i[~same]] + inv[j[~same]]))
     return np.concatenate(genuine), np.concatenate(impostor), np.concatenate(weights)
 
 
@@ -501,7 +509,12 @@ HELD_APART_FOLDS = {"celeba_dev": 3}
 DEFAULT_HELD_APART_FOLD = 2
 
 
+def held_apart_fold(dataset: str) -> int:
+    """1/fold of the dataset folder named ``dataset`` was kept out of fitting the shipped parameters."""
+    return HELD_APART_FOLDS.get(dataset, DEFAULT_HELD_APART_FOLD)
+
+
 def is_held_apart(dataset: str, subject: str) -> bool:
     """True when ``subject`` (or image path, for sets without identities) of the dataset folder
     named ``dataset`` was kept out of fitting the shipped normalizer and table."""
-    return held_apart(subject, HELD_APART_FOLDS.get(dataset, DEFAULT_HELD_APART_FOLD))
+    return held_apart(subject, held_apart_fold(dataset))

@@ -21,7 +21,7 @@ from regard.types import Embeddings, ModelIdentity
 EMBEDDING_DIM = 128
 MODEL_NAME = "dlib_face_recognition_resnet_model_v1"
 #: Test-time augmentation: a template is the mean of the descriptors of the chip and its mirror.
-#: TAR at FMR 1e-3 on the held-apart third of celeba_dev 0.856 -> 0.879 (docs/benchmarks.md).
+#: TAR at FMR 1e-3 on the held-apart third of celeba_dev 0.856 -> 0.879 (docs/calibration.md).
 FLIP_MEAN = "flip-mean"
 
 

@@ -57,9 +57,6 @@ class ScoreNormalizer:
     centroids: np.ndarray  # (k, d) float32
     offsets: np.ndarray  # (k,) float64
     provenance: dict[str, Any] = field(default_factory=dict)
-    #: 0: each template takes its nearest cluster's offset; > 0: a softmax over the centroids'
-    #: squared distances at this temperature weighs every cluster's offset (smooth at boundaries).
-    temperature: float = 0.0
 
     # -- applying ---------------------------------------------------------------------------
     def clusters(self, templates: np.ndarray) -> np.ndarray:
@@ -75,20 +72,7 @@ class ScoreNormalizer:
         t = np.atleast_2d(np.asarray(templates, dtype=np.float32))
         if len(t) == 0:
             return np.zeros(0, dtype=np.float64)
-        if self.temperature <= 0:
-            result: np.ndarray = 0.5 * self.offsets[self.clusters(t)]
-            return result
-        soft: np.ndarray = 0.5 * (self.weights(t) @ self.offsets)
-        return soft
-
-    def weights(self, templates: np.ndarray) -> np.ndarray:
-        """(n, k) soft cluster memberships: softmax of -squared distance / temperature."""
-        t = np.atleast_2d(np.asarray(templates, dtype=np.float64))
-        c = self.centroids.astype(np.float64)
-        d2 = np.einsum("ij,ij->i", t, t)[:, None] + np.einsum("ij,ij->i", c, c)[None, :] - 2.0 * (t @ c.T)
-        z = -(d2 - d2.min(axis=1, keepdims=True)) / self.temperature
-        w = np.exp(z)
-        result: np.ndarray = w / w.sum(axis=1, keepdims=True)
+        result: np.ndarray = 0.5 * self.offsets[self.clusters(t)]
         return result
 
     @property
@@ -112,7 +96,6 @@ class ScoreNormalizer:
             "version": self.version,
             "model": self.model,
             "provenance": self.provenance,
-            "temperature": self.temperature,
             "offsets": [round(float(x), 7) for x in self.offsets],
             "centroids": [[round(float(x), 7) for x in row] for row in self.centroids],
         }
@@ -131,7 +114,6 @@ class ScoreNormalizer:
             centroids=centroids,
             offsets=offsets,
             provenance=dict(data.get("provenance", {})),
-            temperature=float(data.get("temperature", 0.0)),
         )
 
     @classmethod
@@ -169,7 +151,6 @@ class FitOptions:
     target_fmr: float = 1e-3
     iterations: int = 2
     seed: int = 0
-    temperature: float = 0.0
     #: The fitted offsets are multiplied by this (1: Terhörst's full shift; less trades some of the
     #: equalisation for accuracy within a population, see docs/calibration.md).
     strength: float = 0.95
@@ -241,9 +222,8 @@ def fit_normalizer(
     version: str,
     options: FitOptions | None = None,
     provenance: dict[str, Any] | None = None,
-    centroids: np.ndarray | None = None,
 ) -> ScoreNormalizer:
-    """Fit centroids (unless given) and offsets on labelled templates.
+    """Fit centroids and offsets on labelled templates.
 
     ``subjects`` say which samples are the same person; ``domains`` (the dataset each sample came
     from) keep impostor comparisons within one dataset, so a pool of differently cropped sets is
@@ -257,17 +237,12 @@ def fit_normalizer(
         raise InvalidParameter("templates, subjects and domains differ in length")
     if not 0 < opts.target_fmr < 0.5:
         raise InvalidParameter("target_fmr must be between 0 and 0.5")
-    cents = kmeans_centroids(emb, opts.clusters, opts.seed) if centroids is None else centroids
+    cents = kmeans_centroids(emb, opts.clusters, opts.seed)
     k = len(cents)
-    probe = ScoreNormalizer(
-        version, model, np.asarray(cents, np.float32), np.zeros(k), temperature=opts.temperature
-    )
-    assigned = probe.clusters(emb)
+    assigned = ScoreNormalizer(version, model, np.asarray(cents, np.float32), np.zeros(k)).clusters(emb)
     offsets = np.zeros(k, dtype=np.float64)
     for _ in range(max(1, opts.iterations)):
-        half = ScoreNormalizer(
-            version, model, probe.centroids, offsets, temperature=opts.temperature
-        ).half_offsets(emb)
+        half = 0.5 * offsets[assigned]
         hist = _impostor_histograms(emb, subj, dom, assigned, k, half)
         global_thr = histogram_threshold(hist.sum(axis=0), opts.target_fmr)
         for c in range(k):
@@ -284,7 +259,6 @@ def fit_normalizer(
             "clusters": k,
             "target_fmr": opts.target_fmr,
             "iterations": opts.iterations,
-            "temperature": opts.temperature,
             "strength": opts.strength,
             "seed": opts.seed,
             "templates": len(emb),
@@ -292,4 +266,4 @@ def fit_normalizer(
             "largest_cluster": int(sizes.max()),
         }
     )
-    return ScoreNormalizer(version, model, np.asarray(cents, np.float32), offsets, prov, opts.temperature)
+    return ScoreNormalizer(version, model, np.asarray(cents, np.float32), offsets, prov)

@@ -1044,15 +1044,11 @@ class Service:
         while True:
             hits = self.store.nearest(c.collection_id, probe, k, threshold + slack)
             kept = [h for h in hits if h.face.face_id not in exclude]
-            if kept:
-                halves = scorer.half_offsets(np.stack([h.face.embedding for h in kept]))
-                scored = [
-                    (h.distance - probe_half - float(half), h) for h, half in zip(kept, halves, strict=True)
-                ]
-            else:
-                scored = []
-            scored = [(sc, h) for sc, h in scored if sc <= threshold]
-            scored.sort(key=lambda x: (x[0], x[1].face.face_id))
+            halves = scorer.half_offsets(np.stack([h.face.embedding for h in kept])) if kept else np.zeros(0)
+            scores = [
+                (h.distance - probe_half - float(half), h) for h, half in zip(kept, halves, strict=True)
+            ]
+            scored = sorted((x for x in scores if x[0] <= threshold), key=lambda x: (x[0], x[1].face.face_id))
             if len(hits) < k or k >= total:
                 break  # every face within the radius was fetched
             unseen_best = max(h.distance for h in hits) - slack

@@ -126,21 +126,6 @@ def test_held_apart_keeps_the_samples_kept_out_of_fitting(tmp_path: Path) -> Non
     assert len(listed.pairs) == sum(held_apart(f"s{i}", 2) for i in range(12)) ** 2
 
 
-def test_template_cache_key_ignores_the_scoring() -> None:
-    from regard.evaluation import scorer_for
-    from regard.evaluation.dataset import cache_prefix, template_identity
-
-    data = Dataset(Path("."), "d", ["a.jpg"], ["s"], True, {}, None)
-    identity = {"embedding_model": "m", "model_key": "m:1:abc", "detector": "mtcnn"}
-    key = cache_prefix(identity, data)
-    raw = scorer_for("raw")
-    assert raw is not None
-    with_scoring = {**identity, **raw.identity(), "scoring_mode": "raw"}
-    assert template_identity(with_scoring) == identity
-    assert cache_prefix(with_scoring, data) == key
-    assert cache_prefix({**identity, "detector": "hog"}, data) != key  # what makes templates still counts
-
-
 def test_template_cache_is_keyed_by_the_detector_and_its_version() -> None:
     from regard.config import Settings
     from regard.engine import Engine

@@ -17,6 +17,7 @@ from regard.calibrate import (
     default_table,
     fmr_from_similarity,
     pair_distances,
+    raw_table,
     similarity_from_fmr,
 )
 from regard.config import Settings
@@ -86,15 +87,13 @@ def test_build_table_refuses_too_little_data() -> None:
 
 
 def test_shipped_tables_are_sane() -> None:
-    from importlib import resources
-
     table = default_table()
     assert table.model.startswith("dlib_face_recognition_resnet_model_v1:")
     assert table.counts["impostor"] > 1_000_000 and table.counts["genuine"] > 5_000
     assert table.normalizer is not None  # the deployed table maps normalized scores
     assert table.distance_for_fmr(1e-4) < table.distance_for_fmr(1e-3) < table.distance_for_fmr(1e-2)
     # The table before 0.2 (raw distances, celeba_dev): dlib's documented 0.6 separates people.
-    raw = CalibrationTable.load(Path(str(resources.files("regard").joinpath("data/calibration-raw.json"))))
+    raw = raw_table()
     assert raw.normalizer is None
     assert 1e-4 < raw.fmr_at(0.6) < 1e-1
     assert raw.distance_for_fmr(1e-3) < raw.distance_for_fmr(1e-2) < 0.7
@@ -151,16 +150,12 @@ def test_normalization_narrows_the_race_gap_on_held_apart_fairface(datasets: Pat
     """On FairFace crops the shipped parameters never saw, the false-match rates of the races at
     similarity 60 sit far closer together (and closer to nominal) under the deployed scoring than
     under the raw distance read through the table of regard before 0.2."""
-    from importlib import resources
-
     from regard.calibrate import raw_scorer
 
     emb, _, _, _, labels = _held_apart_scores(datasets, engine, "demographics/fairface_train")
     race = np.array(labels["race"])
     deployed = default_scorer()
-    before = raw_scorer(
-        CalibrationTable.load(Path(str(resources.files("regard").joinpath("data/calibration-raw.json"))))
-    )
+    before = raw_scorer(raw_table())
 
     def spread(scorer: Scorer) -> tuple[float, float]:
         tau = scorer.score_for_similarity(60)

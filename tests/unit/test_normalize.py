@@ -124,17 +124,6 @@ def test_fit_is_deterministic_and_round_trips(tmp_path: Path) -> None:
     assert c.sha256 != a.sha256
 
 
-def test_soft_assignment_tends_to_hard_at_low_temperature() -> None:
-    emb, subjects, _ = two_populations(n=100)
-    norm = fit_normalizer(
-        emb, subjects, np.zeros(len(emb)), model="m", version="t", options=FitOptions(clusters=2)
-    )
-    soft = replace(norm, temperature=1e-6)
-    np.testing.assert_allclose(soft.half_offsets(emb), norm.half_offsets(emb), atol=1e-9)
-    smooth = replace(norm, temperature=1e6)  # every cluster weighs the same
-    np.testing.assert_allclose(smooth.half_offsets(emb), 0.25 * norm.offsets.sum(), atol=1e-6)
-
-
 def test_impostors_stay_within_their_domain() -> None:
     """Two copies of one population in two domains: cross-domain pairs (identical templates,
     different subjects) must not count as impostors, or every threshold would collapse to 0."""

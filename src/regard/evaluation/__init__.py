@@ -11,29 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from regard.calibrate import (
-    DEFAULT_HELD_APART_FOLD,
-    HELD_APART_FOLDS,
-    CalibrationTable,
-    Scorer,
-    default_scorer,
-    default_table,
-    is_held_apart,
-    raw_scorer,
-)
+from regard.calibrate import Scorer, default_scorer, held_apart_fold, is_held_apart, raw_scorer, raw_table
 from regard.errors import InvalidParameter, ModelUnavailable
 from regard.evaluation.audit import AuditData, AuditOptions, run_audit
-from regard.evaluation.dataset import (
-    Progress,
-    TemplateSource,
-    compute_templates,
-    read_dataset,
-    template_identity,
-)
+from regard.evaluation.dataset import Progress, TemplateSource, compute_templates, read_dataset
 from regard.evaluation.gates import check_gates, load_gates
 from regard.evaluation.report import write_report
 
@@ -44,14 +28,12 @@ __all__ = [
     "evaluate",
     "held_apart_keep",
     "scorer_for",
-    "shipped_table",
 ]
 
 #: ``regard evaluate --scoring``: "normalized" is what regard deploys (the shipped score normalizer
 #: and the table fitted on its scores); "raw" is regard before normalization (raw distances and
 #: the celeba_dev table ``data/calibration-raw.json``).
 SCORING_MODES = ("normalized", "raw")
-RAW_TABLE = "data/calibration-raw.json"
 
 
 @dataclass(frozen=True)
@@ -66,14 +48,6 @@ class Evaluation:
         return True if gates is None else bool(gates["passed"])
 
 
-def shipped_table() -> CalibrationTable | None:
-    """The calibration table shipped with regard, or None when it is not installed."""
-    try:
-        return default_table()
-    except (OSError, KeyError, ValueError):
-        return None
-
-
 def scorer_for(mode: str, engine: object | None = None) -> Scorer:
     """The scorer of a ``--scoring`` mode: "normalized" is the engine's (the shipped parameters or
     ``REGARD_SCORING_DIR``'s), "raw" the pre-0.2 table on raw distances. Parameter files that
@@ -85,21 +59,17 @@ def scorer_for(mode: str, engine: object | None = None) -> Scorer:
     if mode == "normalized":
         return engine.scorer if isinstance(engine, Engine) else default_scorer()
     try:
-        with resources.as_file(resources.files("regard").joinpath(RAW_TABLE)) as path:
-            return raw_scorer(CalibrationTable.load(path))
+        return raw_scorer(raw_table())
     except (OSError, KeyError, ValueError) as exc:
-        raise ModelUnavailable(f"the raw-distance table {RAW_TABLE} cannot be read: {exc!r}") from exc
+        raise ModelUnavailable(
+            f"the raw-distance table data/calibration-raw.json cannot be read: {exc!r}"
+        ) from exc
 
 
 def dataset_folder(location: Path) -> str:
     """The name of the dataset folder of ``location`` (a folder, or a pairs file inside one)."""
     location = Path(location)
     return (location if location.is_dir() else location.parent).resolve().name
-
-
-def held_apart_fold(folder: str) -> int:
-    """1/fold of a dataset folder's samples was kept out of fitting the shipped parameters."""
-    return HELD_APART_FOLDS.get(folder, DEFAULT_HELD_APART_FOLD)
 
 
 def held_apart_keep(location: Path) -> Callable[[str], bool]:
@@ -132,9 +102,8 @@ def evaluate(
     keep = held_apart_keep(location) if held_apart else None
     dataset = read_dataset(location, limit=limit, seed=options.seed, keep_subject=keep)
     source = TemplateSource(engine)
-    system = template_identity(source.identity())
-    if scorer is not None and "model_key" in system:
-        scorer.check_model(system["model_key"])
+    system = source.identity()
+    scorer.check_model(system["model_key"])
     templates = compute_templates(source, dataset, out / "cache", workers=workers, progress=progress)
     data = run_audit(dataset, templates, system, options, scorer)
     data.report["system"]["scoring"]["requested"] = scoring

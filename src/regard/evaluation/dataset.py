@@ -185,11 +185,8 @@ def _read_pairs(
     if (root / "manifest.csv").is_file():
         manifest_rows = {r["path"]: r for r in _read_csv(root / "manifest.csv") if "path" in r}
 
-    def identified(rows: list[dict[str, str]]) -> bool:
-        listed = {r[k] for r in rows for k in ("path_a", "path_b")}
-        return bool(manifest_rows) and all(manifest_rows.get(p, {}).get("subject") for p in listed)
-
-    ids = identified(rows)
+    listed = {r[k] for r in rows for k in ("path_a", "path_b")}
+    ids = bool(manifest_rows) and all(manifest_rows.get(p, {}).get("subject") for p in listed)
     if keep_subject is not None:
 
         def kept(p: str) -> bool:
@@ -207,9 +204,7 @@ def _read_pairs(
         for key in ("path_a", "path_b"):
             index.setdefault(r[key], len(index))
     paths = list(index)
-    # Subjects stay what the selection was made by.
-    has_ids = ids if keep_subject is not None else identified(rows)
-    subjects = [manifest_rows[p]["subject"] if has_ids else p for p in paths]
+    subjects = [manifest_rows[p]["subject"] if ids else p for p in paths]
     label_cols: list[str] = []
     if manifest_rows:
         first = next(iter(manifest_rows.values()))
@@ -218,7 +213,7 @@ def _read_pairs(
     pairs = [
         (index[r["path_a"]], index[r["path_b"]], r["same"].strip() in {"1", "true", "True"}) for r in rows
     ]
-    return Dataset(root, f"{root.name}/{path.name}", paths, subjects, has_ids, labels, pairs)
+    return Dataset(root, f"{root.name}/{path.name}", paths, subjects, ids, labels, pairs)
 
 
 # -- templates ---------------------------------------------------------------------------------
@@ -303,34 +298,13 @@ def _worker_one(path: str) -> tuple[str, np.ndarray | None, float, float, float]
 Progress = Callable[[Iterable[Any], int], Iterable[Any]]
 
 
-#: Identity entries that describe how templates are *scored*, not how they are made: left out of
-#: the template cache key (a rerun with other scoring reuses the templates) and reported apart.
-SCORING_KEYS = frozenset(
-    {
-        "scoring",
-        "scoring_mode",
-        "normalizer",
-        "normalizer_sha256",
-        "normalizer_version",
-        "calibration_table",
-        "calibration_sha256",
-        "calibration_version",
-    }
-)
-
-
-def template_identity(identity: dict[str, Any]) -> dict[str, Any]:
-    """``identity`` without the scoring entries: what the templates depend on."""
-    return {k: v for k, v in identity.items() if k not in SCORING_KEYS}
-
-
-def cache_prefix(identity: dict[str, Any], dataset: Dataset) -> str:
+def cache_prefix(identity: dict[str, str], dataset: Dataset) -> str:
     """File-name prefix shared by every template cache of one model setup and dataset folder.
 
-    Scoring entries of ``identity`` (:data:`SCORING_KEYS`) do not count: templates do not change
-    with the score normalizer or the calibration table.
+    ``identity`` says how templates are made (:meth:`TemplateSource.identity`), never how they are
+    scored, so runs with another scoring reuse the same templates.
     """
-    ident = hashlib.sha256(json.dumps(template_identity(identity), sort_keys=True).encode()).hexdigest()[:12]
+    ident = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     root = hashlib.sha256(str(dataset.root.resolve()).encode()).hexdigest()[:8]
     return f"templates-{ident}-{root}"
 

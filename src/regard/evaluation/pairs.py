@@ -15,10 +15,12 @@ raw distances), so nothing here depends on how they were made.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from regard.calibrate import pair_blocks
 
 #: Histogram bins (0.0005 wide) over scores -0.5..2.5. Templates are near unit length, so distances
 #: stay within 0..2; the half offsets shift a score by a few tenths at most either way. A score
@@ -89,22 +91,6 @@ def _half(half_offsets: np.ndarray | None, n: int) -> np.ndarray:
     return h
 
 
-def _blocks(
-    emb: np.ndarray, half: np.ndarray, block: int
-) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (start, stop, i, j, score) for the upper-triangle pairs of each row block."""
-    n = emb.shape[0]
-    sq = np.einsum("ij,ij->i", emb, emb)
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        d2 = sq[start:stop, None] + sq[None, start:] - 2.0 * (emb[start:stop] @ emb[start:].T)
-        rows = np.arange(start, stop)[:, None]
-        cols = np.arange(start, n)[None, :]
-        ii, jj = np.nonzero(cols > rows)
-        i, j = ii + start, jj + start
-        yield start, stop, i, j, np.sqrt(np.maximum(d2[ii, jj], 0.0)) - half[i] - half[j]
-
-
 def score_all_pairs(
     emb: np.ndarray,
     subjects: np.ndarray,
@@ -128,7 +114,7 @@ def score_all_pairs(
     hist_all = np.zeros(NBINS, dtype=np.int64)
     gen_s: list[np.ndarray] = []
     gen_ij: list[np.ndarray] = []
-    for _start, _stop, i, j, s in _blocks(emb, half, block):
+    for i, j, s in pair_blocks(emb, half, block):
         same = subj[i] == subj[j]
         gen_s.append(s[same])
         gen_ij.append(np.stack([i[same], j[same]], axis=1))
@@ -138,7 +124,7 @@ def score_all_pairs(
     tail_s: list[np.ndarray] = []
     tail_ij: list[np.ndarray] = []
     hist_by = {g.spec: np.zeros((len(g.names), len(g.names), NBINS), dtype=np.int64) for g in groupings}
-    for _start, _stop, i, j, s in _blocks(emb, half, block):
+    for i, j, s in pair_blocks(emb, half, block):
         imp = subj[i] != subj[j]
         i, j, s = i[imp], j[imp], s[imp]
         keep = s <= cap
