@@ -78,11 +78,10 @@ def unpad(detections: list[Detection], dx: int, dy: int, width: int, height: int
     out = []
     for d in detections:
         b = d.box
-        moved = Box(b.left - dx, b.top - dy, b.width, b.height)
-        cx, cy = moved.left + moved.width / 2, moved.top + moved.height / 2
+        box = Box(b.left - dx, b.top - dy, b.width, b.height)
+        cx, cy = box.left + box.width / 2, box.top + box.height / 2
         if not (0 <= cx < width and 0 <= cy < height):
             continue
-        box = moved
         eye_a, eye_b, nose, mouth_a, mouth_b = ((x - dx, y - dy) for x, y in d.landmarks)
         out.append(Detection(box, d.confidence, (eye_a, eye_b, nose, mouth_a, mouth_b), d.detector))
     return out
