@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -20,13 +21,39 @@ def _payload(source: Path) -> bytes:
     return seed * 40_000
 
 
+def _flock_waiters(path: Path) -> list[int]:
+    """PIDs blocked right now in ``flock`` on ``path`` (Linux ``/proc/locks``: the ``->`` lines)."""
+    inode = os.stat(path).st_ino
+    pids = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()  # "2: -> FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
+        if len(fields) > 6 and fields[1:3] == ["->", "FLOCK"] and fields[6].rsplit(":", 1)[-1] == str(inode):
+            pids.append(int(fields[5]))
+    return pids
+
+
 def _prepare(source: str, cache_dir: str, log: str, out: str) -> None:
+    """One of two preparers (a spawned process). Whoever builds holds the lock until it sees the
+    other blocked on it, so the two contend every time, not when a sleep happens to be long enough."""
     src = Path(source)
+    model = model_file("demo", [src], version=VERSION, cache_dir=Path(cache_dir))
+    lock = model.with_name(model.name + ".lock")
 
     def build() -> bytes:
         with open(log, "a") as fh:
-            fh.write("built\n")
-        time.sleep(0.5)  # hold the lock long enough for the other process to contend
+            fh.write(f"built {os.getpid()}\n")
+        deadline = time.monotonic() + 120
+        while True:
+            waiters = _flock_waiters(lock)
+            if waiters:
+                with open(log, "a") as fh:
+                    fh.writelines(f"waiter {pid}\n" for pid in waiters)
+                break
+            if Path(log).read_text().count("built ") > 1:
+                break  # the other one is building too (no lock): let the test see two builds
+            if time.monotonic() > deadline:
+                raise RuntimeError("the other preparer never blocked on the lock")
+            time.sleep(0.01)
         return _payload(src)
 
     path = cached_model("demo", [src], build, version=VERSION, cache_dir=Path(cache_dir))
@@ -64,18 +91,25 @@ def test_builds_once_and_reuses(tmp_path: Path, source: Path) -> None:
 def test_two_processes_end_with_one_valid_model(tmp_path: Path, source: Path) -> None:
     cache = tmp_path / "cache"
     log = tmp_path / "builds.log"
-    ctx = multiprocessing.get_context("fork")
+    if not Path("/proc/locks").exists():
+        pytest.skip("needs Linux /proc/locks to see a process blocked in flock")
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may run other threads
     outs = [tmp_path / f"out{i}.txt" for i in range(2)]
     procs = [ctx.Process(target=_prepare, args=(str(source), str(cache), str(log), str(out))) for out in outs]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(timeout=30)
+        p.join(timeout=300)
         assert p.exitcode == 0
     paths = {o.read_text() for o in outs}
     assert len(paths) == 1
     path = Path(paths.pop())
-    assert log.read_text().count("built") == 1
+    events = [tuple(line.split()) for line in log.read_text().splitlines()]
+    pids = {str(p.pid) for p in procs}
+    builders = [pid for what, pid in events if what == "built"]
+    assert len(builders) == 1 and builders[0] in pids, events
+    # while one built, the other was blocked on the lock: they contended, and the second did not build
+    assert [pid for what, pid in events if what == "waiter"] == list(pids - set(builders)), events
     assert path.read_bytes() == _payload(source)
     assert is_valid(path)
     # No temporary files left behind; only the model, its hash sidecar and the lock file.
