@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +16,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -57,26 +50,71 @@ class LiveServer:
         return out
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+LISTENING = re.compile(rb"regard: listening on (http://\S+)")
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A moto S3 server with authentication on, and the credentials of two IAM users in it."""
+
+    endpoint: str
+    #: ``reader`` may only get objects from the bucket ``photos`` (what regard is given).
+    reader: tuple[str, str]
+    #: ``uploader`` may do anything in S3 (what the tests use to put photos there).
+    uploader: tuple[str, str]
+    region: str = "us-east-1"
+
+    def client(self, who: tuple[str, str] | None = None) -> Any:
+        import boto3
+
+        key, secret = who or self.uploader
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+        )
+
+    def regard_env(self, who: tuple[str, str] | None = None) -> dict[str, str]:
+        """The settings that point ``regard serve`` at this server as ``who`` (default: reader)."""
+        key, secret = who or self.reader
+        return {
+            "REGARD_S3_ENDPOINT_URL": self.endpoint,
+            "REGARD_S3_REGION": self.region,
+            "REGARD_S3_ACCESS_KEY_ID": key,
+            "REGARD_S3_SECRET_ACCESS_KEY": secret,
+        }
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], log: Path, start: int, timeout: float = 120.0) -> str:
+    """Wait for the address the server reports it bound, then until /health answers there."""
     deadline = time.monotonic() + timeout
+    endpoint = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"regard serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
+        if endpoint is None:
+            found = LISTENING.search(log.read_bytes()[start:])
+            endpoint = found.group(1).decode() if found else None
+        if endpoint is not None:
+            try:
+                with urllib.request.urlopen(endpoint + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return endpoint
+            except OSError:
+                pass
+        time.sleep(0.1)
     raise RuntimeError(f"regard serve did not become healthy:\n{log.read_text()[-4000:]}")
 
 
 def spawn_serve(
-    data_dir: Path, env: dict[str, str], workers: int = 1
+    data_dir: Path, env: dict[str, str], workers: int = 1, extra_args: tuple[str, ...] = ()
 ) -> tuple[str, subprocess.Popen[bytes], Path]:
-    """Start ``regard serve`` on a free loopback port and wait until /health answers."""
-    port = free_port()
+    """Start ``regard serve --port 0`` (the server binds a free loopback port and reports it, so no
+    other process can take the port in between) and wait until /health answers."""
     log_path = data_dir / "serve.log"
+    start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [
@@ -85,19 +123,19 @@ def spawn_serve(
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(port),
+                "0",
                 "--data-dir",
                 str(data_dir),
                 "--workers",
                 str(workers),
+                *extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
         )
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(endpoint, proc, log_path)
+        endpoint = _wait_healthy(proc, log_path, start)
     except Exception:
         proc.kill()
         proc.wait()

@@ -6,11 +6,14 @@ import io
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
+
+from live_server import S3Server, start_server, stop_server
 
 if TYPE_CHECKING:
     from live_server import LiveServer
@@ -170,17 +173,10 @@ def test_unsupported_operation_names_itself(rek: Any, photos: dict[str, bytes]) 
     assert "DetectLabels" in str(info.value)
 
 
-def test_image_from_s3_object(api: LiveServer, rek: Any, s3_endpoint: str, photos: dict[str, bytes]) -> None:
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    s3.create_bucket(Bucket="photos")
+def test_image_from_s3_object(
+    api: LiveServer, rek: Any, s3_endpoint: S3Server, photos: dict[str, bytes]
+) -> None:
+    s3 = s3_endpoint.client()
     s3.put_object(Bucket="photos", Key="people/obama.jpg", Body=photos["obama"])
     r = rek.detect_faces(Image={"S3Object": {"Bucket": "photos", "Name": "people/obama.jpg"}})
     inline = rek.detect_faces(Image={"Bytes": photos["obama"]})
@@ -191,6 +187,59 @@ def test_image_from_s3_object(api: LiveServer, rek: Any, s3_endpoint: str, photo
     s3.put_object(Bucket="photos", Key="big.bin", Body=b"\0" * (5 * 1024 * 1024 + 1))
     with pytest.raises(rek.exceptions.ImageTooLargeException):
         rek.detect_faces(Image={"S3Object": {"Bucket": "photos", "Name": "big.bin"}})
+
+
+def test_s3_permissions_are_the_configured_keys(
+    api: LiveServer, rek: Any, s3_endpoint: S3Server, photos: dict[str, bytes]
+) -> None:
+    """regard reads S3 as the configured IAM user: an object in a bucket that user may not read
+    is refused by S3 (moto checks the signature and the user's policy), and regard says so."""
+    s3 = s3_endpoint.client()
+    s3.create_bucket(Bucket="private")
+    s3.put_object(Bucket="private", Key="obama.jpg", Body=photos["obama"])
+    reader = s3_endpoint.client(s3_endpoint.reader)
+    with pytest.raises(ClientError) as denied:
+        reader.get_object(Bucket="private", Key="obama.jpg")
+    assert error_code(denied.value) == "AccessDenied"  # S3 itself refuses that user
+    with pytest.raises(ClientError) as info:
+        rek.detect_faces(Image={"S3Object": {"Bucket": "private", "Name": "obama.jpg"}})
+    assert error_code(info.value) == "InvalidS3ObjectException"
+    assert "(403)" in str(info.value)  # S3's answer to regard's HEAD, passed on
+
+
+@pytest.mark.slow
+def test_s3_credentials_and_credential_chain(
+    tmp_path: Path, s3_endpoint: S3Server, photos: dict[str, bytes]
+) -> None:
+    """A wrong REGARD_S3_SECRET_ACCESS_KEY fails the signature at S3; with no REGARD_S3_* keys,
+    botocore's credential chain (here a shared credentials file) is used. (moto does not check
+    the region in the signature, so REGARD_S3_REGION is exercised here but not verified.)"""
+    s3_endpoint.client().put_object(Bucket="photos", Key="chain/obama.jpg", Body=photos["obama"])
+    image = {"S3Object": {"Bucket": "photos", "Name": "chain/obama.jpg"}}
+    key, _ = s3_endpoint.reader
+    wrong = start_server(tmp_path / "wrong", s3_endpoint.regard_env((key, "0" * 40)))
+    try:
+        with pytest.raises(ClientError) as info:
+            wrong.client().detect_faces(Image=image)
+        assert error_code(info.value) == "InvalidS3ObjectException"
+        assert "(403)" in str(info.value)
+    finally:
+        stop_server(wrong)
+
+    credentials = tmp_path / "aws-credentials"
+    reader_key, reader_secret = s3_endpoint.reader
+    credentials.write_text(
+        f"[default]\naws_access_key_id = {reader_key}\naws_secret_access_key = {reader_secret}\n"
+    )
+    env = {k: v for k, v in s3_endpoint.regard_env().items() if "ACCESS_KEY" not in k}
+    env |= {"REGARD_S3_REGION": "eu-west-1", "AWS_SHARED_CREDENTIALS_FILE": str(credentials)}
+    env |= {"AWS_CONFIG_FILE": str(tmp_path / "no-config"), "AWS_EC2_METADATA_DISABLED": "true"}
+    chained = start_server(tmp_path / "chain", env)
+    try:
+        found = chained.client().detect_faces(Image=image)
+        assert len(found["FaceDetails"]) == 1
+    finally:
+        stop_server(chained)
 
 
 def test_wrong_secret_and_unknown_key(api: LiveServer) -> None:

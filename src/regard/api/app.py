@@ -148,6 +148,7 @@ def create_app(
         record: dict[str, Any] = {
             "event": "request",
             "request_id": request_id,
+            "pid": os.getpid(),
             "remote": request.client.host if request.client else None,
             "operation": None,
             "access_key_id": None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,13 @@ def log_config(level: str) -> dict[str, Any]:
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=9000, show_default=True, type=int, help="TCP port.")
+@click.option(
+    "--port",
+    default=9000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port; 0 picks a free one (the address is printed as 'regard: listening on URL').",
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -69,18 +76,35 @@ def serve(
         os.environ["REGARD_DATA_DIR"] = str(data_dir.expanduser().resolve())
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    click.echo(f"regard: serving {settings.data_dir} on http://{host}:{port} ({workers} worker(s))", err=True)
-    uvicorn.run(
-        "regard.api.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=log_config(log_level.upper()),
-        timeout_graceful_shutdown=graceful_timeout,
-        access_log=False,
-        server_header=False,
-    )
+    # Bind here, so that port 0 works and the address actually bound is reported before any
+    # worker starts; uvicorn serves the socket (shared by every worker) through its descriptor.
+    listener = _listen(host, port)
+    bound = listener.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"regard: serving {settings.data_dir} ({workers} worker(s))", err=True)
+    click.echo(f"regard: listening on http://{shown}:{bound}", err=True)
+    try:
+        uvicorn.run(
+            "regard.api.app:app_from_env",
+            factory=True,
+            fd=listener.fileno(),
+            workers=workers,
+            log_config=log_config(log_level.upper()),
+            timeout_graceful_shutdown=graceful_timeout,
+            access_log=False,
+            server_header=False,
+        )
+    finally:
+        listener.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv6 when the host is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 commands = [serve]
