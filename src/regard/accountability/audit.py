@@ -19,9 +19,10 @@ guard references a probe image by its sha256 only.
 
 Appends are serialised across threads and processes with ``flock`` on a lock file and the
 file is ``fsync``'ed before :meth:`AuditLog.append` returns, so an acknowledged operation is
-on disk. A crash in the middle of a write can leave a torn last line; the next append cuts
-it off and records that repair (with the torn bytes' hash) as a record of its own, so nothing
-disappears silently.
+on disk; the directory entries that name the log (and the ``audit`` folder, when it is
+created) are synced when the log is opened. A crash in the middle of a write can leave a torn
+last line; the next append cuts it off and records that repair (with the torn bytes' hash) as
+a record of its own, so nothing disappears silently.
 
 :meth:`AuditLog.verify` re-derives every hash and names the first record that does not
 check out. Records older than the retention floor (default 183 days) can never be pruned;
@@ -152,15 +153,17 @@ class AuditLog:
 
     def __init__(self, data_dir: Path, *, retention_floor_days: int = DEFAULT_RETENTION_FLOOR_DAYS) -> None:
         self.dir = Path(data_dir) / "audit"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        _make_dirs(self.dir)
         self.path = self.dir / LOG_NAME
         self.anchor_path = self.dir / ANCHOR_NAME
         self.lock_path = self.dir / LOCK_NAME
         self.retention_floor_days = retention_floor_days
         self._thread_lock = threading.Lock()
-        if not self.path.exists():  # create it once, with its directory entry on disk
+        if not self.path.exists():  # create it once
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
-            _fsync_dir(self.dir)
+        # Its directory entry on disk before this process appends: synced by whoever opens the
+        # log, not only by its creator, which may not have synced yet when another process appends.
+        _fsync_dir(self.dir)
 
     # -- writing ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -440,6 +443,17 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return json.dumps(value)
+
+
+def _make_dirs(path: Path) -> None:
+    """``mkdir -p`` that also puts each directory it creates on disk (its parent is synced)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        _fsync_dir(folder.parent)
 
 
 def _fsync_dir(path: Path) -> None:
