@@ -6,13 +6,17 @@ import io
 import itertools
 import json
 import multiprocessing
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from regard.accountability.audit import GENESIS, AuditLog, export_text, record_hash
+from regard.accountability.audit import GENESIS, AuditLog, canonical, export_text, parse_time, record_hash
 from regard.errors import AccessDenied
 
 
@@ -29,6 +33,59 @@ def _event(i: int) -> dict[str, object]:
         "results": {"matches": [{"face_id": f"f{i}", "similarity": 91.5, "fmr": 3.2e-5}]},
         "outcome": "success",
     }
+
+
+@dataclass(frozen=True)
+class Sync:
+    """One ``os.fsync``/``os.fdatasync``: the inode, and what it held when the sync was asked for."""
+
+    inode: int
+    content: bytes | None  # a file's bytes
+    entries: dict[str, int] | None  # a directory's names and their inodes
+
+
+@pytest.fixture
+def syncs(monkeypatch: pytest.MonkeyPatch) -> list[Sync]:
+    """Every sync this process asks for, in order, with a snapshot of what it makes durable.
+
+    kill -9 keeps the page cache, so a crash test passes with every sync removed; this seam shows
+    what is synced and when, in-process (``os`` is patched for this test only). Linux: a file is
+    re-read through ``/proc/self/fd`` (the descriptor may be write-only).
+    """
+    seen: list[Sync] = []
+
+    def wrap(real: Callable[[int], None]) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                names = os.listdir(fd)
+                inodes = {n: os.stat(n, dir_fd=fd, follow_symlinks=False).st_ino for n in names}
+                seen.append(Sync(info.st_ino, None, inodes))
+            else:
+                with open(f"/proc/self/fd/{fd}", "rb") as f:
+                    seen.append(Sync(info.st_ino, f.read(), None))
+            real(fd)
+
+        return sync
+
+    monkeypatch.setattr(os, "fsync", wrap(os.fsync))
+    monkeypatch.setattr(os, "fdatasync", wrap(os.fdatasync))
+    return seen
+
+
+def _synced_file(syncs: list[Sync], path: Path, content: bytes) -> int:
+    """Index of the first sync of ``path``'s inode while it held exactly ``content``, else -1."""
+    inode = path.stat().st_ino
+    return next((i for i, s in enumerate(syncs) if s.inode == inode and s.content == content), -1)
+
+
+def _synced_entry(syncs: list[Sync], path: Path) -> int:
+    """Index of the first sync of ``path``'s directory while it named ``path``'s current inode, else -1."""
+    folder, inode = path.parent.stat().st_ino, path.stat().st_ino
+    return next(
+        (i for i, s in enumerate(syncs) if s.inode == folder and (s.entries or {}).get(path.name) == inode),
+        -1,
+    )
 
 
 def test_records_are_chained_and_verify(tmp_path: Path) -> None:
@@ -91,15 +148,63 @@ def test_templates_and_image_bytes_are_refused(tmp_path: Path) -> None:
     assert not log.path.exists() or log.path.read_bytes() == b""
 
 
-def test_torn_tail_is_cut_and_the_repair_is_recorded(tmp_path: Path) -> None:
+def test_each_append_is_synced_with_its_record_before_it_returns(tmp_path: Path, syncs: list[Sync]) -> None:
+    log = AuditLog(tmp_path)
+    for i in range(3):
+        syncs.clear()
+        rec = log.append(_event(i))
+        on_disk = log.path.read_bytes()  # what append leaves, read the moment it returns
+        assert on_disk.endswith((canonical(rec) + "\n").encode("utf-8"))
+        # the log's own inode was synced, holding this record, before append returned
+        assert _synced_file(syncs, log.path, on_disk) >= 0, (
+            f"record {rec['seq']} was not synced before append returned"
+        )
+
+
+def test_opening_a_log_syncs_the_directory_entries_that_name_it(tmp_path: Path, syncs: list[Sync]) -> None:
+    log = AuditLog(tmp_path / "data")  # creates data/, data/audit/ and data/audit/audit.jsonl
+    assert _synced_entry(syncs, log.path) >= 0, "the log's directory entry was not synced"
+    assert _synced_entry(syncs, log.dir) >= 0, "the audit folder's directory entry was not synced"
+    assert _synced_entry(syncs, tmp_path / "data") >= 0
+    # a second process opening the log syncs its entry too (the creator may not have yet)
+    syncs.clear()
+    AuditLog(tmp_path / "data")
+    assert _synced_entry(syncs, log.path) >= 0
+
+
+def test_pruning_syncs_new_files_before_the_rename_and_the_folder_after(
+    tmp_path: Path, syncs: list[Sync]
+) -> None:
+    log = AuditLog(tmp_path)
+    recs = [log.append(_event(i)) for i in range(4)]
+    kept = b"".join(log.path.read_bytes().splitlines(keepends=True)[2:])
+    syncs.clear()
+    later = datetime.now(UTC) + timedelta(days=400)
+    assert log.prune(parse_time(recs[2]["time"]), actor="ops", now=later) == 2
+    assert log.verify().ok
+    # the new log (kept records, before the AuditPrune record) and the new anchor were synced...
+    new_log = _synced_file(syncs, log.path, kept)
+    new_anchor = _synced_file(syncs, log.anchor_path, log.anchor_path.read_bytes())
+    assert new_log >= 0 and new_anchor >= 0, "a new file was renamed into place unsynced"
+    # ...before the folder was synced naming both under their new inodes (so after the renames)
+    log_named, anchor_named = _synced_entry(syncs, log.path), _synced_entry(syncs, log.anchor_path)
+    assert log_named >= 0 and anchor_named >= 0, "the renames were not synced"
+    assert new_log < log_named and new_anchor < anchor_named
+    # and the AuditPrune record was synced before prune returned
+    assert _synced_file(syncs, log.path, log.path.read_bytes()) >= 0
+
+
+def test_torn_tail_is_cut_and_the_repair_is_recorded(tmp_path: Path, syncs: list[Sync]) -> None:
     log = AuditLog(tmp_path)
     log.append(_event(0))
     with log.path.open("ab") as f:
         f.write(b'{"kind":"biometric","seq":2,"tru')  # a write cut short by a crash
     broken = log.verify()
     assert not broken.ok and broken.broken_seq == 2
+    syncs.clear()
     rec = log.append(_event(1))
     assert rec["seq"] == 3
+    assert _synced_file(syncs, log.path, log.path.read_bytes()) >= 0  # cut, repair and record synced
     records = list(log.records())
     assert records[1]["operation"] == "AuditLogRepair"
     assert records[1]["results"]["torn_bytes"] == len(b'{"kind":"biometric","seq":2,"tru')
@@ -107,18 +212,19 @@ def test_torn_tail_is_cut_and_the_repair_is_recorded(tmp_path: Path) -> None:
 
 
 def _writer(data_dir: str, worker: int, n: int) -> None:
+    """One of several writer processes (spawned: the target is importable, its arguments picklable)."""
     log = AuditLog(Path(data_dir))
     for i in range(n):
         log.append({"operation": "DetectFaces", "request_id": f"{worker}-{i}", "outcome": "success"})
 
 
 def test_appends_from_several_processes_keep_one_chain(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # not fork: the parent may run other threads
     procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, 40)) for w in range(4)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(300)
         assert p.exitcode == 0
     log = AuditLog(tmp_path)
     result = log.verify()
