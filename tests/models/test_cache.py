@@ -147,8 +147,10 @@ def test_corrupt_file_is_detected_and_rebuilt(tmp_path: Path, source: Path, dama
 def test_changed_source_or_version_rebuilds(tmp_path: Path, source: Path) -> None:
     cache = tmp_path / "cache"
     first = cached_model("demo", [source], lambda: _payload(source), version=VERSION, cache_dir=cache)
-    time.sleep(0.01)
+    # A different size, so the change shows whatever the clock: source hashes are memoised per
+    # (path, size, mtime), and two writes can share an mtime tick.
     source.write_bytes(b"new weights " * 100)
+    assert source.stat().st_size != len(b"pretend weights " * 100)
     assert entry_state("demo", [source], version=VERSION, cache_dir=cache) == "missing"
     second = cached_model("demo", [source], lambda: _payload(source), version=VERSION, cache_dir=cache)
     assert second != first
