@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -83,17 +84,25 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"regard: serving {settings.data_dir} ({workers} worker(s))", err=True)
     click.echo(f"regard: listening on http://{shown}:{bound}", err=True)
+    options: dict[str, Any] = {
+        "factory": True,
+        "log_config": log_config(log_level.upper()),
+        "timeout_graceful_shutdown": graceful_timeout,
+        "access_log": False,
+        "server_header": False,
+    }
     try:
-        uvicorn.run(
-            "regard.api.app:app_from_env",
-            factory=True,
-            fd=listener.fileno(),
-            workers=workers,
-            log_config=log_config(log_level.upper()),
-            timeout_graceful_shutdown=graceful_timeout,
-            access_log=False,
-            server_header=False,
-        )
+        if workers == 1:
+            # uvicorn serves this very socket and closes it as shutdown begins, so new connections
+            # are refused at once (through fd= it would serve a duplicate, and this one would go
+            # on accepting connections nobody answers until the process exits).
+            server = uvicorn.Server(uvicorn.Config("regard.api.app:app_from_env", **options))
+            with contextlib.suppress(KeyboardInterrupt):
+                server.run(sockets=[listener])
+            if not server.started:
+                raise SystemExit(3)  # uvicorn's exit status for a failed start-up
+        else:
+            uvicorn.run("regard.api.app:app_from_env", fd=listener.fileno(), workers=workers, **options)
     finally:
         listener.close()
 
