@@ -38,7 +38,7 @@ class LiveServer:
             region_name="us-east-1",
             aws_access_key_id=overrides.pop("aws_access_key_id", self.access_key_id),
             aws_secret_access_key=overrides.pop("aws_secret_access_key", self.secret),
-            config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120),
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=120),
             **overrides,
         )
 
