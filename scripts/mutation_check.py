@@ -76,7 +76,6 @@ GUARD_TESTS = (
 )
 AUDIT_TESTS = (
     T + "accountability/test_audit.py",
-    KILLS + "::test_append_fdatasyncs_the_record_before_returning",
     KILLS + "::test_rehashed_edit_is_caught_at_the_next_record",
     KILLS + "::test_a_gap_in_seq_fails_verification_even_when_the_links_hold",
 )
