@@ -45,7 +45,7 @@ class Server:
             region_name="us-east-1",
             aws_access_key_id=akid,
             aws_secret_access_key=secret,
-            config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120),
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=120),
         )
         if headers:
 
