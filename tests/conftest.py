@@ -88,6 +88,12 @@ def fr_images() -> Path:
 
 
 @pytest.fixture(scope="session")
+def photos(fr_images: Path) -> dict[str, bytes]:
+    """The packaged portraits by name (obama, obama2, obama3, biden), as bytes."""
+    return {p.stem: p.read_bytes() for p in sorted(fr_images.glob("*.jpg"))}
+
+
+@pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
     """One engine for the session (models load once)."""
     from regard.engine import Engine

@@ -8,9 +8,12 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -172,11 +175,164 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, worker
     return LiveServer(endpoint, key["AccessKeyId"], key["SecretAccessKey"], data_dir, log_path, proc, env)
 
 
-def stop_server(server: LiveServer) -> int:
-    """SIGTERM, then wait; returns the exit status (uvicorn re-raises SIGTERM after a clean shutdown: -15)."""
-    server.process.send_signal(signal.SIGTERM)
+def terminate(process: subprocess.Popen[bytes], timeout: float = 120) -> int:
+    """SIGTERM (unless it has exited), wait, kill after ``timeout``; returns the exit status
+    (uvicorn re-raises SIGTERM after a clean shutdown: -15)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
     try:
-        return server.process.wait(timeout=60)
+        return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        server.process.kill()
-        return server.process.wait()
+        process.kill()
+        return process.wait()
+
+
+def stop_server(server: LiveServer) -> int:
+    """Stop a server started by :func:`start_server`; its exit status."""
+    return terminate(server.process)
+
+
+def post_json(url: str, method: str, headers: dict[str, str], data: bytes | None) -> tuple[int, Any]:
+    """One raw HTTP request; (status, parsed JSON body), for error statuses too."""
+    raw = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(raw, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read())
+
+
+@dataclass
+class KeyedServer:
+    """A live ``regard serve`` with several named keys (people with roles and profiles)."""
+
+    endpoint: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    keys: dict[str, tuple[str, str]]
+
+    def client(self, who: str, headers: dict[str, str] | None = None) -> Any:
+        """boto3's rekognition client as ``who``, adding ``headers`` to every request before signing."""
+        import boto3
+        from botocore.config import Config
+
+        akid, secret = self.keys[who]
+        client = boto3.client(
+            "rekognition",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=akid,
+            aws_secret_access_key=secret,
+            # total_max_attempts counts the first attempt; botocore's max_attempts counts retries only
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=300),
+        )
+        if headers:
+
+            def add(request: Any, **_: Any) -> None:
+                for k, v in headers.items():
+                    request.headers[k] = v
+
+            client.meta.events.register("before-sign.rekognition.*", add)
+        return client
+
+    def signed(self, who: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """A SigV4-signed request as ``who`` (e.g. to the review endpoints); (HTTP status, JSON body)."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        akid, secret = self.keys[who]
+        data = json.dumps(body).encode() if body is not None else b""
+        req = AWSRequest(method=method, url=self.endpoint + path, data=data)
+        SigV4Auth(Credentials(akid, secret), "rekognition", "us-east-1").add_auth(req)
+        return post_json(self.endpoint + path, method, dict(req.headers), data if method == "POST" else None)
+
+    def audit(self) -> list[dict[str, Any]]:
+        from regard.accountability.audit import AuditLog
+
+        return list(AuditLog(self.data_dir).records())
+
+    def stop(self) -> int:
+        return terminate(self.process)
+
+
+def start_keyed(
+    data_dir: Path,
+    keys: dict[str, tuple[str, str]],
+    env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> KeyedServer:
+    """Create ``keys`` (name -> (role, profile)) in ``data_dir`` and start ``regard serve`` there."""
+    from regard.keys import KeyStore
+
+    store = KeyStore(data_dir)
+    made = {}
+    for name, (role, profile) in keys.items():
+        key, secret = store.create(name, role=role, profile=profile)
+        made[name] = (key.access_key_id, secret)
+    full_env = dict(os.environ, REGARD_DATA_DIR=str(data_dir), **(env or {}))
+    endpoint, proc, log_path = spawn_serve(data_dir, full_env, 1, extra_args)
+    return KeyedServer(endpoint, data_dir, proc, log_path, made)
+
+
+class StubS3:
+    """A loopback S3 stand-in for one object: HEAD answers at once with ``size`` (default: the
+    body's length); GET counts itself and, when ``hold`` is set, waits for :meth:`release`, so a
+    request that reads this object stays in flight until the test says so (never by timing)."""
+
+    def __init__(self, body: bytes, *, size: int | None = None, hold: bool = False) -> None:
+        self.body = body
+        self.size = len(body) if size is None else size
+        self.gets = 0
+        self.requested = threading.Event()
+        self.released = threading.Event()
+        if not hold:
+            self.released.set()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _headers(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(stub.size))
+                self.send_header("ETag", '"0"')
+                self.end_headers()
+
+            def do_HEAD(self) -> None:
+                self._headers()
+
+            def do_GET(self) -> None:
+                stub.gets += 1
+                stub.requested.set()
+                stub.released.wait(timeout=300)
+                try:
+                    self._headers()
+                    self.wfile.write(stub.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the server that asked is gone (the request was cut)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def env(self) -> dict[str, str]:
+        """The settings that point ``regard serve`` at this stub."""
+        return {
+            "REGARD_S3_ENDPOINT_URL": self.url,
+            "REGARD_S3_ACCESS_KEY_ID": "stub",
+            "REGARD_S3_SECRET_ACCESS_KEY": "stub",
+        }
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()

@@ -30,11 +30,6 @@ def ep(tmp_path: Path, engine: Engine) -> Iterator[Endpoint]:
     e.service.close()
 
 
-@pytest.fixture(scope="module")
-def photos(fr_images: Path) -> dict[str, bytes]:
-    return {p.stem: p.read_bytes() for p in sorted(fr_images.glob("*.jpg"))}
-
-
 def test_every_operation_produces_a_complete_record(ep: Endpoint, photos: dict[str, bytes]) -> None:
     c = "people"
     calls: list[tuple[str, dict[str, object]]] = []

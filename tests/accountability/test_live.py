@@ -13,109 +13,41 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from live_server import KeyedServer, start_keyed
 from regard.accountability.audit import LOCK_NAME, AuditLog
-from regard.keys import KeyStore
+from waiting import flock_waiters
 
 BIN = Path(sys.executable).parent
 CASE_HEADERS = {"x-regard-purpose": "locate a missing person", "x-regard-case-reference": "CASE-7"}
 PROVENANCE_HEADERS = {"x-regard-source": "photo handed in by the family", "x-regard-legal-basis": "consent"}
 
 
-@dataclass
-class Server:
-    endpoint: str
-    data_dir: Path
-    process: subprocess.Popen[bytes]
-    keys: dict[str, tuple[str, str]]
-
-    def client(self, who: str, headers: dict[str, str] | None = None) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        akid, secret = self.keys[who]
-        client = boto3.client(
-            "rekognition",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=akid,
-            aws_secret_access_key=secret,
-            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=120),
-        )
-        if headers:
-
-            def add(request: Any, **_: Any) -> None:
-                for k, v in headers.items():
-                    request.headers[k] = v
-
-            client.meta.events.register("before-sign.rekognition.*", add)
-        return client
-
-    def signed(self, who: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.credentials import Credentials
-
-        akid, secret = self.keys[who]
-        data = json.dumps(body).encode() if body is not None else b""
-        req = AWSRequest(method=method, url=self.endpoint + path, data=data)
-        SigV4Auth(Credentials(akid, secret), "rekognition", "us-east-1").add_auth(req)
-        raw = urllib.request.Request(
-            self.endpoint + path,
-            data=data if method == "POST" else None,
-            method=method,
-            headers=dict(req.headers),
-        )
-        try:
-            with urllib.request.urlopen(raw, timeout=60) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-
-
-def _start(data_dir: Path) -> Server:
-    from live_server import spawn_serve
-
-    store = KeyStore(data_dir)
-    keys = {}
-    for name, role, profile in (
-        ("admin", "admin", "admin"),
-        ("investigator", "operator", "identification"),
-        ("vera", "verifier", "identification"),
-        ("victor", "verifier", "identification"),
-    ):
-        key, secret = store.create(name, role=role, profile=profile)
-        keys[name] = (key.access_key_id, secret)
-    endpoint, proc, _ = spawn_serve(data_dir, dict(os.environ, REGARD_DATA_DIR=str(data_dir)))
-    return Server(endpoint, data_dir, proc, keys)
+def _start(data_dir: Path) -> KeyedServer:
+    return start_keyed(
+        data_dir,
+        {
+            "admin": ("admin", "admin"),
+            "investigator": ("operator", "identification"),
+            "vera": ("verifier", "identification"),
+            "victor": ("verifier", "identification"),
+        },
+    )
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path) -> Iterator[KeyedServer]:
     s = _start(tmp_path)
     yield s
-    if s.process.poll() is None:
-        s.process.send_signal(signal.SIGTERM)
-        try:
-            s.process.wait(60)
-        except subprocess.TimeoutExpired:
-            s.process.kill()
-            s.process.wait()
-
-
-@pytest.fixture(scope="module")
-def photos(fr_images: Path) -> dict[str, bytes]:
-    return {p.stem: p.read_bytes() for p in sorted(fr_images.glob("*.jpg"))}
+    s.stop()
 
 
 @pytest.mark.slow
 def test_identification_over_http_floor_leads_and_two_verifiers(
-    server: Server, photos: dict[str, bytes]
+    server: KeyedServer, photos: dict[str, bytes]
 ) -> None:
     admin = server.client("admin")
     admin.create_collection(CollectionId="watch")
@@ -178,20 +110,9 @@ def test_identification_over_http_floor_leads_and_two_verifiers(
     assert list(AuditLog(server.data_dir).records())[-1]["kind"] == "access"
 
 
-def _flock_waiters(path: Path) -> list[int]:
-    """PIDs blocked right now in ``flock`` on ``path`` (Linux ``/proc/locks``: the ``->`` lines)."""
-    inode = os.stat(path).st_ino
-    pids = []
-    for line in Path("/proc/locks").read_text().splitlines():
-        fields = line.split()  # "2: -> FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
-        if len(fields) > 6 and fields[1:3] == ["->", "FLOCK"] and fields[6].rsplit(":", 1)[-1] == str(inode):
-            pids.append(int(fields[5]))
-    return pids
-
-
 @pytest.mark.slow
 def test_audit_log_survives_kill_9_with_every_acknowledged_operation(
-    server: Server, photos: dict[str, bytes]
+    server: KeyedServer, photos: dict[str, bytes]
 ) -> None:
     """kill -9 a server that four clients keep busy, while it is inside a request, not by luck.
 
@@ -240,7 +161,7 @@ def test_audit_log_survives_kill_9_with_every_acknowledged_operation(
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # the server's next append waits for this
         deadline = time.monotonic() + 120
-        while server.process.pid not in _flock_waiters(audit_lock):
+        while server.process.pid not in flock_waiters(audit_lock):
             assert time.monotonic() < deadline, "the server never blocked on the audit lock"
             time.sleep(0.01)
         os.kill(server.process.pid, signal.SIGKILL)  # mid-request: blocked before its audit record
@@ -265,7 +186,7 @@ def test_audit_log_survives_kill_9_with_every_acknowledged_operation(
 
 
 @pytest.mark.slow
-def test_erasure_from_the_cli_while_the_server_runs(server: Server, photos: dict[str, bytes]) -> None:
+def test_erasure_from_the_cli_while_the_server_runs(server: KeyedServer, photos: dict[str, bytes]) -> None:
     admin = server.client("admin")
     admin.create_collection(CollectionId="staff")
     erased = admin.index_faces(CollectionId="staff", Image={"Bytes": photos["obama"]}, ExternalImageId="s-1")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from live_server import LiveServer, S3Server, start_server, stop_server
+from live_server import LiveServer, S3Server, StubS3, start_server, stop_server
 
 
 def _user(iam: Any, name: str, policy: dict[str, Any]) -> tuple[str, str]:
@@ -84,6 +83,9 @@ def rek(api: LiveServer) -> Any:
     return api.client()
 
 
-@pytest.fixture(scope="session")
-def photos(fr_images: Path) -> dict[str, bytes]:
-    return {p.stem: p.read_bytes() for p in sorted(fr_images.glob("*.jpg"))}
+@pytest.fixture
+def held_s3(photos: dict[str, bytes]) -> Iterator[StubS3]:
+    """A stub S3 whose one object (a portrait) is served only when the test calls release()."""
+    stub = StubS3(photos["obama3"], hold=True)
+    yield stub
+    stub.close()

@@ -16,17 +16,11 @@ when the test releases it.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,12 +28,12 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
-from live_server import spawn_serve
+from live_server import KeyedServer, StubS3, start_keyed
 from regard.accountability.audit import AuditLog
 from regard.accountability.policy import PolicyStore
 from regard.accountability.review import ReviewQueue
 from regard.calibrate import fmr_from_similarity
-from regard.keys import KeyStore
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -58,159 +52,14 @@ KEYS = {
 }
 
 
-def _wait_for(predicate: Callable[[], bool], what: str, limit: float = 120.0) -> None:
-    """Wait for an event the test caused (never for an amount of time)."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-class StubS3:
-    """A loopback S3 stand-in for one object: HEAD answers at once with ``size`` (default: the
-    body's length); GET counts itself and, when ``hold`` is set, waits for :meth:`release`."""
-
-    def __init__(self, body: bytes, *, size: int | None = None, hold: bool = False) -> None:
-        self.body = body
-        self.size = len(body) if size is None else size
-        self.gets = 0
-        self.requested = threading.Event()
-        self.released = threading.Event()
-        if not hold:
-            self.released.set()
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _headers(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(stub.size))
-                self.send_header("ETag", '"0"')
-                self.end_headers()
-
-            def do_HEAD(self) -> None:
-                self._headers()
-
-            def do_GET(self) -> None:
-                stub.gets += 1
-                stub.requested.set()
-                stub.released.wait(timeout=300)
-                try:
-                    self._headers()
-                    self.wfile.write(stub.body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the server that asked is gone (the request was cut)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def env(self) -> dict[str, str]:
-        return {
-            "REGARD_S3_ENDPOINT_URL": self.url,
-            "REGARD_S3_ACCESS_KEY_ID": "stub",
-            "REGARD_S3_SECRET_ACCESS_KEY": "stub",
-        }
-
-    def release(self) -> None:
-        self.released.set()
-
-    def close(self) -> None:
-        self.release()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@dataclass
-class Server:
-    endpoint: str
-    data_dir: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    keys: dict[str, tuple[str, str]]
-
-    def client(self, who: str, headers: dict[str, str] | None = None) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        akid, secret = self.keys[who]
-        client = boto3.client(
-            "rekognition",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=akid,
-            aws_secret_access_key=secret,
-            # total_max_attempts counts the first attempt; botocore's max_attempts counts retries only
-            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=300),
-        )
-        if headers:
-
-            def add(request: Any, **_: Any) -> None:
-                for k, v in headers.items():
-                    request.headers[k] = v
-
-            client.meta.events.register("before-sign.rekognition.*", add)
-        return client
-
-    def signed(self, who: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        """A SigV4-signed request to the review endpoints; (HTTP status, JSON body)."""
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.credentials import Credentials
-
-        akid, secret = self.keys[who]
-        data = json.dumps(body).encode() if body is not None else b""
-        req = AWSRequest(method=method, url=self.endpoint + path, data=data)
-        SigV4Auth(Credentials(akid, secret), "rekognition", "us-east-1").add_auth(req)
-        raw = urllib.request.Request(
-            self.endpoint + path,
-            data=data if method == "POST" else None,
-            method=method,
-            headers=dict(req.headers),
-        )
-        try:
-            with urllib.request.urlopen(raw, timeout=120) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            with e:
-                return e.code, json.loads(e.read())
-
-    def audit(self) -> list[dict[str, Any]]:
-        return list(AuditLog(self.data_dir).records())
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-
-def _start(data_dir: Path, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> Server:
-    store = KeyStore(data_dir)
-    keys = {}
-    for name, (role, profile) in KEYS.items():
-        key, secret = store.create(name, role=role, profile=profile)
-        keys[name] = (key.access_key_id, secret)
-    full_env = dict(os.environ, REGARD_DATA_DIR=str(data_dir), **(env or {}))
-    endpoint, proc, log_path = spawn_serve(data_dir, full_env, 1, extra_args)
-    return Server(endpoint, data_dir, proc, log_path, keys)
+def _start(
+    data_dir: Path, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()
+) -> KeyedServer:
+    return start_keyed(data_dir, KEYS, env, extra_args)
 
 
 @pytest.fixture(scope="module")
-def photos(fr_images: Path) -> dict[str, bytes]:
-    return {p.stem: p.read_bytes() for p in sorted(fr_images.glob("*.jpg"))}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
     data_dir = tmp_path_factory.mktemp("documented")
     # A profile of our own (a new name in policy.toml starts from the defaults): 1:N at an FPIR of
     # 1e-5 per search, thresholds below the floor raised rather than refused, two-person review.
@@ -237,14 +86,14 @@ def _face_id(response: dict[str, Any]) -> str:
     return face_id
 
 
-def _record(server: Server, seq: str | int) -> dict[str, Any]:
+def _record(server: KeyedServer, seq: str | int) -> dict[str, Any]:
     return next(r for r in server.audit() if r["seq"] == int(seq))
 
 
 # -- x-regard-threshold-fmr and x-regard-review: NO_CANDIDATES -----------------------------------
 
 
-def test_threshold_fmr_header_and_no_candidates(server: Server, photos: dict[str, bytes]) -> None:
+def test_threshold_fmr_header_and_no_candidates(server: KeyedServer, photos: dict[str, bytes]) -> None:
     admin = server.client("admin")
     admin.create_collection(CollectionId="watch")
     inv = server.client("investigator", {**CASE, **PROVENANCE})
@@ -304,7 +153,7 @@ def test_threshold_fmr_header_and_no_candidates(server: Server, photos: dict[str
 
 @pytest.mark.parametrize("header", ["x-regard-purpose", "x-regard-case-reference"])
 def test_accountability_headers_hold_at_most_1024_printable_characters(
-    server: Server, photos: dict[str, bytes], header: str
+    server: KeyedServer, photos: dict[str, bytes], header: str
 ) -> None:
     admin = server.client("admin")
     if "long-headers" not in admin.list_collections()["CollectionIds"]:
@@ -335,7 +184,7 @@ def test_accountability_headers_hold_at_most_1024_printable_characters(
 # -- two-person review over HTTP: reject, status=ALL ---------------------------------------------
 
 
-def test_review_reject_and_status_all_over_http(server: Server, photos: dict[str, bytes]) -> None:
+def test_review_reject_and_status_all_over_http(server: KeyedServer, photos: dict[str, bytes]) -> None:
     server.client("admin").create_collection(CollectionId="review-http")
     req = server.client("requester", {**CASE, **PROVENANCE})
     face = _face_id(req.index_faces(CollectionId="review-http", Image={"Bytes": photos["obama"]}))
@@ -395,7 +244,7 @@ def test_review_reject_and_status_all_over_http(server: Server, photos: dict[str
     assert rejects[0]["case_reference"] == "CASE-13"
 
 
-def _lead_of(server: Server, seq: str) -> str:
+def _lead_of(server: KeyedServer, seq: str) -> str:
     (match,) = _record(server, seq)["results"]["matches"]
     lead_id: str = match["lead_id"]
     return lead_id
@@ -405,7 +254,7 @@ def _lead_of(server: Server, seq: str) -> str:
 
 
 def test_requests_fail_closed_when_the_audit_log_cannot_be_written(
-    server: Server, photos: dict[str, bytes]
+    server: KeyedServer, photos: dict[str, bytes]
 ) -> None:
     admin = server.client("admin")
     admin.create_collection(CollectionId="closed")
@@ -473,7 +322,7 @@ def small_s3() -> Iterator[StubS3]:
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory, small_s3: StubS3) -> Iterator[Server]:
+def limited(tmp_path_factory: pytest.TempPathFactory, small_s3: StubS3) -> Iterator[KeyedServer]:
     env = {
         "REGARD_MAX_IMAGE_BYTES": str(MAX_BYTES),
         "REGARD_MAX_IMAGE_PIXELS": str(MAX_PIXELS),
@@ -485,7 +334,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory, small_s3: StubS3) -> Itera
 
 
 def test_image_limits_come_from_the_environment(
-    limited: Server, small_s3: StubS3, photos: dict[str, bytes]
+    limited: KeyedServer, small_s3: StubS3, photos: dict[str, bytes]
 ) -> None:
     assert (len(photos["obama2"]), len(photos["biden"]), len(photos["obama"])) == (184_455, 353_723, 279_922)
     rek = limited.client("admin")
@@ -529,7 +378,7 @@ def test_image_limits_come_from_the_environment(
 # -- regard serve --graceful-timeout -------------------------------------------------------------
 
 
-def _held_compare(server: Server, photos: dict[str, bytes]) -> tuple[threading.Thread, dict[str, Any]]:
+def _held_compare(server: KeyedServer, photos: dict[str, bytes]) -> tuple[threading.Thread, dict[str, Any]]:
     """CompareFaces whose source image is the stub's held S3 object, in a thread."""
     client = server.client("admin")
     results: dict[str, Any] = {}
@@ -557,13 +406,6 @@ def _refused(endpoint: str) -> bool:
         return True
 
 
-@pytest.fixture
-def held_s3(photos: dict[str, bytes]) -> Iterator[StubS3]:
-    stub = StubS3(photos["obama3"], hold=True)
-    yield stub
-    stub.close()
-
-
 def test_within_the_graceful_timeout_a_request_in_flight_completes(
     tmp_path: Path, photos: dict[str, bytes], held_s3: StubS3
 ) -> None:
@@ -572,7 +414,7 @@ def test_within_the_graceful_timeout_a_request_in_flight_completes(
         caller, results = _held_compare(server, photos)
         assert held_s3.requested.wait(timeout=120), "the server never fetched the S3 image"
         server.process.send_signal(signal.SIGTERM)
-        _wait_for(lambda: "Shutting down" in server.log_path.read_text(), "uvicorn to begin shutting down")
+        wait_for(lambda: "Shutting down" in server.log_path.read_text(), "uvicorn to begin shutting down")
         # It stops accepting connections at once, and still works on the request in flight.
         assert _refused(server.endpoint)
         assert server.process.poll() is None

@@ -9,87 +9,21 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from live_server import start_server, stop_server
+from live_server import StubS3, start_server, stop_server
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 
-class HeldS3:
-    """A loopback S3 stand-in: HEAD answers at once, GET waits until :meth:`release`."""
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.requested = threading.Event()
-        self.released = threading.Event()
-        held = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _headers(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(held.body)))
-                self.send_header("ETag", '"0"')
-                self.end_headers()
-
-            def do_HEAD(self) -> None:
-                self._headers()
-
-            def do_GET(self) -> None:
-                held.requested.set()
-                held.released.wait(timeout=120)
-                self._headers()
-                self.wfile.write(held.body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def release(self) -> None:
-        self.released.set()
-
-    def close(self) -> None:
-        self.release()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def held_s3(photos: dict[str, bytes]) -> Iterator[HeldS3]:
-    stub = HeldS3(photos["obama3"])
-    yield stub
-    stub.close()
-
-
-def _wait_for(predicate: Any, what: str, limit: float = 120.0) -> None:
-    """Wait for an event the test caused (never for an amount of time)."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_inflight_bound_and_graceful_shutdown(
-    tmp_path_factory: pytest.TempPathFactory, photos: dict[str, bytes], held_s3: HeldS3
+    tmp_path_factory: pytest.TempPathFactory, photos: dict[str, bytes], held_s3: StubS3
 ) -> None:
-    env = {
-        "REGARD_API_MAX_INFLIGHT": "1",
-        "REGARD_S3_ENDPOINT_URL": held_s3.url,
-        "REGARD_S3_ACCESS_KEY_ID": "stub",
-        "REGARD_S3_SECRET_ACCESS_KEY": "stub",
-    }
+    env = {**held_s3.env(), "REGARD_API_MAX_INFLIGHT": "1"}
     server = start_server(tmp_path_factory.mktemp("graceful"), env)
     try:
         client = server.client()
@@ -113,7 +47,7 @@ def test_inflight_bound_and_graceful_shutdown(
         assert info.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
         # SIGTERM while it is still in flight; the image arrives only once shutdown has begun.
         server.process.send_signal(signal.SIGTERM)
-        _wait_for(lambda: "Shutting down" in server.log_path.read_text(), "uvicorn to begin shutting down")
+        wait_for(lambda: "Shutting down" in server.log_path.read_text(), "uvicorn to begin shutting down")
         held_s3.release()
         caller.join(timeout=120)
         status = server.process.wait(timeout=120)

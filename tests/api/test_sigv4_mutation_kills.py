@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
 
-from live_server import start_server, stop_server
+from live_server import post_json, start_server, stop_server
 from regard.api.rekognition import sigv4
 from regard.api.rekognition.errors import InvalidSignature
 from regard.keys import KeyStore
@@ -107,15 +105,6 @@ def test_credential_scope_date_must_be_the_request_date(store: KeyStore, key: tu
         _verify(store, headers, BODY)
 
 
-def _post(endpoint: str, req: AWSRequest, body: bytes) -> tuple[int, dict[str, Any]]:
-    raw = urllib.request.Request(endpoint + "/", data=body, method="POST", headers=dict(req.headers))
-    try:
-        with urllib.request.urlopen(raw, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def test_live_server_checks_only_the_headers_the_client_signed(tmp_path: Path) -> None:
     """Kills sigv4-signs-present-headers through a live ``regard serve`` (the check's proof that
     server subprocesses run the mutated code): real clients send headers they do not sign
@@ -138,9 +127,11 @@ def test_live_server_checks_only_the_headers_the_client_signed(tmp_path: Path) -
             },
         )
         SigV4Auth(Credentials(server.access_key_id, server.secret), "rekognition", "us-east-1").add_auth(req)
-        status, out = _post(server.endpoint, req, BODY)
+        status, out = post_json(server.endpoint + "/", "POST", dict(req.headers), BODY)
         assert status == 200 and out["CollectionIds"] == []
-        status, out = _post(server.endpoint, req, json.dumps({"MaxResults": 1}).encode())
+        status, out = post_json(
+            server.endpoint + "/", "POST", dict(req.headers), json.dumps({"MaxResults": 1}).encode()
+        )
         assert status == 400 and out["__type"] == "InvalidSignatureException"
     finally:
         stop_server(server)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from regard.models.cache import cached_model, entry_state, is_valid, list_entries, model_file
+from waiting import flock_waiters
 
 VERSION = "test-1"
 
@@ -19,17 +20,6 @@ def _payload(source: Path) -> bytes:
     # Deterministic content derived from the source, large enough to make a torn write visible.
     seed = hashlib.sha256(source.read_bytes()).digest()
     return seed * 40_000
-
-
-def _flock_waiters(path: Path) -> list[int]:
-    """PIDs blocked right now in ``flock`` on ``path`` (Linux ``/proc/locks``: the ``->`` lines)."""
-    inode = os.stat(path).st_ino
-    pids = []
-    for line in Path("/proc/locks").read_text().splitlines():
-        fields = line.split()  # "2: -> FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
-        if len(fields) > 6 and fields[1:3] == ["->", "FLOCK"] and fields[6].rsplit(":", 1)[-1] == str(inode):
-            pids.append(int(fields[5]))
-    return pids
 
 
 def _prepare(source: str, cache_dir: str, log: str, out: str) -> None:
@@ -44,7 +34,7 @@ def _prepare(source: str, cache_dir: str, log: str, out: str) -> None:
             fh.write(f"built {os.getpid()}\n")
         deadline = time.monotonic() + 120
         while True:
-            waiters = _flock_waiters(lock)
+            waiters = flock_waiters(lock)
             if waiters:
                 with open(log, "a") as fh:
                     fh.writelines(f"waiter {pid}\n" for pid in waiters)
