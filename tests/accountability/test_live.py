@@ -120,7 +120,7 @@ def test_audit_log_survives_kill_9_with_every_acknowledged_operation(
     next append blocks there, its operation done and its response not sent. When ``/proc/locks``
     shows the server blocked on that lock, it is killed. So the kill lands mid-request every
     time; what this shows is a process crash (the page cache survives it), not power loss
-    (docs/testing-durability.md; the syncs themselves are pinned in test_audit.py).
+    (docs/testing.md; the syncs themselves are pinned in test_audit.py).
     """
     if not Path("/proc/locks").exists():
         pytest.skip("needs Linux /proc/locks to see the server blocked on the audit lock")

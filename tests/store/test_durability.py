@@ -53,7 +53,7 @@ def test_acknowledged_faces_survive_kill_9_and_batches_are_atomic(service: Servi
     Each worker holds batch ``3 + 4 * round + 1`` open after writing all 40 of its rows and before
     COMMIT, and reports it; only then is it killed. So the kill lands mid-batch every time, not by
     chance. This shows a process crash, where the page cache survives; power loss is another
-    matter (docs/testing-durability.md).
+    matter (docs/testing.md).
     """
     service.create_collection("c")
     target = _target(service, tmp_path)
