@@ -106,7 +106,7 @@ def evaluate_cmd(
 
     The policy floor defaults to the "identification" profile's: per-comparison FMR
     min(max_fmr, max_fpir / gallery size)."""
-    from regard.evaluation import AuditOptions, evaluate
+    from regard.evaluation import BiasOptions, evaluate
 
     settings = Settings.from_env()
     if backend:
@@ -121,7 +121,7 @@ def evaluate_cmd(
     fmr_floor = profile.max_fmr if fmr_floor is None else fmr_floor
     if not (0 < fpir_floor <= 1 and 0 < fmr_floor <= 1):
         raise InvalidParameter("--fpir-floor and --fmr-floor must be in (0, 1]")
-    options = AuditOptions(
+    options = BiasOptions(
         groups=[g.strip() for g in groups.split(",") if g.strip()] if groups else (),
         targets=_floats(targets),
         seed=seed,

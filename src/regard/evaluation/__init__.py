@@ -16,14 +16,14 @@ from typing import Any
 
 from regard.calibrate import Scorer, default_scorer, held_apart_fold, is_held_apart, raw_scorer, raw_table
 from regard.errors import InvalidParameter, ModelUnavailable
-from regard.evaluation.audit import AuditData, AuditOptions, run_audit
+from regard.evaluation.bias import BiasData, BiasOptions, run_bias_audit
 from regard.evaluation.dataset import Progress, TemplateSource, compute_templates, read_dataset
 from regard.evaluation.gates import check_gates, load_gates
 from regard.evaluation.report import write_report
 
 __all__ = [
     "SCORING_MODES",
-    "AuditOptions",
+    "BiasOptions",
     "Evaluation",
     "evaluate",
     "held_apart_keep",
@@ -38,7 +38,7 @@ SCORING_MODES = ("normalized", "raw")
 
 @dataclass(frozen=True)
 class Evaluation:
-    data: AuditData
+    data: BiasData
     json_path: Path
     html_path: Path
 
@@ -82,7 +82,7 @@ def evaluate(
     location: Path,
     out: Path,
     engine: object,
-    options: AuditOptions,
+    options: BiasOptions,
     *,
     limit: int | None = None,
     gates_file: Path | None = None,
@@ -105,7 +105,7 @@ def evaluate(
     system = source.identity()
     scorer.check_model(system["model_key"])
     templates = compute_templates(source, dataset, out / "cache", workers=workers, progress=progress)
-    data = run_audit(dataset, templates, system, options, scorer)
+    data = run_bias_audit(dataset, templates, system, options, scorer)
     data.report["system"]["scoring"]["requested"] = scoring
     data.report["dataset"]["limit"] = limit
     data.report["dataset"]["held_apart_only"] = held_apart

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from regard.evaluation.audit import ALL, AuditData
+from regard.evaluation.bias import ALL, BiasData
 from regard.evaluation.metrics import det_points
 from regard.evaluation.pairs import BIN_EDGES, Grouping, PairScores, cumulative_fmr, group_hist
 
@@ -262,7 +262,7 @@ def _td(v: Any, left: bool = False) -> str:
     return f'<td class="l">{_e(v)}</td>' if left else f"<td>{_e(v)}</td>"
 
 
-def render_html(data: AuditData) -> str:
+def render_html(data: BiasData) -> str:
     rep = data.report
     parts: list[str] = []
     title = f"regard evaluation: {rep['dataset']['name']}"
@@ -670,7 +670,7 @@ def _gates_html(gates: dict[str, Any] | None) -> str:
     )
 
 
-def write_report(data: AuditData, out: Path) -> tuple[Path, Path]:
+def write_report(data: BiasData, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     jpath, hpath = out / "report.json", out / "report.html"
     write_json(data.report, jpath)

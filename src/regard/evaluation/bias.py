@@ -1,4 +1,4 @@
-"""The audit itself: from templates and labels to the report's numbers (no plotting, no I/O).
+"""The bias audit: from templates and labels to the report's numbers (no plotting, no I/O).
 
 Pairs are compared by *score*, as regard compares them in service: the Euclidean distance
 between the templates minus both templates' half offsets (fair score normalization), or the
@@ -71,7 +71,7 @@ class QualityPolicy:
 
 
 @dataclass(frozen=True)
-class AuditOptions:
+class BiasOptions:
     groups: Sequence[str] = ()
     targets: Sequence[float] = (1e-3, 1e-4, 1e-5)
     seed: int = 0
@@ -82,7 +82,7 @@ class AuditOptions:
 
 
 @dataclass
-class AuditData:
+class BiasData:
     """What the report module needs to draw: the scores beside the numbers."""
 
     report: dict[str, Any]
@@ -96,13 +96,13 @@ def default_groups(dataset: Dataset) -> list[str]:
     return [c for c in ("sex", "race", "age") if c in dataset.labels]
 
 
-def run_audit(
+def run_bias_audit(
     dataset: Dataset,
     templates: Templates,
     system: dict[str, Any],
-    options: AuditOptions,
+    options: BiasOptions,
     scorer: Scorer | None,
-) -> AuditData:
+) -> BiasData:
     """Compute every number of the report, scoring pairs with ``scorer`` (None: no calibration is
     installed; pairs are scored by raw distance and similarity 80 and the floor are placed on this
     data's own impostors)."""
@@ -176,7 +176,7 @@ def run_audit(
     if scores is None or scores.n_impostor == 0:
         report["operating_points"] = []
         report["note"] = "fewer than two acquired images or no impostor pairs: no rates can be measured"
-        return AuditData(report, scores, groupings, [])
+        return BiasData(report, scores, groupings, [])
 
     points: list[dict[str, Any]] = []
     for t in targets:
@@ -217,7 +217,7 @@ def run_audit(
         similarity=sim,
         half_offsets=half,
     )
-    return AuditData(report, scores, groupings, points)
+    return BiasData(report, scores, groupings, points)
 
 
 def scoring_identity(scorer: Scorer | None) -> dict[str, Any]:
@@ -240,11 +240,11 @@ def scoring_identity(scorer: Scorer | None) -> dict[str, Any]:
     }
 
 
-def _floor_fmr(options: AuditOptions, gallery_size: int) -> float:
+def _floor_fmr(options: BiasOptions, gallery_size: int) -> float:
     return min(options.fmr_floor, options.fpir_floor / max(1, gallery_size))
 
 
-def _floor_label(options: AuditOptions, gallery_size: int) -> str:
+def _floor_label(options: BiasOptions, gallery_size: int) -> str:
     return (
         f"policy floor (FMR {_floor_fmr(options, gallery_size):.2g} = min({options.fmr_floor:g}, "
         f"FPIR {options.fpir_floor:g} / N={gallery_size}))"
@@ -326,7 +326,7 @@ def _measure_point(
     scores: PairScores,
     groupings: Sequence[Grouping],
     subj: np.ndarray,
-    options: AuditOptions,
+    options: BiasOptions,
 ) -> None:
     tau = float(point["score"])
     nominal = point["target_fmr"] or 1e-4

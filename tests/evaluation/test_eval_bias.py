@@ -15,7 +15,7 @@ import pytest
 from regard.calibrate import CalibrationTable, Scorer, raw_scorer
 from regard.errors import InvalidParameter
 from regard.evaluation import scorer_for
-from regard.evaluation.audit import AuditOptions, run_audit
+from regard.evaluation.bias import BiasOptions, run_bias_audit
 from regard.evaluation.dataset import NO_FACE, OK, Dataset, Templates
 from regard.evaluation.gates import check_gates, load_gates
 from regard.evaluation.metrics import threshold_at_fmr
@@ -75,15 +75,15 @@ def _scorer(t: Templates, offsets: Sequence[float] = (0.06, -0.05, 0.0, 0.03)) -
     return Scorer(CalibrationTable.from_dict(table), norm)
 
 
-def _options(**kw: object) -> AuditOptions:
+def _options(**kw: object) -> BiasOptions:
     base: dict[str, object] = {"groups": ["race", "sex"], "targets": [1e-2, 1e-3], "bootstrap": 200}
     base.update(kw)
-    return AuditOptions(**base)  # type: ignore[arg-type]
+    return BiasOptions(**base)  # type: ignore[arg-type]
 
 
 def test_audit_numbers_are_consistent() -> None:
     ds, t = _synthetic()
-    rep = run_audit(ds, t, SYSTEM, _options(), _scorer(t)).report
+    rep = run_bias_audit(ds, t, SYSTEM, _options(), _scorer(t)).report
     card = rep["data_card"]
     assert card["acquired"] == 238
     assert card["not_acquired"] == 2
@@ -119,16 +119,16 @@ def test_audit_numbers_are_consistent() -> None:
 
 def test_audit_is_deterministic_for_a_seed() -> None:
     ds, t = _synthetic()
-    a = run_audit(ds, t, SYSTEM, _options(seed=3), _scorer(t)).report
-    b = run_audit(ds, t, SYSTEM, _options(seed=3), _scorer(t)).report
-    c = run_audit(ds, t, SYSTEM, _options(seed=4), _scorer(t)).report
+    a = run_bias_audit(ds, t, SYSTEM, _options(seed=3), _scorer(t)).report
+    b = run_bias_audit(ds, t, SYSTEM, _options(seed=3), _scorer(t)).report
+    c = run_bias_audit(ds, t, SYSTEM, _options(seed=4), _scorer(t)).report
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
     assert json.dumps(a["identification"], sort_keys=True) != json.dumps(c["identification"], sort_keys=True)
 
 
 def test_audit_without_shipped_table_uses_measured_points() -> None:
     ds, t = _synthetic()
-    rep = run_audit(ds, t, SYSTEM, _options(), None).report
+    rep = run_bias_audit(ds, t, SYSTEM, _options(), None).report
     labels = [p["label"] for p in rep["operating_points"]]
     assert any("measured on this data" in x for x in labels)
     assert rep["system"]["calibration_table"] is None
@@ -136,7 +136,7 @@ def test_audit_without_shipped_table_uses_measured_points() -> None:
 
 def test_report_files_and_sections(tmp_path: Path) -> None:
     ds, t = _synthetic()
-    data = run_audit(ds, t, SYSTEM, _options(), _scorer(t))
+    data = run_bias_audit(ds, t, SYSTEM, _options(), _scorer(t))
     jpath, hpath = write_report(data, tmp_path)
     assert json.loads(jpath.read_text())["dataset"]["name"] == "synthetic"
     page = hpath.read_text()
@@ -150,7 +150,7 @@ def test_report_files_and_sections(tmp_path: Path) -> None:
 
 def test_gates_pass_and_fail(tmp_path: Path) -> None:
     ds, t = _synthetic()
-    rep = run_audit(ds, t, SYSTEM, _options(), _scorer(t)).report
+    rep = run_bias_audit(ds, t, SYSTEM, _options(), _scorer(t)).report
     f = tmp_path / "gates.toml"
     f.write_text(
         """
@@ -219,7 +219,7 @@ def test_audit_on_a_pairs_list() -> None:
         (5, 6, False),
     ]
     listed = Dataset(ds.root, "pairs", ds.paths, ds.subjects, True, ds.labels, pairs)
-    rep = run_audit(listed, t, SYSTEM, _options(targets=[0.5]), _scorer(t)).report
+    rep = run_bias_audit(listed, t, SYSTEM, _options(targets=[0.5]), _scorer(t)).report
     card = rep["data_card"]
     # Image 5 has no face: its pair is dropped; the rest are scored as listed.
     assert (card["genuine_pairs"], card["impostor_pairs"]) == (3, 3)
@@ -255,7 +255,7 @@ def test_audit_measures_scores_not_distances() -> None:
     assert np.ptp(scorer.half_offsets(t.embeddings[t.acquired])) > 0.05  # the offsets do shift pairs
     gen_s, imp_s, gen_d, imp_d = _brute_force(t, scorer)
     options = _options()
-    rep = run_audit(ds, t, SYSTEM, options, scorer).report
+    rep = run_bias_audit(ds, t, SYSTEM, options, scorer).report
     points = {p["kind"] + str(p["target_fmr"]): p for p in rep["operating_points"]}
     for target in (1e-2, 1e-3):
         assert points[f"target{target}"]["score"] == pytest.approx(threshold_at_fmr(imp_s, target))
@@ -298,8 +298,8 @@ def test_raw_and_normalized_scoring_differ_and_raw_is_the_distance() -> None:
     raw = scorer_for("raw")
     assert raw is not None and not raw.normalized
     _, imp_s, _, imp_d = _brute_force(t, normalized)
-    a = run_audit(ds, t, SYSTEM, _options(), normalized).report
-    b = run_audit(ds, t, SYSTEM, _options(), raw).report
+    a = run_bias_audit(ds, t, SYSTEM, _options(), normalized).report
+    b = run_bias_audit(ds, t, SYSTEM, _options(), raw).report
     ta = [p["score"] for p in a["operating_points"] if p["kind"] == "target"]
     tb = [p["score"] for p in b["operating_points"] if p["kind"] == "target"]
     assert tb == pytest.approx([threshold_at_fmr(imp_d, x) for x in (1e-2, 1e-3)])
@@ -314,7 +314,7 @@ def test_raw_and_normalized_scoring_differ_and_raw_is_the_distance() -> None:
 def test_report_records_the_scoring_identity(tmp_path: Path) -> None:
     ds, t = _synthetic()
     scorer = _scorer(t)
-    data = run_audit(ds, t, SYSTEM, _options(bootstrap=0), scorer)
+    data = run_bias_audit(ds, t, SYSTEM, _options(bootstrap=0), scorer)
     rec = data.report["system"]["scoring"]
     assert rec["mode"] == "normalized"
     assert {k: rec[k] for k in scorer.identity()} == scorer.identity()
@@ -326,12 +326,12 @@ def test_report_records_the_scoring_identity(tmp_path: Path) -> None:
     page = hpath.read_text()
     assert scorer.normalizer.sha256 in page and scorer.table.sha256 in page  # type: ignore[union-attr]
     assert "fair score normalization" in page
-    raw = run_audit(
+    raw = run_bias_audit(
         ds, t, SYSTEM, _options(bootstrap=0), raw_scorer(CalibrationTable.from_dict(_raw_table_dict()))
     )
     rec = raw.report["system"]["scoring"]
     assert rec["mode"] == "raw" and rec["normalizer_sha256"] == "" and rec["scoring"] != scorer.key
-    none = run_audit(ds, t, SYSTEM, _options(bootstrap=0), None).report["system"]["scoring"]
+    none = run_bias_audit(ds, t, SYSTEM, _options(bootstrap=0), None).report["system"]["scoring"]
     assert none["mode"] == "raw" and none["calibration_installed"] is False
 
 
@@ -340,7 +340,7 @@ def test_negative_scores_are_counted_and_drawn(tmp_path: Path) -> None:
     scorer = _scorer(t, offsets=(0.7, -0.05, 0.0, 0.03))  # pairs in the first cluster shift by -0.7
     gen_s, imp_s, _, _ = _brute_force(t, scorer)
     assert gen_s.min() < 0  # the case under test
-    data = run_audit(ds, t, SYSTEM, _options(bootstrap=0), scorer)
+    data = run_bias_audit(ds, t, SYSTEM, _options(bootstrap=0), scorer)
     assert data.scores is not None
     assert np.sort(data.scores.genuine_s) == pytest.approx(np.sort(gen_s))
     assert int(data.scores.hist_all.sum()) == imp_s.size
