@@ -5,6 +5,7 @@ The public verbs follow the pipeline, one per stage, taking and returning plain 
     image = regard.load_image("a.jpg")
     faces = regard.detect(image)              # list[Detection], largest first
     vectors = regard.embed(image, faces)      # (n, 128) float32
+    probe = regard.probe(image)               # the largest face, analysed and embedded (or None)
     result = regard.compare(vectors[0], other)  # Comparison(distance, similarity, fmr, score)
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regard.engine import Engine, default_engine
+from regard.engine import Engine, Probe, default_engine
 from regard.errors import RegardError
 from regard.types import Comparison, Detection, Embeddings, Face, FaceAnalysis, RGBImage
 
@@ -26,6 +27,7 @@ __all__ = [
     "Engine",
     "Face",
     "FaceAnalysis",
+    "Probe",
     "RegardError",
     "__version__",
     "analyze",
@@ -34,6 +36,7 @@ __all__ = [
     "embed",
     "faces",
     "load_image",
+    "probe",
 ]
 
 
@@ -60,6 +63,11 @@ def embed(image: RGBImage, detections: list[Detection]) -> Embeddings:
 def faces(image: RGBImage, *, max_faces: int = 100) -> list[Face]:
     """Detect, analyze and embed every face."""
     return default_engine().faces(image, max_faces=max_faces)
+
+
+def probe(image: RGBImage) -> Probe | None:
+    """The face an image stands for (its largest), analysed and embedded; None when it has none."""
+    return default_engine().probe(image)
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> Comparison:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,23 @@ def _onnx_embedder(engine: Engine) -> Embedder:
 
 #: Embedding backend name -> factory.
 EMBEDDERS: dict[str, Callable[[Engine], Embedder]] = {"dlib": _dlib_embedder, "onnx": _onnx_embedder}
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """The face a probe image stands for (its largest, analysed and embedded) and the others, analysed."""
+
+    face: Face
+    others: list[FaceAnalysis] = field(default_factory=list)  # largest first; empty unless asked for
+
+
+def largest(detections: Sequence[Detection]) -> Detection | None:
+    """The face a probe image stands for: the largest box (the first of equal ones); None if none.
+
+    The one rule behind CompareFaces, SearchFacesByImage, SearchUsersByImage, ``regard compare``
+    and the evaluation's templates.
+    """
+    return max(detections, key=lambda d: d.box.area) if detections else None
 
 
 class Engine:
@@ -231,6 +248,20 @@ class Engine:
             Face(detection=d, analysis=self.analyze(image, d), embedding=v)
             for d, v in zip(dets, vectors, strict=True)
         ]
+
+    def probe(self, image: RGBImage, *, detector: str | None = None, others: bool = False) -> Probe | None:
+        """The largest face of ``image`` (:func:`largest`) detected, analysed and embedded; None if none.
+
+        Its template is computed on its own, so it does not depend on the other faces in the
+        picture. With ``others`` the other faces are analysed too (not embedded).
+        """
+        detections = self.detect(image, detector=detector)
+        chosen = largest(detections)
+        if chosen is None:
+            return None
+        face = Face(chosen, self.analyze(image, chosen), self.embed(image, [chosen])[0])
+        rest = [self.analyze(image, d) for d in detections if d is not chosen] if others else []
+        return Probe(face, rest)
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> Comparison:
         """Distance, normalized score, calibrated similarity (0-100) and estimated FMR of two templates."""

@@ -42,7 +42,7 @@ def test_index_and_search_by_image(svc: Service, fr_images: Path, engine: Engine
         rec = out.face_records[0]
         assert rec.face.external_image_id == name and rec.face.source_note == "test photo"
         assert 0 < rec.face.bounding_box.left < 1 and 0 < rec.face.bounding_box.width < 1
-        assert out.image_width > 0 and rec.analysis.detection.box.width > 0
+        assert rec.face_detail.bounding_box == rec.face.bounding_box  # ratios, converted once
         ids[name] = rec.face.face_id
     found = svc.search_faces_by_image("people", (fr_images / "obama3.jpg").read_bytes())
     assert {m.face.external_image_id for m in found.face_matches} == {"obama", "obama2"}
@@ -75,7 +75,7 @@ def test_max_faces_and_quality_filter(svc: Service, fr_images: Path, engine: Eng
     out = svc.index_faces("c", pair, max_faces=1, quality_filter="NONE")
     assert len(out.face_records) == 1
     assert [u.reasons for u in out.unindexed_faces] == [["EXCEEDS_MAX_FACES"]]
-    kept, left = out.face_records[0].analysis.detection.box, out.unindexed_faces[0].analysis.detection.box
+    kept, left = out.face_records[0].face_detail.bounding_box, out.unindexed_faces[0].face_detail.bounding_box
     assert kept.area > left.area  # the largest face is kept
     users = svc.search_users_by_image("c", pair)
     assert [u.reasons for u in users.unsearched_faces] == [["FACE_NOT_LARGEST"]]

@@ -102,11 +102,11 @@ def detect(image: Path, as_json: bool, draw_to: Path | None, max_faces: int, det
 
 
 def _largest_face_template(engine: Engine, path: Path, detector: str | None) -> np.ndarray:
-    rgb = engine.load_image(path)
-    dets = engine.detect(rgb, detector=detector, max_faces=1)
-    if not dets:
+    """The template of the face ``path`` stands for: its largest (:meth:`Engine.probe`, as CompareFaces)."""
+    probe = engine.probe(engine.load_image(path), detector=detector)
+    if probe is None:
         raise InvalidParameter(f"no face found in {path}")
-    return np.asarray(engine.embed(rgb, dets)[0], dtype=np.float32)
+    return np.asarray(probe.face.embedding, dtype=np.float32)
 
 
 @click.command()

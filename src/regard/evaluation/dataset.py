@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from regard.analyze import quality
 from regard.errors import ImageError, InvalidParameter
 
 #: Age bands (inclusive lower bound, label) used when an ``age`` column holds years.
@@ -265,17 +264,20 @@ class TemplateSource:
         }
 
     def one(self, path: Path) -> tuple[str, np.ndarray | None, float, float, float]:
+        """Outcome, template, face height (pixels), sharpness and brightness of ``path``'s largest face.
+
+        The face is the one :meth:`regard.engine.Engine.probe` picks, as CompareFaces does.
+        """
         try:
             image = self.engine.load_image(path)
         except ImageError:
             return UNREADABLE, None, 0.0, 0.0, 0.0
-        found = self.engine.detect(image, max_faces=1)  # the largest face
-        if not found:
+        probe = self.engine.probe(image)
+        if probe is None:
             return NO_FACE, None, 0.0, 0.0, 0.0
-        det = found[0]
-        vector = self.engine.embed(image, found)[0]
-        q = quality(image, det)  # pose and eyes are not needed here, so no full analysis
-        return OK, vector, float(det.box.height), q.sharpness, q.brightness
+        face = probe.face
+        q = face.analysis.quality
+        return OK, face.embedding, float(face.detection.box.height), q.sharpness, q.brightness
 
 
 _worker: TemplateSource | None = None

@@ -18,9 +18,9 @@ from regard.api.rekognition.s3 import S3Images
 from regard.calibrate import fmr_from_similarity
 from regard.engine import Engine
 from regard.errors import InvalidParameter
-from regard.imaging import image_size
-from regard.service import Service, quality_reasons
-from regard.types import Face, FaceAnalysis, RGBImage
+from regard.service import FaceDetail, FaceMatch, Service, UserMatch, compare, detection
+from regard.store.base import FaceRecord
+from regard.types import Box
 
 Params = dict[str, Any]
 Result = dict[str, Any]
@@ -77,35 +77,32 @@ def image_bytes(ctx: Context, image: Params, field_name: str = "Image") -> bytes
     raise InvalidParameter(f"{field_name}: specify Bytes or S3Object")
 
 
-def load(ctx: Context, image: Params, field_name: str = "Image") -> RGBImage:
-    return ctx.engine.load_image(image_bytes(ctx, image, field_name))
-
-
 # -- face JSON -----------------------------------------------------------------------------------
-def bounding_box(face: FaceAnalysis, width: int, height: int) -> Result:
-    return face.detection.box.to_ratios(width, height)
+def bounding_box(box: Box) -> Result:
+    """Rekognition's BoundingBox from a box already in ratios."""
+    return {"Width": box.width, "Height": box.height, "Left": box.left, "Top": box.top}
 
 
-def landmarks_json(face: FaceAnalysis, width: int, height: int, names: Sequence[str]) -> list[Result]:
+def landmarks_json(face: FaceDetail, names: Sequence[str]) -> list[Result]:
     return [
-        {"Type": name, "X": face.landmarks[name][0] / width, "Y": face.landmarks[name][1] / height}
+        {"Type": name, "X": face.landmarks[name][0], "Y": face.landmarks[name][1]}
         for name in names
         if name in face.landmarks
     ]
 
 
-def compared_face(face: FaceAnalysis, width: int, height: int) -> Result:
+def compared_face(face: FaceDetail) -> Result:
     """Rekognition's ComparedFace (no Emotions or Smile: regard infers neither)."""
     return {
-        "BoundingBox": bounding_box(face, width, height),
-        "Confidence": face.detection.confidence,
-        "Landmarks": landmarks_json(face, width, height, DEFAULT_LANDMARKS),
+        "BoundingBox": bounding_box(face.bounding_box),
+        "Confidence": face.confidence,
+        "Landmarks": landmarks_json(face, DEFAULT_LANDMARKS),
         "Pose": {"Roll": face.pose.roll, "Yaw": face.pose.yaw, "Pitch": face.pose.pitch},
         "Quality": {"Brightness": face.quality.brightness, "Sharpness": face.quality.sharpness},
     }
 
 
-def face_detail(face: FaceAnalysis, width: int, height: int, attributes: Sequence[str]) -> Result:
+def face_detail(face: FaceDetail, attributes: Sequence[str]) -> Result:
     """Rekognition's FaceDetail, limited to what regard measures.
 
     The DEFAULT fields (BoundingBox, Confidence, Pose, Quality, five Landmarks) are always
@@ -115,16 +112,16 @@ def face_detail(face: FaceAnalysis, width: int, height: int, attributes: Sequenc
     """
     wanted = set(attributes)
     everything = "ALL" in wanted
-    out: Result = {"BoundingBox": bounding_box(face, width, height)}
+    out: Result = {"BoundingBox": bounding_box(face.bounding_box)}
     if everything or "EYES_OPEN" in wanted:
         out["EyesOpen"] = {"Value": face.eyes_open.value, "Confidence": face.eyes_open.confidence}
     if everything or "MOUTH_OPEN" in wanted:
         out["MouthOpen"] = {"Value": face.mouth_open.value, "Confidence": face.mouth_open.confidence}
     names = list(face.landmarks) if everything else DEFAULT_LANDMARKS
-    out["Landmarks"] = landmarks_json(face, width, height, names)
+    out["Landmarks"] = landmarks_json(face, names)
     out["Pose"] = {"Roll": face.pose.roll, "Yaw": face.pose.yaw, "Pitch": face.pose.pitch}
     out["Quality"] = {"Brightness": face.quality.brightness, "Sharpness": face.quality.sharpness}
-    out["Confidence"] = face.detection.confidence
+    out["Confidence"] = face.confidence
     return out
 
 
@@ -136,63 +133,42 @@ def with_fmr(similarity: float, extra: Result | None = None) -> Result:
     return out
 
 
-# -- engine-only operations ----------------------------------------------------------------------
+# -- image-only operations (no collection) ------------------------------------------------------
 @operation("DetectFaces")
 def detect_faces(ctx: Context, params: Params) -> Result:
-    image = load(ctx, params["Image"])
-    width, height = image_size(image)
+    r = detection.detect_faces(ctx.engine, image_bytes(ctx, params["Image"]))
     attributes = params.get("Attributes") or ["DEFAULT"]
-    detections = ctx.engine.detect(image)
-    details = [face_detail(ctx.engine.analyze(image, d), width, height, attributes) for d in detections]
-    return {"FaceDetails": details}
-
-
-def _largest(faces: list[Face]) -> Face | None:
-    return max(faces, key=lambda f: f.detection.box.area) if faces else None
+    return {"FaceDetails": [face_detail(d, attributes) for d in r.face_details]}
 
 
 @operation("CompareFaces")
 def compare_faces(ctx: Context, params: Params) -> Result:
-    threshold = float(params.get("SimilarityThreshold", 80.0))
-    level = params.get("QualityFilter", "NONE")
-    source = load(ctx, params["SourceImage"], "SourceImage")
-    target = load(ctx, params["TargetImage"], "TargetImage")
-    sw, sh = image_size(source)
-    tw, th = image_size(target)
-    probe = _largest(ctx.engine.faces(source))
-    if probe is None or quality_reasons(probe.analysis, level):
-        raise InvalidParameter("There are no faces in the image. Should be at least 1.")
-    matches: list[Result] = []
-    unmatched: list[Result] = []
-    for face in ctx.engine.faces(target):
-        if quality_reasons(face.analysis, level):
-            continue
-        result = ctx.engine.compare(probe.embedding, face.embedding)
-        described = compared_face(face.analysis, tw, th)
-        if result.similarity >= threshold:
-            match = with_fmr(result.similarity, {"Face": described})
-            match["EstimatedFalseMatchRate"] = result.fmr
-            matches.append(match)
-        else:
-            unmatched.append(described)
-    matches.sort(key=lambda m: -float(m["Similarity"]))
+    r = compare.compare_faces(
+        ctx.engine,
+        image_bytes(ctx, params["SourceImage"], "SourceImage"),
+        image_bytes(ctx, params["TargetImage"], "TargetImage"),
+        similarity_threshold=params.get("SimilarityThreshold"),
+        quality_filter=params.get("QualityFilter", "NONE"),
+    )
     return {
         "SourceImageFace": {
-            "BoundingBox": bounding_box(probe.analysis, sw, sh),
-            "Confidence": probe.detection.confidence,
+            "BoundingBox": bounding_box(r.source_image_face.bounding_box),
+            "Confidence": r.source_image_face.confidence,
         },
-        "FaceMatches": matches,
-        "UnmatchedFaces": unmatched,
+        "FaceMatches": [
+            with_fmr(m.similarity, {"Face": compared_face(m.face), "EstimatedFalseMatchRate": m.fmr})
+            for m in r.face_matches
+        ],
+        "UnmatchedFaces": [compared_face(f) for f in r.unmatched_faces],
     }
 
 
 # -- collections ---------------------------------------------------------------------------------
-def _face(record: Any, model_version: str | None = None) -> Result:
+def _face(record: FaceRecord, model_version: str | None = None) -> Result:
     """Rekognition's Face from a stored :class:`regard.store.base.FaceRecord`."""
-    b = record.bounding_box
     out: Result = {
         "FaceId": record.face_id,
-        "BoundingBox": {"Width": b.width, "Height": b.height, "Left": b.left, "Top": b.top},
+        "BoundingBox": bounding_box(record.bounding_box),
         "ImageId": record.image_id,
         "Confidence": record.confidence,
     }
@@ -205,14 +181,14 @@ def _face(record: Any, model_version: str | None = None) -> Result:
     return out
 
 
-def _face_matches(matches: Sequence[Any], model_version: str) -> list[Result]:
+def _face_matches(matches: Sequence[FaceMatch], model_version: str) -> list[Result]:
     return [
         with_fmr(m.similarity, {"EstimatedFalseMatchRate": m.fmr, "Face": _face(m.face, model_version)})
         for m in matches
     ]
 
 
-def _user_matches(matches: Sequence[Any]) -> list[Result]:
+def _user_matches(matches: Sequence[UserMatch]) -> list[Result]:
     return [
         with_fmr(
             m.similarity,
@@ -223,10 +199,6 @@ def _user_matches(matches: Sequence[Any]) -> list[Result]:
         )
         for m in matches
     ]
-
-
-def _box(box: Any) -> Result:
-    return {"Width": box.width, "Height": box.height, "Left": box.left, "Top": box.top}
 
 
 def _paged(result: Result, next_token: str | None) -> Result:
@@ -284,18 +256,17 @@ def index_faces(ctx: Context, params: Params) -> Result:
         legal_basis=params.get("RegardLegalBasis"),
     )
     attributes = params.get("DetectionAttributes") or ["DEFAULT"]
-    w, h = r.image_width, r.image_height
     return {
         "FaceRecords": [
             {
                 "Face": _face(f.face, r.face_model_version),
-                "FaceDetail": face_detail(f.analysis, w, h, attributes),
+                "FaceDetail": face_detail(f.face_detail, attributes),
             }
             for f in r.face_records
         ],
         "FaceModelVersion": r.face_model_version,
         "UnindexedFaces": [
-            {"Reasons": u.reasons, "FaceDetail": face_detail(u.analysis, w, h, attributes)}
+            {"Reasons": u.reasons, "FaceDetail": face_detail(u.face_detail, attributes)}
             for u in r.unindexed_faces
         ],
     }
@@ -356,7 +327,7 @@ def search_faces_by_image(ctx: Context, params: Params) -> Result:
         quality_filter=params.get("QualityFilter", "NONE"),
     )
     return {
-        "SearchedFaceBoundingBox": _box(r.searched_face_bounding_box),
+        "SearchedFaceBoundingBox": bounding_box(r.searched_face_bounding_box),
         "SearchedFaceConfidence": r.searched_face_confidence,
         "FaceMatches": _face_matches(r.face_matches, r.face_model_version),
         "FaceModelVersion": r.face_model_version,
@@ -457,13 +428,12 @@ def search_users_by_image(ctx: Context, params: Params) -> Result:
         max_users=params.get("MaxUsers"),
         quality_filter=params.get("QualityFilter", "NONE"),
     )
-    w, h = r.image_width, r.image_height
     return {
         "UserMatches": _user_matches(r.user_matches),
         "FaceModelVersion": r.face_model_version,
-        "SearchedFace": {"FaceDetail": face_detail(r.searched_face, w, h, ["DEFAULT"])},
+        "SearchedFace": {"FaceDetail": face_detail(r.searched_face, ["DEFAULT"])},
         "UnsearchedFaces": [
-            {"FaceDetails": face_detail(u.analysis, w, h, ["DEFAULT"]), "Reasons": u.reasons}
+            {"FaceDetails": face_detail(u.face_detail, ["DEFAULT"]), "Reasons": u.reasons}
             for u in r.unsearched_faces
         ],
     }

@@ -1,0 +1,80 @@
+"""What every resource's operations share: the store, the engine, the scoring, ARNs and model checks."""
+
+from __future__ import annotations
+
+from regard.calibrate import Scorer
+from regard.engine import Engine
+from regard.errors import InvalidParameter
+from regard.service.rules import COLLECTION_ID_RE, check
+from regard.store.base import Collection, Store
+from regard.types import ModelIdentity
+
+
+class ServiceBase:
+    """The state behind :class:`regard.service.Service` and the helpers its resources use."""
+
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine | None = None,
+        *,
+        region: str = "us-east-1",
+        account_id: str = "000000000000",
+        scorer: Scorer | None = None,
+    ) -> None:
+        self.store = store
+        self._engine = engine
+        self._scorer = scorer
+        self.region = region
+        self.account_id = account_id
+
+    @property
+    def engine(self) -> Engine:
+        """The face engine (the process-wide default unless one was given); loads nothing by itself."""
+        if self._engine is None:
+            from regard.engine import default_engine
+
+            self._engine = default_engine()
+        return self._engine
+
+    @property
+    def scorer(self) -> Scorer:
+        """Templates -> normalized score -> similarity and FMR (the engine's, unless one was given)."""
+        if self._scorer is None:
+            self._scorer = self.engine.scorer
+        return self._scorer
+
+    @property
+    def face_model(self) -> ModelIdentity:
+        """The identity of the engine's embedding model (what new collections are bound to)."""
+        return self.engine.model_identity
+
+    def model_version(self, c: Collection) -> str:
+        """FaceModelVersion: the templates' model identity joined by the scoring parameters' hash.
+
+        Templates depend on the model alone; similarities also on the normalizer and calibration
+        table, so a client (and the audit log) can tell which scale a similarity was read from.
+        """
+        return f"{c.face_model.key}+scoring-{self.scorer.key}"
+
+    def collection_arn(self, collection_id: str) -> str:
+        """The ARN a collection of this service has."""
+        return f"arn:aws:rekognition:{self.region}:{self.account_id}:collection/{collection_id}"
+
+    def _collection(self, collection_id: str) -> Collection:
+        """The collection ``collection_id`` (checked against the pattern); ResourceNotFound if absent."""
+        check(COLLECTION_ID_RE, collection_id, "CollectionId")
+        return self.store.get_collection(collection_id)
+
+    def _check_model(self, c: Collection) -> None:
+        """InvalidParameter unless this engine makes the templates ``c`` holds."""
+        mine = self.face_model
+        if (mine.name, mine.version, mine.weights_sha256) != (
+            c.face_model.name,
+            c.face_model.version,
+            c.face_model.weights_sha256,
+        ):
+            raise InvalidParameter(
+                f"collection {c.collection_id} holds templates of {c.face_model.key}; "
+                f"this engine makes {mine.key}"
+            )

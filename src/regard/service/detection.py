@@ -1,0 +1,26 @@
+"""DetectFaces: every face of an image, analysed and described in ratios (no collection involved)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from regard.engine import Engine
+from regard.imaging import image_size
+from regard.service.images import FaceDetail, decode
+from regard.types import RGBImage
+
+
+@dataclass(frozen=True, slots=True)
+class DetectFacesResult:
+    """DetectFaces: FaceDetails, largest face first."""
+
+    face_details: list[FaceDetail]
+
+
+def detect_faces(engine: Engine, image: bytes | RGBImage) -> DetectFacesResult:
+    """DetectFaces: box, landmarks, pose, quality, eyes and mouth of each face (up to 100)."""
+    rgb = decode(engine, image)
+    width, height = image_size(rgb)
+    return DetectFacesResult(
+        [FaceDetail.of(engine.analyze(rgb, d), width, height) for d in engine.detect(rgb)]
+    )

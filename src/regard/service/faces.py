@@ -1,0 +1,283 @@
+"""Faces: IndexFaces, ListFaces, DeleteFaces, SearchFaces and SearchFacesByImage (plus template imports)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from regard.errors import ResourceNotFound
+from regard.imaging import image_size
+from regard.service.base import ServiceBase
+from regard.service.images import FaceDetail, decode, probe
+from regard.service.quality import check_quality_filter, quality_reasons
+from regard.service.rules import (
+    EXTERNAL_IMAGE_ID_RE,
+    FACE_ID_RE,
+    MAX_INDEX_FACES,
+    USER_ID_RE,
+    check,
+    check_face_ids,
+    check_range,
+    check_search_params,
+    page_size,
+)
+from regard.service.search import FaceMatch, match_faces
+from regard.store.base import FaceRecord, NewFace, as_vector
+from regard.types import Box, Embeddings, Face, RGBImage
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedFace:
+    """One of IndexFaces' FaceRecords: the stored Face plus its FaceDetail."""
+
+    face: FaceRecord
+    face_detail: FaceDetail
+
+
+@dataclass(frozen=True, slots=True)
+class UnindexedFace:
+    """One of IndexFaces' UnindexedFaces: Reasons plus the FaceDetail."""
+
+    reasons: list[str]
+    face_detail: FaceDetail
+
+
+@dataclass(frozen=True, slots=True)
+class IndexFacesResult:
+    """IndexFaces: FaceRecords, UnindexedFaces, FaceModelVersion (every box in ratios)."""
+
+    face_records: list[IndexedFace]
+    unindexed_faces: list[UnindexedFace]
+    face_model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListFacesResult:
+    """ListFaces: Faces, NextToken, FaceModelVersion."""
+
+    faces: list[FaceRecord]
+    next_token: str | None
+    face_model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnsuccessfulFaceDeletion:
+    """DeleteFaces' UnsuccessfulFaceDeletions: FaceId, UserId, Reasons.
+
+    Reasons: ASSOCIATED_TO_AN_EXISTING_USER, FACE_NOT_FOUND.
+    """
+
+    face_id: str
+    user_id: str | None
+    reasons: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteFacesResult:
+    """DeleteFaces: DeletedFaces, UnsuccessfulFaceDeletions."""
+
+    deleted_faces: list[str]
+    unsuccessful: list[UnsuccessfulFaceDeletion]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFacesResult:
+    """SearchFaces: SearchedFaceId, FaceMatches (most similar first), FaceModelVersion."""
+
+    searched_face_id: str
+    face_matches: list[FaceMatch]
+    face_model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFacesByImageResult:
+    """SearchFacesByImage: SearchedFaceBoundingBox (ratios), SearchedFaceConfidence, FaceMatches."""
+
+    searched_face_bounding_box: Box
+    searched_face_confidence: float
+    face_matches: list[FaceMatch]
+    face_model_version: str
+
+
+class FaceOperations(ServiceBase):
+    """Rekognition's face operations: index, list, delete and search a collection's faces."""
+
+    def index_faces(
+        self,
+        collection_id: str,
+        image: bytes | RGBImage,
+        *,
+        external_image_id: str | None = None,
+        max_faces: int | None = None,
+        quality_filter: str = "AUTO",
+        source_note: str | None = None,
+        legal_basis: str | None = None,
+    ) -> IndexFacesResult:
+        """IndexFaces: detect faces (largest first), leave out those under the QualityFilter bar or
+        beyond MaxFaces (reported in UnindexedFaces with reasons), store the rest atomically.
+
+        ``source_note`` and ``legal_basis`` are optional provenance kept with each face.
+        """
+        c = self._collection(collection_id)
+        if external_image_id is not None:
+            check(EXTERNAL_IMAGE_ID_RE, external_image_id, "ExternalImageId")
+        if max_faces is not None:
+            check_range(max_faces, 1, MAX_INDEX_FACES, "MaxFaces")
+        check_quality_filter(quality_filter)
+        self._check_model(c)
+        rgb = decode(self.engine, image)
+        width, height = image_size(rgb)
+        kept: list[tuple[Face, FaceDetail]] = []
+        unindexed: list[UnindexedFace] = []
+        # the engine answers once: every face detected, analysed and embedded in one batch
+        for face in self.engine.faces(rgb, max_faces=MAX_INDEX_FACES):
+            detail = FaceDetail.of(face.analysis, width, height)
+            reasons = quality_reasons(face.analysis, quality_filter)
+            if reasons:
+                unindexed.append(UnindexedFace(reasons, detail))
+            else:
+                kept.append((face, detail))
+        if max_faces is not None and len(kept) > max_faces:
+            kept.sort(key=lambda fd: fd[0].detection.box.area, reverse=True)
+            unindexed.extend(UnindexedFace(["EXCEEDS_MAX_FACES"], d) for _, d in kept[max_faces:])
+            kept = kept[:max_faces]
+        records: list[IndexedFace] = []
+        if kept:
+            image_id = str(uuid.uuid4())
+            new = [
+                NewFace(
+                    face_id=str(uuid.uuid4()),
+                    image_id=image_id,
+                    external_image_id=external_image_id,
+                    bounding_box=detail.bounding_box,
+                    confidence=float(face.detection.confidence),
+                    embedding=as_vector(face.embedding),
+                    brightness=float(face.analysis.quality.brightness),
+                    sharpness=float(face.analysis.quality.sharpness),
+                    source_note=source_note,
+                    legal_basis=legal_basis,
+                )
+                for face, detail in kept
+            ]
+            stored = self.store.add_faces(collection_id, new)
+            records = [IndexedFace(s, d) for s, (_, d) in zip(stored, kept, strict=True)]
+        return IndexFacesResult(
+            face_records=records, unindexed_faces=unindexed, face_model_version=self.model_version(c)
+        )
+
+    def add_templates(self, collection_id: str, faces: Sequence[NewFace]) -> list[FaceRecord]:
+        """Store ready-made templates (not a Rekognition operation: imports, tests and benchmarks).
+
+        The templates must come from the collection's face model.
+        """
+        self._collection(collection_id)
+        for f in faces:
+            check(FACE_ID_RE, f.face_id, "FaceId")
+            if f.external_image_id is not None:
+                check(EXTERNAL_IMAGE_ID_RE, f.external_image_id, "ExternalImageId")
+        return self.store.add_faces(collection_id, list(faces))
+
+    def list_faces(
+        self,
+        collection_id: str,
+        *,
+        max_results: int | None = None,
+        next_token: str | None = None,
+        user_id: str | None = None,
+        face_ids: Sequence[str] | None = None,
+    ) -> ListFacesResult:
+        """ListFaces (MaxResults 0-4096, default 1000), optionally only a user's faces or given FaceIds."""
+        c = self._collection(collection_id)
+        limit = page_size(max_results, 4096, 1000, allow_zero=True)
+        if user_id is not None:
+            check(USER_ID_RE, user_id, "UserId")
+        ids = check_face_ids(face_ids, 1, 4096) if face_ids is not None else None
+        page = self.store.list_faces(
+            collection_id, user_id=user_id, face_ids=ids, max_results=limit, token=next_token
+        )
+        return ListFacesResult(
+            faces=page.items, next_token=page.next_token, face_model_version=self.model_version(c)
+        )
+
+    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> DeleteFacesResult:
+        """DeleteFaces (1-4096 ids). Faces associated with a user are not deleted (as in Rekognition)."""
+        self._collection(collection_id)
+        ids = check_face_ids(face_ids, 1, 4096)
+        found = self.store.get_faces(collection_id, ids)
+        unsuccessful: list[UnsuccessfulFaceDeletion] = []
+        deletable: list[str] = []
+        for f in ids:
+            rec = found.get(f)
+            if rec is None:
+                unsuccessful.append(UnsuccessfulFaceDeletion(f, None, ["FACE_NOT_FOUND"]))
+            elif rec.user_id is not None:
+                unsuccessful.append(
+                    UnsuccessfulFaceDeletion(f, rec.user_id, ["ASSOCIATED_TO_AN_EXISTING_USER"])
+                )
+            else:
+                deletable.append(f)
+        gone = set(self.store.delete_faces(collection_id, deletable) if deletable else [])
+        deleted = [f for f in deletable if f in gone]
+        for f in deletable:
+            if f not in gone:  # deleted or associated concurrently
+                unsuccessful.append(UnsuccessfulFaceDeletion(f, None, ["FACE_NOT_FOUND"]))
+        return DeleteFacesResult(deleted_faces=deleted, unsuccessful=unsuccessful)
+
+    def search_faces(
+        self,
+        collection_id: str,
+        face_id: str,
+        *,
+        max_faces: int | None = None,
+        face_match_threshold: float | None = None,
+    ) -> SearchFacesResult:
+        """SearchFaces: faces like a stored face (the face itself is left out)."""
+        c = self._collection(collection_id)
+        check(FACE_ID_RE, face_id, "FaceId")
+        rec = self.store.get_faces(collection_id, [face_id]).get(face_id)
+        if rec is None:
+            raise ResourceNotFound(f"face {face_id} is not in collection {collection_id}")
+        matches = match_faces(
+            self.store, self.scorer, c, rec.embedding, max_faces, face_match_threshold, exclude={face_id}
+        )
+        return SearchFacesResult(
+            searched_face_id=face_id, face_matches=matches, face_model_version=self.model_version(c)
+        )
+
+    def search_faces_by_image(
+        self,
+        collection_id: str,
+        image: bytes | RGBImage,
+        *,
+        max_faces: int | None = None,
+        face_match_threshold: float | None = None,
+        quality_filter: str = "NONE",
+    ) -> SearchFacesByImageResult:
+        """SearchFacesByImage: the image's largest face against the collection.
+
+        InvalidParameter when the image holds no face (or its largest falls short of QualityFilter).
+        """
+        c = self._collection(collection_id)
+        check_search_params(max_faces, face_match_threshold)
+        self._check_model(c)
+        found = probe(self.engine, decode(self.engine, image), quality_filter)
+        matches = match_faces(self.store, self.scorer, c, found.embedding, max_faces, face_match_threshold)
+        return SearchFacesByImageResult(
+            searched_face_bounding_box=found.detail.bounding_box,
+            searched_face_confidence=found.detail.confidence,
+            face_matches=matches,
+            face_model_version=self.model_version(c),
+        )
+
+    def search_faces_by_vector(
+        self,
+        collection_id: str,
+        vector: Embeddings,
+        *,
+        max_faces: int | None = None,
+        face_match_threshold: float | None = None,
+    ) -> list[FaceMatch]:
+        """Faces like a template (not a Rekognition operation: tests, benchmarks, tooling)."""
+        c = self._collection(collection_id)
+        return match_faces(self.store, self.scorer, c, as_vector(vector), max_faces, face_match_threshold)

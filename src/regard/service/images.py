@@ -1,0 +1,91 @@
+"""Images as the service receives them: decoded once, faces described in ratios once, probes chosen once.
+
+Every face the service reports leaves here as a :class:`FaceDetail`, whose box and landmarks
+are fractions of the image as Rekognition reports them, so no caller converts pixels again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from regard.engine import Engine
+from regard.errors import InvalidParameter
+from regard.imaging import image_size
+from regard.service.quality import check_quality_filter, quality_reasons
+from regard.store.base import as_vector
+from regard.types import Box, Embeddings, FaceAnalysis, Flag, Point, Pose, Quality, RGBImage
+
+#: Rekognition's message when an image holds no face to search or compare by (none passes the bar).
+NO_FACES = "There are no faces in the image. Should be at least 1."
+
+
+@dataclass(frozen=True, slots=True)
+class FaceDetail:
+    """Rekognition's FaceDetail of one face: box and landmarks as fractions of the image."""
+
+    bounding_box: Box  # ratios of the image's width and height
+    confidence: float  # detection confidence, 0-100
+    landmarks: dict[str, Point]  # name -> (x, y) as ratios, every landmark regard measures
+    pose: Pose
+    quality: Quality
+    eyes_open: Flag
+    mouth_open: Flag
+
+    @classmethod
+    def of(cls, analysis: FaceAnalysis, width: int, height: int) -> FaceDetail:
+        """The detail of a face analysed in pixels of a ``width`` x ``height`` image."""
+        return cls(
+            bounding_box=ratios(analysis.detection.box, width, height),
+            confidence=float(analysis.detection.confidence),
+            landmarks={k: (x / width, y / height) for k, (x, y) in analysis.landmarks.items()},
+            pose=analysis.pose,
+            quality=analysis.quality,
+            eyes_open=analysis.eyes_open,
+            mouth_open=analysis.mouth_open,
+        )
+
+
+def ratios(box: Box, width: int, height: int) -> Box:
+    """A pixel box as fractions of the image (Rekognition's BoundingBox)."""
+    return Box(
+        left=box.left / width, top=box.top / height, width=box.width / width, height=box.height / height
+    )
+
+
+def decode(engine: Engine, image: bytes | RGBImage) -> RGBImage:
+    """Encoded bytes decoded by the engine (its limits apply), or an RGB array checked as one."""
+    if isinstance(image, bytes | bytearray | memoryview):
+        return engine.load_image(bytes(image))
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise InvalidParameter("image must be encoded bytes or an H x W x 3 uint8 RGB array")
+    return arr
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeFace:
+    """The face an image is searched or compared by: its template and detail, and the other faces'."""
+
+    detail: FaceDetail
+    embedding: Embeddings
+    others: list[FaceDetail] = field(default_factory=list)  # largest first
+
+
+def probe(engine: Engine, image: RGBImage, quality_filter: str, *, others: bool = False) -> ProbeFace:
+    """The largest face of ``image`` (:meth:`regard.engine.Engine.probe`), held to ``quality_filter``.
+
+    InvalidParameter (:data:`NO_FACES`) when the image holds no face or its largest falls short of
+    the bar: the largest face is the probe, and a smaller one never stands in for it.
+    """
+    check_quality_filter(quality_filter)
+    found = engine.probe(image, others=others)
+    if found is None or quality_reasons(found.face.analysis, quality_filter):
+        raise InvalidParameter(NO_FACES)
+    width, height = image_size(image)
+    return ProbeFace(
+        detail=FaceDetail.of(found.face.analysis, width, height),
+        embedding=as_vector(found.face.embedding),
+        others=[FaceDetail.of(a, width, height) for a in found.others],
+    )
