@@ -34,6 +34,9 @@ class RegardError(Exception):
 
     code: str = "InternalServerError"
     http_status: int = 500
+    #: True once an audit record names this error: whoever wrote that record sets it, so that an
+    #: outer layer that logs refusals (the API's error handler) does not write a second one.
+    audit_recorded: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -1,27 +1,24 @@
 """The ASGI application: Amazon Rekognition's AWS JSON 1.1 protocol on ``POST /``.
 
-Every request is size-limited, SigV4-verified against :mod:`regard.keys`, routed on
-``X-Amz-Target: RekognitionService.<Operation>``, validated against botocore's model
-and answered by :mod:`regard.api.rekognition.operations`. ``GET /health`` answers
-without authentication. Each request produces one JSON log line (logger
-``regard.api``) with its request id, operation, status, error code and timings;
-secrets and image data are never logged.
+Every request is counted against the in-flight bound, size-limited, SigV4-verified against
+:mod:`regard.keys`, routed on ``X-Amz-Target: RekognitionService.<Operation>``, validated
+against botocore's model and answered by :mod:`regard.api.rekognition.operations` inside the
+accountability guard: the steps of :mod:`regard.api.steps`, composed in
+:func:`rekognition_endpoint`. Whatever a step raises is answered by the one handler of
+:mod:`regard.api.errors_http`. Each request produces one JSON log line (logger ``regard.api``)
+with its request id, pid, operation, status, error code and timings; secrets and image data
+are never logged. ``GET /health`` answers without authentication; the review queue's
+endpoints (:func:`regard.api.accountability.review_routes`) sit beside ``POST /``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import math
 import os
 import threading
-import time
-import traceback
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -31,29 +28,22 @@ from starlette.routing import Route
 
 from regard import __version__
 from regard.accountability.guard import Guard
-from regard.api.accountability import guarded_call, note_refusal, review_routes
-from regard.api.rekognition import shapes, sigv4
-from regard.api.rekognition.errors import (
-    CONTENT_TYPE,
-    InternalServerError,
-    ProvisionedThroughputExceeded,
-    RequestTooLarge,
-    SerializationError,
-    UnknownOperation,
-    error_response,
-    for_operation,
-)
-from regard.api.rekognition.operations import OPERATIONS, Context
+from regard.api.accountability import review_routes
+from regard.api.errors_http import ErrorHandler
 from regard.api.rekognition.s3 import S3Images
+from regard.api.steps import (
+    Exchange,
+    InflightLimit,
+    Invoke,
+    authenticate,
+    log_request,
+    read_body,
+    route_and_validate,
+)
 from regard.config import Settings
 from regard.engine import Engine
-from regard.errors import RegardError, UnsupportedOperation
 from regard.keys import KeyStore
 from regard.service import Service
-
-log = logging.getLogger("regard.api")
-
-TARGET_PREFIX = "RekognitionService."
 
 
 def default_max_request_bytes(settings: Settings) -> int:
@@ -70,7 +60,7 @@ class ApiState:
     engine: Engine
     s3: S3Images
     max_request_bytes: int
-    inflight: int = 0
+    inflight: InflightLimit
     _service: Service | None = None
     _service_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -92,33 +82,38 @@ class ApiState:
         _ = self.engine.scorer
 
     def close(self) -> None:
+        """Close the collection service, if it was opened."""
         with self._service_lock:
             if self._service is not None:
                 self._service.close()
             self._service = None
 
 
-class _TooLarge(Exception):
-    pass
+def rekognition_endpoint(state: ApiState, guard: Guard) -> Callable[[Request], Awaitable[Response]]:
+    """``POST /``: the steps of one Rekognition request (:mod:`regard.api.steps`), in the order they
+    run, and the one error handler (:mod:`regard.api.errors_http`) for whatever a step raises."""
+    inflight = state.inflight
+    invoke = Invoke(guard, state.engine, state.s3, state.service)
+    handle_error = ErrorHandler(guard)
 
+    async def endpoint(request: Request) -> Response:
+        exchange = Exchange.begin(request)  # request id, X-Amz-Target
+        with inflight.hold():  # counted until the response is ready, refusals included
+            try:
+                inflight.admit()  # ProvisionedThroughputExceededException beyond the bound
+                body = await read_body(request, state.max_request_bytes)  # 413 beyond the limit
+                exchange.bytes_in = len(body)
+                key = await authenticate(state.keys, request, body)  # SigV4
+                exchange.access_key_id = key.access_key_id
+                routed = route_and_validate(exchange, body)  # operation and its parameters
+                response = await invoke(exchange, routed, key)  # guard, operation, JSON result
+                exchange.status = response.status_code
+            except Exception as exc:
+                response = await handle_error(exc, exchange)
+        log_request(exchange)
+        return response
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _log(record: dict[str, Any]) -> None:
-    if log.isEnabledFor(logging.INFO):
-        log.info(json.dumps(record, separators=(",", ":"), default=str))
+    return endpoint
 
 
 def create_app(
@@ -135,125 +130,13 @@ def create_app(
         engine=engine or Engine(settings),
         s3=S3Images(settings),
         max_request_bytes=default_max_request_bytes(settings),
+        inflight=InflightLimit(settings.api_max_inflight),
     )
     # policy before, audit record after, review leads: regard.accountability (docs/accountability.md)
     guard = Guard(settings.data_dir, service_factory=state.service)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})
-
-    async def dispatch(request: Request) -> Response:
-        started = time.perf_counter()
-        request_id = str(uuid.uuid4())
-        record: dict[str, Any] = {
-            "event": "request",
-            "request_id": request_id,
-            "pid": os.getpid(),
-            "remote": request.client.host if request.client else None,
-            "operation": None,
-            "access_key_id": None,
-        }
-        target = request.headers.get("x-amz-target", "")
-        operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else None
-        record["operation"] = operation or target or None
-        op_ms = 0.0
-        state.inflight += 1  # one event loop per process: no lock needed
-        try:
-            if state.inflight > state.settings.api_max_inflight:
-                raise ProvisionedThroughputExceeded(
-                    f"More than {state.settings.api_max_inflight} requests in flight; retry with backoff"
-                )
-            try:
-                body = await _read_body(request, state.max_request_bytes)
-            except _TooLarge:
-                raise RequestTooLarge(
-                    f"Request body exceeds the limit of {state.max_request_bytes} bytes"
-                ) from None
-            record["bytes_in"] = len(body)
-            caller = await run_in_threadpool(
-                sigv4.verify,
-                state.keys,
-                method=request.method,
-                path=request.url.path,
-                query=request.url.query,
-                headers=request.headers.items(),
-                body=body,
-            )
-            record["access_key_id"] = caller.key.access_key_id
-            if operation is None:
-                raise UnknownOperation(f"X-Amz-Target {target!r} is not a RekognitionService operation")
-            fn = OPERATIONS.get(operation)
-            if fn is None:
-                if operation in shapes.service_model().operation_names:
-                    raise UnsupportedOperation(
-                        f"regard does not support the Rekognition operation {operation}; "
-                        "see docs/rekognition-coverage.md for the operations it serves"
-                    )
-                raise UnknownOperation(f"Unknown operation {operation}")
-            try:
-                raw = json.loads(body or b"{}")
-            except (ValueError, UnicodeDecodeError):
-                raise SerializationError("Request body is not valid JSON") from None
-            params = shapes.validate(operation, raw)
-            ctx = Context(
-                engine=state.engine,
-                s3=state.s3,
-                service_factory=state.service,
-                caller=caller.key.access_key_id,
-                request_id=request_id,
-            )
-            op_started = time.perf_counter()
-            result, accountability_headers = await run_in_threadpool(
-                guarded_call,
-                guard,
-                operation,
-                params,
-                caller.key,
-                request_id,
-                request.headers,
-                lambda p: fn(ctx, p),
-            )
-            op_ms = (time.perf_counter() - op_started) * 1000.0
-            payload = json.dumps(result, separators=(",", ":")).encode()
-            response = Response(
-                payload,
-                media_type=CONTENT_TYPE,
-                headers={
-                    "x-amzn-RequestId": request_id,
-                    "x-regard-operation-ms": f"{op_ms:.3f}",
-                    **accountability_headers,
-                },
-            )
-            record["status"] = 200
-        except RegardError as exc:
-            await run_in_threadpool(note_refusal, guard, operation, request_id, record["access_key_id"], exc)
-            error = for_operation(exc, operation)
-            response = error_response(error, request_id)
-            record["status"] = error.http_status
-            record["error"] = error.code
-            record["message"] = error.message
-        except Exception as exc:
-            log.error(
-                json.dumps(
-                    {
-                        "event": "unhandled",
-                        "request_id": request_id,
-                        "error": type(exc).__name__,
-                        "traceback": traceback.format_exc(),
-                    }
-                )
-            )
-            response = error_response(
-                InternalServerError(f"Internal server error (request {request_id})"), request_id
-            )
-            record["status"] = 500
-            record["error"] = "InternalServerError"
-        finally:
-            state.inflight -= 1
-        record["operation_ms"] = round(op_ms, 3)
-        record["total_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
-        _log(record)
-        return response
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -265,7 +148,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
-            Route("/", dispatch, methods=["POST"]),
+            Route("/", rekognition_endpoint(state, guard), methods=["POST"]),
             *review_routes(state.keys, lambda: guard),
         ],
         lifespan=lifespan,

@@ -1,0 +1,89 @@
+"""The one handler that turns an exception raised by a step of ``POST /`` into its response.
+
+Handlers are registered by exception class and the most specific one wins (as in Starlette's
+``exception_handlers``):
+
+``RegardError``  the operation's error in the wire format (:func:`error_response`, with the
+                 modeled equivalent :func:`for_operation` picks); a refusal nobody audited yet
+                 gets its audit record here.
+``Exception``    ``InternalServerError`` naming the request id; the traceback is logged, never
+                 sent.
+
+Both note the status and error code for the request log. Starlette's own handlers are not used:
+its catch-all for ``Exception`` re-raises to the server after answering, and these handlers need
+the request's :class:`regard.api.steps.Exchange` (operation, caller) for the audit record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from regard.accountability.guard import Guard
+from regard.api.accountability import note_refusal
+from regard.api.rekognition.errors import InternalServerError, error_response, for_operation
+from regard.api.steps import Exchange
+from regard.errors import RegardError
+
+log = logging.getLogger("regard.api")
+
+E = TypeVar("E", bound=Exception)
+Handler = Callable[[E, Exchange], Awaitable[Response]]
+
+
+class ErrorHandler:
+    """Exceptions to responses, by class: :meth:`__call__` runs the handler registered for the
+    nearest class in the exception's MRO."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self._handlers: dict[type[Exception], Handler[Any]] = {}
+        self.register(RegardError, self.regard_error)
+        self.register(Exception, self.unexpected)
+
+    def register(self, cls: type[E], handler: Handler[E]) -> None:
+        """Answer exceptions of ``cls`` (and subclasses without a handler of their own) with ``handler``."""
+        self._handlers[cls] = handler
+
+    async def __call__(self, exc: Exception, exchange: Exchange) -> Response:
+        """The response for ``exc``, raised while ``exchange`` was being served."""
+        for cls in type(exc).__mro__:
+            handler = self._handlers.get(cast(type[Exception], cls))
+            if handler is not None:
+                return await handler(exc, exchange)
+        raise exc  # unreachable while Exception has a handler
+
+    async def regard_error(self, exc: RegardError, exchange: Exchange) -> Response:
+        """``{"__type": code, "message": ...}`` with the error's status; audited unless it already is."""
+        if not exc.audit_recorded:
+            await run_in_threadpool(
+                note_refusal, self.guard, exchange.operation, exchange.request_id, exchange.access_key_id, exc
+            )
+        error = for_operation(exc, exchange.operation)
+        exchange.status = error.http_status
+        exchange.error = error.code
+        exchange.message = error.message
+        return error_response(error, exchange.request_id)
+
+    async def unexpected(self, exc: Exception, exchange: Exchange) -> Response:
+        """``InternalServerError`` (500) naming the request id; the traceback goes to the log only."""
+        log.error(
+            json.dumps(
+                {
+                    "event": "unhandled",
+                    "request_id": exchange.request_id,
+                    "error": type(exc).__name__,
+                    "traceback": "".join(traceback.format_exception(exc)),
+                }
+            )
+        )
+        error = InternalServerError(f"Internal server error (request {exchange.request_id})")
+        exchange.status = error.http_status
+        exchange.error = error.code
+        return error_response(error, exchange.request_id)

@@ -1,0 +1,247 @@
+"""The steps of one Rekognition request on ``POST /``, each on its own.
+
+:func:`regard.api.app.rekognition_endpoint` runs them in order:
+
+1. :class:`Exchange` names the request (its id, the operation in ``X-Amz-Target``) and
+   collects what :func:`log_request` writes as the request's one JSON log line;
+2. :class:`InflightLimit` counts requests in flight and refuses one beyond the bound;
+3. :func:`read_body` reads the body up to the size limit;
+4. :func:`authenticate` checks the SigV4 signature against :mod:`regard.keys`;
+5. :func:`route_and_validate` finds the operation and checks the JSON against botocore's model;
+6. :class:`Invoke` runs the operation inside the accountability guard and serialises its result.
+
+A step reports failure by raising a :class:`regard.errors.RegardError`;
+:mod:`regard.api.errors_http` turns it into the response.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from regard.accountability.guard import Guard, RequestInfo
+from regard.api.accountability import caller_of
+from regard.api.rekognition import shapes, sigv4
+from regard.api.rekognition.errors import (
+    CONTENT_TYPE,
+    ProvisionedThroughputExceeded,
+    RequestTooLarge,
+    SerializationError,
+    UnknownOperation,
+)
+from regard.api.rekognition.operations import OPERATIONS, Context
+from regard.api.rekognition.s3 import S3Images
+from regard.engine import Engine
+from regard.errors import RegardError, UnsupportedOperation
+from regard.keys import AccessKey, KeyStore
+from regard.service import Service
+
+log = logging.getLogger("regard.api")
+
+TARGET_PREFIX = "RekognitionService."
+
+
+@dataclass
+class Exchange:
+    """One request on its way through the steps: what the error handler and the request log need."""
+
+    request: Request
+    request_id: str
+    #: The ``X-Amz-Target`` header as sent ("" when absent).
+    target: str
+    #: What follows ``RekognitionService.`` in it, or None when it does not start so.
+    operation: str | None
+    started: float
+    access_key_id: str | None = None
+    bytes_in: int | None = None
+    operation_ms: float = 0.0
+    status: int | None = None
+    error: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def begin(cls, request: Request) -> Exchange:
+        """A new request id and the operation ``X-Amz-Target`` names (``RekognitionService.<Name>``)."""
+        target = request.headers.get("x-amz-target", "")
+        operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else None
+        return cls(
+            request=request,
+            request_id=str(uuid.uuid4()),
+            target=target,
+            operation=operation,
+            started=time.perf_counter(),
+        )
+
+
+def log_request(exchange: Exchange) -> None:
+    """Write the request's one JSON line (logger ``regard.api``): ids, operation, status, error and
+    timings, never secrets or image data."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    request = exchange.request
+    record: dict[str, Any] = {
+        "event": "request",
+        "request_id": exchange.request_id,
+        "pid": os.getpid(),
+        "remote": request.client.host if request.client else None,
+        "operation": exchange.operation or exchange.target or None,
+        "access_key_id": exchange.access_key_id,
+    }
+    if exchange.bytes_in is not None:
+        record["bytes_in"] = exchange.bytes_in
+    record["status"] = exchange.status
+    if exchange.error is not None:
+        record["error"] = exchange.error
+    if exchange.message is not None:
+        record["message"] = exchange.message
+    record["operation_ms"] = round(exchange.operation_ms, 3)
+    record["total_ms"] = round((time.perf_counter() - exchange.started) * 1000.0, 3)
+    log.info(json.dumps(record, separators=(",", ":"), default=str))
+
+
+class InflightLimit:
+    """The requests one process works on at once (``REGARD_API_MAX_INFLIGHT``); one more is refused
+    with ProvisionedThroughputExceededException, which botocore retries with backoff."""
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.count = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Count the request as in flight until its response is ready, whether refused or not."""
+        self.count += 1  # one event loop per process: no lock needed
+        try:
+            yield
+        finally:
+            self.count -= 1
+
+    def admit(self) -> None:
+        """Refuse the request if it makes more than ``bound`` in flight."""
+        if self.count > self.bound:
+            raise ProvisionedThroughputExceeded(
+                f"More than {self.bound} requests in flight; retry with backoff"
+            )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as its declared or received size exceeds ``limit``."""
+    too_large = f"Request body exceeds the limit of {limit} bytes"
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(too_large)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def authenticate(keys: KeyStore, request: Request, body: bytes) -> AccessKey:
+    """The key that signed the request (SigV4, service ``rekognition``), or the error AWS returns."""
+    signed = await run_in_threadpool(
+        sigv4.verify,
+        keys,
+        method=request.method,
+        path=request.url.path,
+        query=request.url.query,
+        headers=request.headers.items(),
+        body=body,
+    )
+    return signed.key
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A request's operation, the function that serves it, and its validated parameters."""
+
+    operation: str
+    fn: Callable[[Context, dict[str, Any]], dict[str, Any]]
+    params: dict[str, Any]
+
+
+def route_and_validate(exchange: Exchange, body: bytes) -> Routed:
+    """The operation ``X-Amz-Target`` names, if regard serves it, and the body checked against its
+    input shape in botocore's model (blobs decoded)."""
+    operation = exchange.operation
+    if operation is None:
+        raise UnknownOperation(f"X-Amz-Target {exchange.target!r} is not a RekognitionService operation")
+    fn = OPERATIONS.get(operation)
+    if fn is None:
+        if operation in shapes.service_model().operation_names:
+            raise UnsupportedOperation(
+                f"regard does not support the Rekognition operation {operation}; "
+                "see docs/rekognition-coverage.md for the operations it serves"
+            )
+        raise UnknownOperation(f"Unknown operation {operation}")
+    try:
+        raw = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise SerializationError("Request body is not valid JSON") from None
+    return Routed(operation, fn, shapes.validate(operation, raw))
+
+
+class Invoke:
+    """Run a routed operation in a worker thread inside the accountability guard (policy before,
+    audit record after, review leads) and answer its result as AWS JSON 1.1."""
+
+    def __init__(
+        self, guard: Guard, engine: Engine, s3: S3Images, service_factory: Callable[[], Service]
+    ) -> None:
+        self.guard = guard
+        self.engine = engine
+        self.s3 = s3
+        self.service_factory = service_factory
+
+    async def __call__(self, exchange: Exchange, routed: Routed, key: AccessKey) -> Response:
+        """The operation's response, with the request id, its time and the guard's headers."""
+        ctx = Context(
+            engine=self.engine,
+            s3=self.s3,
+            service_factory=self.service_factory,
+            caller=key.access_key_id,
+            request_id=exchange.request_id,
+        )
+        started = time.perf_counter()
+        result, accountability_headers = await run_in_threadpool(self._guarded, exchange, routed, key, ctx)
+        exchange.operation_ms = (time.perf_counter() - started) * 1000.0
+        return Response(
+            json.dumps(result, separators=(",", ":")).encode(),
+            media_type=CONTENT_TYPE,
+            headers={
+                "x-amzn-RequestId": exchange.request_id,
+                "x-regard-operation-ms": f"{exchange.operation_ms:.3f}",
+                **accountability_headers,
+            },
+        )
+
+    def _guarded(
+        self, exchange: Exchange, routed: Routed, key: AccessKey, ctx: Context
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Read the accountability headers (a bad one is refused and audited here), then run the
+        operation under the guard, which writes the audit record of its success or failure."""
+        try:
+            info = RequestInfo.from_headers(exchange.request_id, exchange.request.headers)
+        except RegardError as exc:
+            self.guard.record_refusal(
+                routed.operation, RequestInfo(exchange.request_id), key.access_key_id, exc
+            )
+            exc.audit_recorded = True
+            raise
+        caller = caller_of(key)
+        out = self.guard.run(routed.operation, routed.params, caller, info, lambda p: routed.fn(ctx, p))
+        return out.result, out.headers
