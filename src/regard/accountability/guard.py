@@ -16,7 +16,10 @@ reference, provenance), and a function that performs the operation on the parame
 4. appends one audit record (success or error) and fsyncs it before returning, so nothing is
    acknowledged before it is logged. If the record cannot be written the request fails.
 
-Nothing here knows HTTP: headers in, headers out, as plain dicts.
+What each operation is (biometric or not, 1:N and over which gallery, its threshold parameter,
+the parameters its record keeps) comes from :mod:`regard.catalogue`; an operation it does not
+list as served is refused (UnsupportedOperationException) and the refusal recorded. Nothing here
+knows HTTP: headers in, headers out, as plain dicts.
 """
 
 from __future__ import annotations
@@ -29,17 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from regard.accountability.audit import AuditLog
-from regard.accountability.policy import (
-    BIOMETRIC_OPERATIONS,
-    IDENTIFICATION_OPERATIONS,
-    THRESHOLD_PARAMETERS,
-    PolicyStore,
-    Profile,
-    RateLimiter,
-)
+from regard.accountability.policy import PolicyStore, Profile, RateLimiter
 from regard.accountability.review import PENDING, Candidate, ReviewQueue
 from regard.calibrate import fmr_from_similarity
-from regard.errors import AccessDenied, InvalidParameter, RegardError
+from regard.catalogue import OPERATIONS_BY_NAME, Operation
+from regard.errors import AccessDenied, InvalidParameter, RegardError, UnsupportedOperation
 from regard.service import Service
 
 #: Request headers carrying the accountability fields (case-insensitive).
@@ -55,28 +52,6 @@ HEADER_AUDIT_SEQ = "x-regard-audit-seq"
 MAX_FIELD = 1024
 _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]*$")
 _ARN_COLLECTION = re.compile(r":collection/(?P<id>[a-zA-Z0-9_.\-]{1,255})$")
-#: Request parameters worth recording (images are replaced by their sha256).
-_RECORDED_PARAMS = (
-    "MaxFaces",
-    "MaxUsers",
-    "MaxResults",
-    "FaceMatchThreshold",
-    "SimilarityThreshold",
-    "UserMatchThreshold",
-    "QualityFilter",
-    "Attributes",
-    "DetectionAttributes",
-    "ExternalImageId",
-    "FaceId",
-    "FaceIds",
-    "UserId",
-    "ClientRequestToken",
-    "ResourceArn",
-    "TagKeys",
-)
-_READ_ONLY = frozenset(
-    {"DescribeCollection", "ListCollections", "ListFaces", "ListUsers", "ListTagsForResource"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +134,15 @@ def collection_of(params: Mapping[str, Any]) -> str | None:
     return None
 
 
-def recorded_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: params[k] for k in _RECORDED_PARAMS if k in params}
-    if "Tags" in params and isinstance(params["Tags"], Mapping):
+def recorded_parameters(operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """What an audit record keeps of ``operation``'s request (the catalogue says which parameters)."""
+    op = OPERATIONS_BY_NAME.get(operation)
+    if op is None:
+        return {}
+    out: dict[str, Any] = {k: params[k] for k in op.recorded if k in params}
+    if op.tag_keys_of_tags and isinstance(params.get("Tags"), Mapping):
         out["TagKeys"] = sorted(params["Tags"])
-    for name in ("Image", "SourceImage", "TargetImage"):
+    for name in op.images:
         ref = image_reference(params.get(name))
         if ref is not None:
             out[name] = ref
@@ -265,9 +244,10 @@ class Guard:
         call: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> Guarded:
         """Check, run, review and log one operation; raises its error after logging it."""
+        op = OPERATIONS_BY_NAME.get(operation)
         collection = collection_of(params)
         record: dict[str, Any] = {
-            "kind": "biometric" if operation in BIOMETRIC_OPERATIONS else "admin",
+            "kind": "biometric" if op is not None and op.biometric else "admin",
             "request_id": info.request_id,
             "access_key_id": caller.access_key_id,
             "principal": caller.principal,
@@ -277,14 +257,16 @@ class Guard:
             "collection": collection,
             "purpose": info.purpose,
             "case_reference": info.case_reference,
-            "parameters": recorded_parameters(params),
+            "parameters": recorded_parameters(operation, params),
         }
         probe = record["parameters"].get("Image") or record["parameters"].get("SourceImage")
         if isinstance(probe, Mapping) and probe.get("sha256"):
             record["probe_sha256"] = probe["sha256"]
         headers: dict[str, str] = {}
         try:
-            profile = self._check(operation, params, collection, caller, info, record)
+            if op is None or not op.served:
+                raise UnsupportedOperation(f"regard does not serve {operation}")
+            profile = self._check(op, params, collection, caller, info, record)
             if record["kind"] == "biometric" and self.service_factory is not None:
                 # Which similarity scale the results are read from: model + normalizer + table.
                 svc = self.service_factory()
@@ -292,7 +274,7 @@ class Guard:
             state = self._state(collection) if collection else None
             if state is not None:
                 record["collection_state"] = {"before": state}
-            floor_fmr = self._threshold(operation, params, profile, state, record, headers)
+            floor_fmr = self._threshold(op, params, profile, state, record, headers)
             if operation == "IndexFaces":
                 params = dict(params)
                 params["RegardSourceNote"] = info.source_note
@@ -304,9 +286,9 @@ class Guard:
                 self._hide_collections(result, profile)
             if floor_fmr is not None:
                 self._apply_floor(operation, result, floor_fmr, record)
-            if profile.two_person_review and operation in IDENTIFICATION_OPERATIONS and collection:
+            if profile.two_person_review and op.identification and collection:
                 self._queue_leads(operation, result, collection, caller, info, headers)
-            if collection and operation not in _READ_ONLY and operation not in IDENTIFICATION_OPERATIONS:
+            if collection and not op.read_only:
                 after = self._state(collection)
                 record.setdefault("collection_state", {})["after"] = after
             record["results"] = summarize(operation, result)
@@ -339,7 +321,7 @@ class Guard:
     # -- steps ------------------------------------------------------------------------------
     def _check(
         self,
-        operation: str,
+        op: Operation,
         params: Mapping[str, Any],
         collection: str | None,
         caller: Caller,
@@ -349,12 +331,12 @@ class Guard:
         profile = self.policies.load().profile(caller.profile)
         if caller.role not in profile.roles:
             raise AccessDenied(f"role {caller.role!r} may not use the {profile.name} profile")
-        if not profile.allows_operation(operation):
-            raise AccessDenied(f"the {profile.name} profile does not allow {operation}")
+        if not profile.allows_operation(op.name):
+            raise AccessDenied(f"the {profile.name} profile does not allow {op.name}")
         if collection is not None and not profile.allows_collection(collection):
             raise AccessDenied(f"the {profile.name} profile does not allow collection {collection}")
         self.rates.take(caller.access_key_id or caller.principal, profile.rate_per_second, profile.burst)
-        if operation in BIOMETRIC_OPERATIONS:
+        if op.biometric:
             if profile.require_purpose and not info.purpose:
                 raise AccessDenied(f"the {profile.name} profile requires a purpose (header {HEADER_PURPOSE})")
             if profile.require_case_reference and not info.case_reference:
@@ -362,7 +344,7 @@ class Guard:
                     f"the {profile.name} profile requires a case reference (header {HEADER_CASE_REFERENCE})"
                 )
         if (
-            operation == "IndexFaces"
+            op.name == "IndexFaces"
             and profile.require_provenance
             and not (info.source_note and info.legal_basis)
         ):
@@ -395,7 +377,7 @@ class Guard:
 
     def _threshold(
         self,
-        operation: str,
+        op: Operation,
         params: dict[str, Any],
         profile: Profile,
         state: Mapping[str, Any] | None,
@@ -403,14 +385,14 @@ class Guard:
         headers: dict[str, str],
     ) -> float | None:
         """Enforce the floor on the request's threshold; returns the floor as an FMR."""
-        if operation not in THRESHOLD_PARAMETERS:
+        if op.threshold is None:
             return None
-        name, default = THRESHOLD_PARAMETERS[operation]
+        name, default = op.threshold.parameter, op.threshold.default
         gallery: int | None = None
-        if operation in IDENTIFICATION_OPERATIONS and state is not None:
-            gallery = int(state["user_count"] if operation.startswith("SearchUsers") else state["face_count"])
-        floor_fmr = profile.floor_fmr(operation, gallery)
-        floor_sim = profile.floor_similarity(operation, gallery)
+        if op.gallery is not None and state is not None:
+            gallery = int(state["user_count"] if op.gallery == "users" else state["face_count"])
+        floor_fmr = profile.floor_fmr(op.name, gallery)
+        floor_sim = profile.floor_similarity(op.name, gallery)
         requested = float(params.get(name, default))
         effective = requested
         if requested + 1e-9 < floor_sim:

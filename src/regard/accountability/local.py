@@ -3,8 +3,9 @@
 The command line runs with the data directory's own rights (an operator's), so no policy
 profile applies, but every change and every search is still recorded, with the principal
 ``local:<os user>``. :func:`audited_service` wraps a :class:`regard.service.Service` so that each
-of its operations appends one record (parameters without images: a probe image appears as
-the sha256 of its bytes; results as ids, similarities and FMRs).
+call of a method the catalogue names (:attr:`regard.catalogue.Operation.local_method`: every
+change and every search) appends one record under that operation's name (parameters without
+images: a probe image appears as the sha256 of its bytes; results as ids, similarities and FMRs).
 """
 
 from __future__ import annotations
@@ -17,30 +18,9 @@ from typing import Any, cast
 import numpy as np
 
 from regard.accountability.audit import AuditLog
+from regard.catalogue import Kind, Operation, by_local_method
 from regard.errors import RegardError
 from regard.service import Service
-
-#: Service method -> Rekognition operation name, for the methods that are logged.
-LOGGED = {
-    "create_collection": "CreateCollection",
-    "delete_collection": "DeleteCollection",
-    "index_faces": "IndexFaces",
-    "add_templates": "AddTemplates",
-    "delete_faces": "DeleteFaces",
-    "search_faces": "SearchFaces",
-    "search_faces_by_image": "SearchFacesByImage",
-    "search_faces_by_vector": "SearchFacesByVector",
-    "create_user": "CreateUser",
-    "delete_user": "DeleteUser",
-    "associate_faces": "AssociateFaces",
-    "disassociate_faces": "DisassociateFaces",
-    "search_users": "SearchUsers",
-    "search_users_by_image": "SearchUsersByImage",
-    "tag_resource": "TagResource",
-    "untag_resource": "UntagResource",
-}
-_BIOMETRIC = {"IndexFaces", "SearchFaces", "SearchFacesByImage", "SearchFacesByVector", "SearchUsers"}
-_BIOMETRIC |= {"SearchUsersByImage", "AssociateFaces", "DisassociateFaces", "AddTemplates"}
 
 
 def local_principal() -> str:
@@ -106,7 +86,7 @@ class _AuditedService:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._service, name)
-        operation = LOGGED.get(name)
+        operation = by_local_method(name)
         if operation is None or not callable(attr):
             return attr
         return self._wrap(operation, attr)
@@ -130,16 +110,16 @@ class _AuditedService:
             "face_count": d.face_count,
         }
 
-    def _wrap(self, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap(self, operation: Operation, fn: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             collection = args[0] if args and isinstance(args[0], str) else None
-            if operation in ("TagResource", "UntagResource") and collection and ":collection/" in collection:
+            if operation.kind is Kind.TAGS and collection and ":collection/" in collection:
                 collection = collection.rsplit("/", 1)[-1]
             params: dict[str, Any] = {f"arg{i}": _param(a) for i, a in enumerate(args[1:], start=1)}
             params.update({k: _param(v) for k, v in kwargs.items()})
             record: dict[str, Any] = {
-                "kind": "biometric" if operation in _BIOMETRIC else "admin",
-                "operation": operation,
+                "kind": "biometric" if operation.biometric else "admin",
+                "operation": operation.name,
                 "principal": self._principal,
                 "access_key_id": None,
                 "collection": collection,

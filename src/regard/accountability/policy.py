@@ -7,7 +7,8 @@ policy show|set`` reads and changes it and every change is audited.
 A profile says:
 
 ``operations`` / ``collections``
-    the Rekognition operations and the collection ids (shell-style patterns) it may use;
+    the Rekognition operations (any the API serves, see :mod:`regard.catalogue`) and the
+    collection ids (shell-style patterns) it may use;
 ``roles``
     the key roles allowed to use it (a key's role is set at ``regard keys create --role``);
 ``max_fmr``
@@ -45,59 +46,11 @@ from pathlib import Path
 from typing import Any
 
 from regard.calibrate import similarity_from_fmr
+from regard.catalogue import OPERATIONS_BY_NAME, served_names
 from regard.errors import AccessDenied, InvalidParameter, Throttling
 
 POLICY_NAME = "policy.toml"
 
-#: Operations that take a face image or template and produce biometric results.
-BIOMETRIC_OPERATIONS = frozenset(
-    {
-        "DetectFaces",
-        "CompareFaces",
-        "IndexFaces",
-        "SearchFaces",
-        "SearchFacesByImage",
-        "SearchUsers",
-        "SearchUsersByImage",
-        "AssociateFaces",
-        "DisassociateFaces",
-    }
-)
-#: 1:N operations: their threshold floor comes from the FPIR and the gallery size.
-IDENTIFICATION_OPERATIONS = frozenset(
-    {"SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage"}
-)
-#: Request parameter holding the similarity threshold, and its Rekognition default.
-THRESHOLD_PARAMETERS: dict[str, tuple[str, float]] = {
-    "CompareFaces": ("SimilarityThreshold", 80.0),
-    "SearchFaces": ("FaceMatchThreshold", 80.0),
-    "SearchFacesByImage": ("FaceMatchThreshold", 80.0),
-    "SearchUsers": ("UserMatchThreshold", 80.0),
-    "SearchUsersByImage": ("UserMatchThreshold", 80.0),
-}
-ALL_OPERATIONS = (
-    "DetectFaces",
-    "CompareFaces",
-    "CreateCollection",
-    "DescribeCollection",
-    "ListCollections",
-    "DeleteCollection",
-    "IndexFaces",
-    "ListFaces",
-    "DeleteFaces",
-    "SearchFaces",
-    "SearchFacesByImage",
-    "CreateUser",
-    "DeleteUser",
-    "ListUsers",
-    "AssociateFaces",
-    "DisassociateFaces",
-    "SearchUsers",
-    "SearchUsersByImage",
-    "TagResource",
-    "UntagResource",
-    "ListTagsForResource",
-)
 ROLES = ("admin", "operator", "verifier")
 ON_LOW = ("deny", "raise")
 
@@ -130,7 +83,8 @@ class Profile:
     def floor_fmr(self, operation: str, gallery_size: int | None) -> float:
         """The largest per-comparison FMR a threshold of ``operation`` may stand for."""
         fmr = self.max_fmr if self.max_fmr > 0 else 1.0
-        if operation in IDENTIFICATION_OPERATIONS and self.max_fpir > 0:
+        op = OPERATIONS_BY_NAME.get(operation)
+        if op is not None and op.identification and self.max_fpir > 0:
             fmr = min(fmr, self.max_fpir / max(1, gallery_size or 0))
         return fmr
 
@@ -138,8 +92,9 @@ class Profile:
         return similarity_from_fmr(self.floor_fmr(operation, gallery_size))
 
     def validate(self) -> Profile:
+        served = served_names()
         for op in self.operations:
-            if op != "*" and op not in ALL_OPERATIONS:
+            if op != "*" and op not in served:
                 raise InvalidParameter(f"profile {self.name}: unknown operation {op!r}")
         if self.on_low_threshold not in ON_LOW:
             raise InvalidParameter(f"profile {self.name}: on_low_threshold must be deny or raise")
