@@ -296,7 +296,7 @@ def test_thresholds_are_request_members_and_agree_with_the_service_defaults() ->
     defaults = {
         "FaceMatchThreshold": service.DEFAULT_FACE_MATCH_THRESHOLD,
         "UserMatchThreshold": service.DEFAULT_USER_MATCH_THRESHOLD_SEARCH,
-        "SimilarityThreshold": 80.0,  # CompareFaces' default in api/rekognition/operations.py
+        "SimilarityThreshold": service.DEFAULT_SIMILARITY_THRESHOLD,
     }
     for op in SERVED:
         if op.threshold is not None:
