@@ -23,7 +23,7 @@ from regard.accountability.audit import AuditLog
 from regard.accountability.guard import admin_record
 from regard.accountability.review import ReviewQueue
 from regard.errors import InvalidParameter, ResourceNotFound
-from regard.service import Service
+from regard.service import Service, render
 from regard.store.base import FaceRecord
 
 _CHUNK_ASSOCIATE = 100
@@ -182,14 +182,9 @@ def erase(
 
 
 def _face_json(f: FaceRecord) -> dict[str, Any]:
-    b = f.bounding_box
+    """Rekognition's Face, plus what subject access adds: when, from what source, on what basis."""
     return {
-        "FaceId": f.face_id,
-        "ImageId": f.image_id,
-        "ExternalImageId": f.external_image_id,
-        "UserId": f.user_id,
-        "BoundingBox": {"Width": b.width, "Height": b.height, "Left": b.left, "Top": b.top},
-        "Confidence": f.confidence,
+        **render.face(f),
         "IndexedAt": datetime.fromtimestamp(f.indexed_at, UTC).isoformat(),
         "SourceNote": f.source_note,
         "LegalBasis": f.legal_basis,

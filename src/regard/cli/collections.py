@@ -18,8 +18,7 @@ from regard.accountability.local import audited_service
 from regard.cli.output import emit_json, emit_table
 from regard.config import Settings
 from regard.errors import RegardError
-from regard.service import FaceMatch, IndexFacesResult, Service
-from regard.store.base import FaceRecord
+from regard.service import IndexFacesResult, Service, render
 
 _options = [
     click.option(
@@ -53,25 +52,6 @@ def _service(data_dir: Path | None, database_url: str | None) -> Iterator[Servic
         yield audited_service(service, AuditLog(root))
     finally:
         service.close()
-
-
-def _face_json(f: FaceRecord) -> dict[str, Any]:
-    b = f.bounding_box
-    out: dict[str, Any] = {
-        "FaceId": f.face_id,
-        "ImageId": f.image_id,
-        "BoundingBox": {"Width": b.width, "Height": b.height, "Left": b.left, "Top": b.top},
-        "Confidence": f.confidence,
-    }
-    if f.external_image_id is not None:
-        out["ExternalImageId"] = f.external_image_id
-    if f.user_id is not None:
-        out["UserId"] = f.user_id
-    return out
-
-
-def _match_json(m: FaceMatch) -> dict[str, Any]:
-    return {"Similarity": m.similarity, "EstimatedFalseMatchRate": m.fmr, "Face": _face_json(m.face)}
 
 
 def _parse_tags(values: tuple[str, ...]) -> dict[str, str]:
@@ -255,7 +235,9 @@ def index(
                 results.append(
                     {
                         "Image": str(path),
-                        "FaceRecords": [_face_json(r.face) for r in out.face_records],
+                        "FaceRecords": [
+                            render.face(r.face, out.face_model_version) for r in out.face_records
+                        ],
                         "UnindexedFaces": [{"Reasons": u.reasons} for u in out.unindexed_faces],
                     }
                 )
@@ -297,17 +279,11 @@ def search(
             collection_id, image.read_bytes(), max_faces=max_faces, face_match_threshold=threshold
         )
     if as_json:
-        b = out.searched_face_bounding_box
         emit_json(
             {
-                "SearchedFaceBoundingBox": {
-                    "Width": b.width,
-                    "Height": b.height,
-                    "Left": b.left,
-                    "Top": b.top,
-                },
+                "SearchedFaceBoundingBox": render.bounding_box(out.searched_face_bounding_box),
                 "SearchedFaceConfidence": out.searched_face_confidence,
-                "FaceMatches": [_match_json(m) for m in out.face_matches],
+                "FaceMatches": [render.face_match(m, out.face_model_version) for m in out.face_matches],
                 "FaceModelVersion": out.face_model_version,
             }
         )
@@ -391,10 +367,7 @@ def user_associate(
     """Associate faces with a user."""
     with _service(data_dir, database_url) as s:
         out = s.associate_faces(collection_id, user_id, list(face_ids), user_match_threshold=threshold)
-    unsuccessful: list[dict[str, Any]] = [
-        {"FaceId": u.face_id, "UserId": u.user_id, "Confidence": u.confidence, "Reasons": u.reasons}
-        for u in out.unsuccessful
-    ]
+    unsuccessful = render.unsuccessful_faces(out.unsuccessful, with_confidence=True)
     if as_json:
         emit_json(
             {
@@ -429,9 +402,9 @@ def user_disassociate(
         emit_json(
             {
                 "DisassociatedFaces": [{"FaceId": f} for f in out.disassociated_faces],
-                "UnsuccessfulFaceDisassociations": [
-                    {"FaceId": u.face_id, "UserId": u.user_id, "Reasons": u.reasons} for u in out.unsuccessful
-                ],
+                "UnsuccessfulFaceDisassociations": render.unsuccessful_faces(
+                    out.unsuccessful, with_confidence=False
+                ),
                 "UserStatus": out.user_status,
             }
         )

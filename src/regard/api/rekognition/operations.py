@@ -10,23 +10,28 @@ match rate (``EstimatedFalseMatchRate``) is added next to each ``Similarity``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from regard.api.rekognition.s3 import S3Images
-from regard.calibrate import fmr_from_similarity
 from regard.engine import Engine
 from regard.errors import InvalidParameter
-from regard.service import FaceDetail, FaceMatch, Service, UserMatch, compare, detection
-from regard.store.base import FaceRecord
-from regard.types import Box
+from regard.service import Service, compare, detection
+from regard.service.render import (
+    bounding_box,
+    compared_face,
+    face,
+    face_detail,
+    face_match,
+    unsuccessful_faces,
+    user_match,
+    with_fmr,
+)
 
 Params = dict[str, Any]
 Result = dict[str, Any]
 
-#: Landmarks reported with Attributes=DEFAULT (Rekognition's five); ALL reports all thirty.
-DEFAULT_LANDMARKS = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
 #: Attribute names regard can produce; the others (AGE_RANGE, GENDER, EMOTIONS, ...) are never inferred.
 HONEST_ATTRIBUTES = frozenset({"DEFAULT", "ALL", "EYES_OPEN", "MOUTH_OPEN"})
 
@@ -77,62 +82,6 @@ def image_bytes(ctx: Context, image: Params, field_name: str = "Image") -> bytes
     raise InvalidParameter(f"{field_name}: specify Bytes or S3Object")
 
 
-# -- face JSON -----------------------------------------------------------------------------------
-def bounding_box(box: Box) -> Result:
-    """Rekognition's BoundingBox from a box already in ratios."""
-    return {"Width": box.width, "Height": box.height, "Left": box.left, "Top": box.top}
-
-
-def landmarks_json(face: FaceDetail, names: Sequence[str]) -> list[Result]:
-    return [
-        {"Type": name, "X": face.landmarks[name][0], "Y": face.landmarks[name][1]}
-        for name in names
-        if name in face.landmarks
-    ]
-
-
-def compared_face(face: FaceDetail) -> Result:
-    """Rekognition's ComparedFace (no Emotions or Smile: regard infers neither)."""
-    return {
-        "BoundingBox": bounding_box(face.bounding_box),
-        "Confidence": face.confidence,
-        "Landmarks": landmarks_json(face, DEFAULT_LANDMARKS),
-        "Pose": {"Roll": face.pose.roll, "Yaw": face.pose.yaw, "Pitch": face.pose.pitch},
-        "Quality": {"Brightness": face.quality.brightness, "Sharpness": face.quality.sharpness},
-    }
-
-
-def face_detail(face: FaceDetail, attributes: Sequence[str]) -> Result:
-    """Rekognition's FaceDetail, limited to what regard measures.
-
-    The DEFAULT fields (BoundingBox, Confidence, Pose, Quality, five Landmarks) are always
-    present; ALL adds every landmark, EyesOpen and MouthOpen; EYES_OPEN and MOUTH_OPEN add
-    one each. Requested attributes regard never infers (AGE_RANGE, GENDER, EMOTIONS, SMILE,
-    ...) are left out.
-    """
-    wanted = set(attributes)
-    everything = "ALL" in wanted
-    out: Result = {"BoundingBox": bounding_box(face.bounding_box)}
-    if everything or "EYES_OPEN" in wanted:
-        out["EyesOpen"] = {"Value": face.eyes_open.value, "Confidence": face.eyes_open.confidence}
-    if everything or "MOUTH_OPEN" in wanted:
-        out["MouthOpen"] = {"Value": face.mouth_open.value, "Confidence": face.mouth_open.confidence}
-    names = list(face.landmarks) if everything else DEFAULT_LANDMARKS
-    out["Landmarks"] = landmarks_json(face, names)
-    out["Pose"] = {"Roll": face.pose.roll, "Yaw": face.pose.yaw, "Pitch": face.pose.pitch}
-    out["Quality"] = {"Brightness": face.quality.brightness, "Sharpness": face.quality.sharpness}
-    out["Confidence"] = face.confidence
-    return out
-
-
-def with_fmr(similarity: float, extra: Result | None = None) -> Result:
-    """``Similarity`` plus the non-standard ``EstimatedFalseMatchRate`` it stands for."""
-    out: Result = {"Similarity": similarity, "EstimatedFalseMatchRate": fmr_from_similarity(similarity)}
-    if extra:
-        out.update(extra)
-    return out
-
-
 # -- image-only operations (no collection) ------------------------------------------------------
 @operation("DetectFaces")
 def detect_faces(ctx: Context, params: Params) -> Result:
@@ -161,44 +110,6 @@ def compare_faces(ctx: Context, params: Params) -> Result:
         ],
         "UnmatchedFaces": [compared_face(f) for f in r.unmatched_faces],
     }
-
-
-# -- collections ---------------------------------------------------------------------------------
-def _face(record: FaceRecord, model_version: str | None = None) -> Result:
-    """Rekognition's Face from a stored :class:`regard.store.base.FaceRecord`."""
-    out: Result = {
-        "FaceId": record.face_id,
-        "BoundingBox": bounding_box(record.bounding_box),
-        "ImageId": record.image_id,
-        "Confidence": record.confidence,
-    }
-    if record.external_image_id is not None:
-        out["ExternalImageId"] = record.external_image_id
-    if model_version is not None:
-        out["IndexFacesModelVersion"] = model_version
-    if record.user_id is not None:
-        out["UserId"] = record.user_id
-    return out
-
-
-def _face_matches(matches: Sequence[FaceMatch], model_version: str) -> list[Result]:
-    return [
-        with_fmr(m.similarity, {"EstimatedFalseMatchRate": m.fmr, "Face": _face(m.face, model_version)})
-        for m in matches
-    ]
-
-
-def _user_matches(matches: Sequence[UserMatch]) -> list[Result]:
-    return [
-        with_fmr(
-            m.similarity,
-            {
-                "EstimatedFalseMatchRate": m.fmr,
-                "User": {"UserId": m.user.user_id, "UserStatus": m.user.status},
-            },
-        )
-        for m in matches
-    ]
 
 
 def _paged(result: Result, next_token: str | None) -> Result:
@@ -259,7 +170,7 @@ def index_faces(ctx: Context, params: Params) -> Result:
     return {
         "FaceRecords": [
             {
-                "Face": _face(f.face, r.face_model_version),
+                "Face": face(f.face, r.face_model_version),
                 "FaceDetail": face_detail(f.face_detail, attributes),
             }
             for f in r.face_records
@@ -283,7 +194,7 @@ def list_faces(ctx: Context, params: Params) -> Result:
     )
     return _paged(
         {
-            "Faces": [_face(f, r.face_model_version) for f in r.faces],
+            "Faces": [face(f, r.face_model_version) for f in r.faces],
             "FaceModelVersion": r.face_model_version,
         },
         r.next_token,
@@ -311,7 +222,7 @@ def search_faces(ctx: Context, params: Params) -> Result:
     )
     return {
         "SearchedFaceId": r.searched_face_id,
-        "FaceMatches": _face_matches(r.face_matches, r.face_model_version),
+        "FaceMatches": [face_match(m, r.face_model_version) for m in r.face_matches],
         "FaceModelVersion": r.face_model_version,
     }
 
@@ -329,7 +240,7 @@ def search_faces_by_image(ctx: Context, params: Params) -> Result:
     return {
         "SearchedFaceBoundingBox": bounding_box(r.searched_face_bounding_box),
         "SearchedFaceConfidence": r.searched_face_confidence,
-        "FaceMatches": _face_matches(r.face_matches, r.face_model_version),
+        "FaceMatches": [face_match(m, r.face_model_version) for m in r.face_matches],
         "FaceModelVersion": r.face_model_version,
     }
 
@@ -358,18 +269,6 @@ def list_users(ctx: Context, params: Params) -> Result:
     return _paged({"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in r.users]}, r.next_token)
 
 
-def _unsuccessful(items: Sequence[Any], with_confidence: bool) -> list[Result]:
-    out: list[Result] = []
-    for u in items:
-        row: Result = {"FaceId": u.face_id, "Reasons": u.reasons}
-        if u.user_id:
-            row["UserId"] = u.user_id
-        if with_confidence and u.confidence is not None:
-            row["Confidence"] = u.confidence
-        out.append(row)
-    return out
-
-
 @operation("AssociateFaces")
 def associate_faces(ctx: Context, params: Params) -> Result:
     r = ctx.service.associate_faces(
@@ -381,7 +280,7 @@ def associate_faces(ctx: Context, params: Params) -> Result:
     )
     return {
         "AssociatedFaces": [{"FaceId": f} for f in r.associated_faces],
-        "UnsuccessfulFaceAssociations": _unsuccessful(r.unsuccessful, True),
+        "UnsuccessfulFaceAssociations": unsuccessful_faces(r.unsuccessful, with_confidence=True),
         "UserStatus": r.user_status,
     }
 
@@ -396,7 +295,7 @@ def disassociate_faces(ctx: Context, params: Params) -> Result:
     )
     return {
         "DisassociatedFaces": [{"FaceId": f} for f in r.disassociated_faces],
-        "UnsuccessfulFaceDisassociations": _unsuccessful(r.unsuccessful, False),
+        "UnsuccessfulFaceDisassociations": unsuccessful_faces(r.unsuccessful, with_confidence=False),
         "UserStatus": r.user_status,
     }
 
@@ -410,7 +309,10 @@ def search_users(ctx: Context, params: Params) -> Result:
         user_match_threshold=params.get("UserMatchThreshold"),
         max_users=params.get("MaxUsers"),
     )
-    out: Result = {"UserMatches": _user_matches(r.user_matches), "FaceModelVersion": r.face_model_version}
+    out: Result = {
+        "UserMatches": [user_match(m) for m in r.user_matches],
+        "FaceModelVersion": r.face_model_version,
+    }
     if r.searched_face_id is not None:
         out["SearchedFace"] = {"FaceId": r.searched_face_id}
     if r.searched_user_id is not None:
@@ -429,7 +331,7 @@ def search_users_by_image(ctx: Context, params: Params) -> Result:
         quality_filter=params.get("QualityFilter", "NONE"),
     )
     return {
-        "UserMatches": _user_matches(r.user_matches),
+        "UserMatches": [user_match(m) for m in r.user_matches],
         "FaceModelVersion": r.face_model_version,
         "SearchedFace": {"FaceDetail": face_detail(r.searched_face, ["DEFAULT"])},
         "UnsearchedFaces": [
