@@ -359,7 +359,7 @@ class Guard:
         record["outcome"] = "error"
         record["error"] = _failure(exc)
         self.audit.append(record)
-        _mark_audited(exc)
+        _mark_recorded(exc)
 
     def _state(self, collection: str) -> dict[str, Any] | None:
         if self.service_factory is None:
@@ -567,9 +567,10 @@ def _failure(exc: BaseException) -> dict[str, str]:
     return {"code": "InternalServerError", "message": type(exc).__name__}
 
 
-def _mark_audited(exc: BaseException) -> None:
+def _mark_recorded(exc: BaseException) -> None:
     """Tell outer layers (the API's refusal logging) that this error already has its record."""
-    exc.audited = True  # type: ignore[attr-defined]
+    if isinstance(exc, RegardError):
+        exc.audit_recorded = True
 
 
 def admin_record(

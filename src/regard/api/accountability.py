@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -48,31 +48,11 @@ def caller_of(key: AccessKey) -> Caller:
     return Caller(key.access_key_id, key.name, key.role, key.profile)
 
 
-def guarded_call(
-    guard: Guard,
-    operation: str,
-    params: dict[str, Any],
-    key: AccessKey,
-    request_id: str,
-    headers: Mapping[str, str],
-    call: Callable[[dict[str, Any]], dict[str, Any]],
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Run ``call`` under the guard; returns the result and the headers to add to the response."""
-    try:
-        info = RequestInfo.from_headers(request_id, headers)
-    except RegardError as exc:
-        guard.record_refusal(operation, RequestInfo(request_id), key.access_key_id, exc)
-        exc.audited = True  # type: ignore[attr-defined]
-        raise
-    out = guard.run(operation, params, caller_of(key), info, call)  # logs errors itself
-    return out.result, out.headers
-
-
 def note_refusal(
     guard: Guard, operation: str | None, request_id: str, access_key_id: str | None, exc: RegardError
 ) -> None:
     """Log a request refused outside the guard (authentication, routing, body); never raises."""
-    if getattr(exc, "audited", False):
+    if exc.audit_recorded:
         return
     with contextlib.suppress(RegardError):  # the refusal stands even if it cannot be logged
         guard.record_refusal(operation, RequestInfo(request_id), access_key_id, exc)
