@@ -29,7 +29,12 @@ A service is thread-safe, and several processes may open the same data directory
 
 from __future__ import annotations
 
-from regard.service.collections import CollectionDescription, CreateCollectionResult, ListCollectionsResult
+from regard.service.collections import (
+    CollectionDescription,
+    CreateCollectionResult,
+    DeleteCollectionResult,
+    ListCollectionsResult,
+)
 from regard.service.compare import CompareFacesMatch, CompareFacesResult, compare_faces
 from regard.service.detection import DetectFacesResult, detect_faces
 from regard.service.faces import (
@@ -63,6 +68,7 @@ from regard.service.rules import (
     USER_ID_RE,
 )
 from regard.service.search import FaceMatch, UserMatch
+from regard.service.tags import ListTagsForResourceResult
 from regard.service.users import (
     AssociateFacesResult,
     DisassociateFacesResult,
@@ -98,6 +104,7 @@ __all__ = [
     "CompareFacesMatch",
     "CompareFacesResult",
     "CreateCollectionResult",
+    "DeleteCollectionResult",
     "DeleteFacesResult",
     "DetectFacesResult",
     "DisassociateFacesResult",
@@ -107,6 +114,7 @@ __all__ = [
     "IndexedFace",
     "ListCollectionsResult",
     "ListFacesResult",
+    "ListTagsForResourceResult",
     "ListUsersResult",
     "ProbeFace",
     "QualityBar",

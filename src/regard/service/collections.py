@@ -46,6 +46,14 @@ class ListCollectionsResult:
     next_token: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class DeleteCollectionResult:
+    """DeleteCollection: StatusCode (:meth:`CollectionOperations.delete_collection` answers the
+    bare code; the API's typed call wraps it, so every operation has a result type)."""
+
+    status_code: int = 200
+
+
 class CollectionOperations(ServiceBase):
     """Rekognition's collection operations."""
 

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from regard.errors import InvalidParameter, ResourceNotFound, ServiceQuotaExceeded
 from regard.service.base import ServiceBase
 from regard.service.rules import COLLECTION_ARN_RE, MAX_TAGS, TAG_KEY_RE, check, check_tags
+
+
+@dataclass(frozen=True, slots=True)
+class ListTagsForResourceResult:
+    """ListTagsForResource: Tags (:meth:`TagOperations.list_tags_for_resource` answers the bare
+    map; the API's typed call wraps it, so every operation has a result type)."""
+
+    tags: dict[str, str]
 
 
 class TagOperations(ServiceBase):
