@@ -5,8 +5,8 @@ operations that the command line's audit log names (``AddTemplates``, ``SearchFa
 Each says its kind, whether it is biometric (a purpose and case reference may be required, the
 audit record is ``biometric``), whether it is a 1:N identification and over which gallery, the
 request parameter holding its similarity threshold and that parameter's default, which request
-parameters an audit record keeps, and the :class:`regard.service.Service` method whose local use
-is logged under its name.
+parameters an audit record keeps, whether it carries the images' provenance, and the
+:class:`regard.service.Service` method whose local use is logged under its name.
 
 Policy (:mod:`regard.accountability.policy`), the guard around API calls
 (:mod:`regard.accountability.guard`) and the local audit (:mod:`regard.accountability.local`)
@@ -58,7 +58,9 @@ class Operation:
 
     ``recorded`` are the request parameters an audit record keeps as given; ``images`` those kept
     as the sha256 of their bytes (or their S3 location); with ``tag_keys_of_tags`` the ``Tags``
-    map is kept as its sorted keys (``TagKeys``), never its values. ``local_method`` is the
+    map is kept as its sorted keys (``TagKeys``), never its values. With ``provenance`` the request
+    carries the images' provenance (a source note and a legal basis: IndexFaces), which a profile
+    may require and the record keeps. ``local_method`` is the
     Service method whose local (CLI) calls are logged under this name (None: not logged).
     ``served`` is False for regard's own operations that only the command line performs.
     """
@@ -71,6 +73,7 @@ class Operation:
     recorded: tuple[str, ...] = ()
     images: tuple[str, ...] = ()
     tag_keys_of_tags: bool = False
+    provenance: bool = False
     local_method: str | None = None
     served: bool = True
 
@@ -115,6 +118,7 @@ _CATALOGUE = (
         biometric=True,
         recorded=("MaxFaces", "QualityFilter", "DetectionAttributes", "ExternalImageId"),
         images=("Image",),
+        provenance=True,
         local_method="index_faces",
     ),
     Operation("ListFaces", Kind.LISTING, biometric=False, recorded=("MaxResults", "FaceIds", "UserId")),

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regard.accountability.guard import Caller, Guard, Guarded, RequestInfo
+from regard.accountability.guard import Caller, Guard, RequestInfo
+from regard.api.rekognition import operations
 from regard.api.rekognition.operations import OPERATIONS, Context
 from regard.api.rekognition.s3 import S3Images
 from regard.config import Settings
@@ -24,21 +25,31 @@ PROVENANCE = {"source_note": "passport photo supplied by the family", "legal_bas
 
 
 @dataclass
+class Answer:
+    """A guarded operation as the API answers it: the rendered response, headers, audit record."""
+
+    result: dict[str, Any]
+    headers: dict[str, str]
+    record: dict[str, Any]
+
+
+@dataclass
 class Endpoint:
     data_dir: Path
     service: Service
     guard: Guard
     ctx: Context
 
-    def call(self, operation: str, caller: Caller = ADMIN, **params: Any) -> Guarded:
+    def call(self, operation: str, caller: Caller = ADMIN, **params: Any) -> Answer:
         info_fields = {
             k: params.pop(k)
             for k in ("purpose", "case_reference", "source_note", "legal_basis")
             if k in params
         }
         info = RequestInfo(request_id=str(uuid.uuid4()), **info_fields)
-        fn = OPERATIONS[operation]
-        return self.guard.run(operation, params, caller, info, lambda p: fn(self.ctx, p))
+        op = OPERATIONS[operation]
+        out = operations.run(self.guard, op, params, caller, info, self.ctx)
+        return Answer(operations.respond(op, out, params), out.headers, out.record)
 
 
 def endpoint(data_dir: Path, engine: Engine) -> Endpoint:

@@ -23,11 +23,18 @@ from regard.accountability.policy import PolicyStore
 from regard.calibrate import fmr_from_similarity, similarity_from_fmr
 from regard.engine import Engine
 from regard.errors import AccessDenied
-from regard.service import Service
+from regard.service import CompareFacesResult, FaceDetail, SearchUsersResult, Service
 from regard.store.base import MAX_FACES_PER_USER, NewFace
-from regard.types import Box
+from regard.types import Box, Flag, Pose, Quality
 
 from .helpers import CASE, CLERK, INVESTIGATOR
+
+#: A CompareFaces result without matches (the guard reads only its matches).
+_DETAIL = FaceDetail(
+    Box(0.1, 0.1, 0.5, 0.5), 99.0, {}, Pose(0, 0, 0), Quality(50, 50), Flag(True, 99), Flag(False, 99)
+)
+NO_COMPARE_MATCHES = CompareFacesResult(_DETAIL, [], [])
+NO_USER_MATCHES = SearchUsersResult([], "model")
 
 
 def _run(
@@ -35,15 +42,16 @@ def _run(
     operation: str,
     params: dict[str, Any],
     caller: Any,
-    result: dict[str, Any] | None = None,
+    result: object = None,
     info: dict[str, str] | None = None,
-) -> tuple[Guarded, list[dict[str, Any]]]:
-    """Run ``operation`` through the guard; returns its outcome and the parameters the operation saw."""
+) -> tuple[Guarded[Any], list[dict[str, Any]]]:
+    """Run ``operation`` through the guard with a typed call that answers ``result``; returns its
+    outcome and the parameters the operation saw."""
     seen: list[dict[str, Any]] = []
 
-    def call(p: dict[str, Any]) -> dict[str, Any]:
+    def call(p: dict[str, Any]) -> object:
         seen.append(dict(p))
-        return dict(result or {})
+        return result
 
     out = guard.run(
         operation, params, caller, RequestInfo(request_id=str(uuid.uuid4()), **(info or {})), call
@@ -59,7 +67,7 @@ def test_raised_threshold_is_what_the_operation_receives(tmp_path: Path) -> None
     merely the record and the header saying so."""
     PolicyStore(tmp_path).set("verification", "on_low_threshold", "raise")
     guard = Guard(tmp_path)
-    out, seen = _run(guard, "CompareFaces", {"SimilarityThreshold": 50.0}, CLERK, {"FaceMatches": []})
+    out, seen = _run(guard, "CompareFaces", {"SimilarityThreshold": 50.0}, CLERK, NO_COMPARE_MATCHES)
     floor = similarity_from_fmr(1e-4)  # the verification profile's max_fmr: similarity 80
     assert out.record["threshold"]["raised"] and out.record["threshold"]["effective"] == pytest.approx(floor)
     assert [p["SimilarityThreshold"] for p in seen] == [pytest.approx(floor)]
@@ -68,7 +76,7 @@ def test_raised_threshold_is_what_the_operation_receives(tmp_path: Path) -> None
 def test_threshold_fmr_header_is_the_stricter_of_floor_and_request(tmp_path: Path) -> None:
     """Kills guard-threshold-fmr-max: a threshold above the floor is reported at its own FMR."""
     guard = Guard(tmp_path)
-    out, _ = _run(guard, "CompareFaces", {"SimilarityThreshold": 90.0}, CLERK, {"FaceMatches": []})
+    out, _ = _run(guard, "CompareFaces", {"SimilarityThreshold": 90.0}, CLERK, NO_COMPARE_MATCHES)
     own = fmr_from_similarity(90.0)  # 3.2e-5, stricter than the floor's 1e-4
     assert float(out.headers[HEADER_THRESHOLD_FMR]) == pytest.approx(own, rel=1e-5)
     assert out.record["threshold"]["effective_fmr"] == pytest.approx(own)
@@ -88,7 +96,7 @@ def test_compare_faces_floor_ignores_the_fpir(tmp_path: Path) -> None:
         "CompareFaces",
         {"SimilarityThreshold": 85.0},
         INVESTIGATOR,
-        {"FaceMatches": []},
+        NO_COMPARE_MATCHES,
         info=CASE,
     )
     assert out.record["threshold"]["floor_fmr"] == 1e-4 and seen[0]["SimilarityThreshold"] == 85.0
@@ -121,7 +129,7 @@ def test_search_users_floor_counts_users_not_faces(tmp_path: Path, service: Serv
         service.create_user("crowd", f"user-{i}")
     guard = Guard(tmp_path, service_factory=lambda: service)
     params = {"CollectionId": "crowd", "FaceId": faces[0].face_id, "UserMatchThreshold": 85.0}
-    out, seen = _run(guard, "SearchUsers", params, INVESTIGATOR, {"UserMatches": []}, info=CASE)
+    out, seen = _run(guard, "SearchUsers", params, INVESTIGATOR, NO_USER_MATCHES, info=CASE)
     assert out.record["threshold"]["gallery_size"] == 12
     assert out.record["threshold"]["floor_fmr"] == pytest.approx(1e-3 / 12)
     assert seen[0]["UserMatchThreshold"] == 85.0

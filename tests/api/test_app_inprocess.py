@@ -10,12 +10,13 @@ waits for the test's signal, never by a sleep. The SDK suites against a live ``r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from regard.errors import (
     Throttling,
 )
 from regard.keys import KeyStore
+from regard.service import ListCollectionsResult
 
 HOST = "testserver"
 JSON_11 = "application/x-amz-json-1.1"
@@ -147,6 +149,11 @@ class InProcess:
     def audit(self, request_id: str) -> list[dict[str, Any]]:
         """The audit records of one request."""
         return [r for r in AuditLog(self.data_dir).records() if r.get("request_id") == request_id]
+
+
+def _perform(monkeypatch: pytest.MonkeyPatch, operation: str, perform: Callable[..., Any]) -> None:
+    """Serve ``operation`` with ``perform`` as its typed call (its renderer stays)."""
+    monkeypatch.setitem(OPERATIONS, operation, dataclasses.replace(OPERATIONS[operation], perform=perform))
 
 
 @pytest.fixture
@@ -328,12 +335,12 @@ def test_over_the_inflight_bound_is_provisioned_throughput_exceeded(
     served: InProcess = make_app(api_max_inflight=1)
     entered, release = threading.Event(), threading.Event()
 
-    def held(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+    def held(ctx: Any, params: dict[str, Any]) -> ListCollectionsResult:
         entered.set()
         assert release.wait(timeout=60), "the test never released the held request"
-        return {"CollectionIds": [], "FaceModelVersions": []}
+        return ListCollectionsResult([], [], None)
 
-    monkeypatch.setitem(OPERATIONS, "ListCollections", held)
+    _perform(monkeypatch, "ListCollections", held)
     data = b"{}"
     headers = served.headers("POST", "/", data, "RekognitionService.ListCollections")
     first = served.portal.start_task_soon(call_asgi, served.app, "POST", "/", headers, [data])
@@ -378,10 +385,10 @@ def test_regard_error_in_an_operation_goes_through_the_one_handler(
 ) -> None:
     message = f"{error_class.__name__} raised by the operation"
 
-    def failing(ctx: Any, p: dict[str, Any]) -> dict[str, Any]:
+    def failing(ctx: Any, p: dict[str, Any]) -> None:
         raise error_class(message)
 
-    monkeypatch.setitem(OPERATIONS, operation, failing)
+    _perform(monkeypatch, operation, failing)
     reply = served.post(operation, params)
     assert (reply.status, reply.error_type) == (status, code)
     assert reply.json()["message"] == message
@@ -400,10 +407,10 @@ def test_regard_error_in_an_operation_goes_through_the_one_handler(
 def test_unexpected_exception_is_internal_server_error_with_request_id_and_traceback(
     served: InProcess, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, request_log: Any
 ) -> None:
-    def broken(ctx: Any, p: dict[str, Any]) -> dict[str, Any]:
+    def broken(ctx: Any, p: dict[str, Any]) -> None:
         raise RuntimeError("boom at the bottom")
 
-    monkeypatch.setitem(OPERATIONS, "ListCollections", broken)
+    _perform(monkeypatch, "ListCollections", broken)
     reply = served.post("ListCollections")
     assert (reply.status, reply.error_type) == (500, "InternalServerError")
     request_id = reply.headers["x-amzn-requestid"]

@@ -8,7 +8,8 @@
 3. :func:`read_body` reads the body up to the size limit;
 4. :func:`authenticate` checks the SigV4 signature against :mod:`regard.keys`;
 5. :func:`route_and_validate` finds the operation and checks the JSON against botocore's model;
-6. :class:`Invoke` runs the operation inside the accountability guard and serialises its result.
+6. :class:`Invoke` runs the operation's typed call inside the accountability guard and renders
+   and serialises its result.
 
 A step reports failure by raising a :class:`regard.errors.RegardError`;
 :mod:`regard.api.errors_http` turns it into the response.
@@ -32,7 +33,7 @@ from starlette.responses import Response
 
 from regard.accountability.guard import Guard, RequestInfo
 from regard.api.accountability import caller_of
-from regard.api.rekognition import shapes, sigv4
+from regard.api.rekognition import operations, shapes, sigv4
 from regard.api.rekognition.errors import (
     CONTENT_TYPE,
     ProvisionedThroughputExceeded,
@@ -40,7 +41,7 @@ from regard.api.rekognition.errors import (
     SerializationError,
     UnknownOperation,
 )
-from regard.api.rekognition.operations import OPERATIONS, Context
+from regard.api.rekognition.operations import OPERATIONS, ApiOperation, Context
 from regard.api.rekognition.s3 import S3Images
 from regard.engine import Engine
 from regard.errors import RegardError, UnsupportedOperation
@@ -167,10 +168,10 @@ async def authenticate(keys: KeyStore, request: Request, body: bytes) -> AccessK
 
 @dataclass(frozen=True)
 class Routed:
-    """A request's operation, the function that serves it, and its validated parameters."""
+    """A request's operation, its typed call and renderer, and its validated parameters."""
 
     operation: str
-    fn: Callable[[Context, dict[str, Any]], dict[str, Any]]
+    op: ApiOperation[Any]
     params: dict[str, Any]
 
 
@@ -180,8 +181,8 @@ def route_and_validate(exchange: Exchange, body: bytes) -> Routed:
     operation = exchange.operation
     if operation is None:
         raise UnknownOperation(f"X-Amz-Target {exchange.target!r} is not a RekognitionService operation")
-    fn = OPERATIONS.get(operation)
-    if fn is None:
+    op = OPERATIONS.get(operation)
+    if op is None:
         if operation in shapes.service_model().operation_names:
             raise UnsupportedOperation(
                 f"regard does not support the Rekognition operation {operation}; "
@@ -192,12 +193,13 @@ def route_and_validate(exchange: Exchange, body: bytes) -> Routed:
         raw = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError):
         raise SerializationError("Request body is not valid JSON") from None
-    return Routed(operation, fn, shapes.validate(operation, raw))
+    return Routed(operation, op, shapes.validate(operation, raw))
 
 
 class Invoke:
-    """Run a routed operation in a worker thread inside the accountability guard (policy before,
-    audit record after, review leads) and answer its result as AWS JSON 1.1."""
+    """Run a routed operation's typed call in a worker thread inside the accountability guard
+    (policy before, audit record after, review leads), then render what the guard returns and
+    answer it as AWS JSON 1.1."""
 
     def __init__(
         self, guard: Guard, engine: Engine, s3: S3Images, service_factory: Callable[[], Service]
@@ -232,8 +234,9 @@ class Invoke:
     def _guarded(
         self, exchange: Exchange, routed: Routed, key: AccessKey, ctx: Context
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """Read the accountability headers (a bad one is refused and audited here), then run the
-        operation under the guard, which writes the audit record of its success or failure."""
+        """Read the accountability headers (a bad one is refused and audited here), run the typed
+        call under the guard, which writes the audit record of its success or failure, and render
+        the result the guard returns."""
         try:
             info = RequestInfo.from_headers(exchange.request_id, exchange.request.headers)
         except RegardError as exc:
@@ -242,6 +245,5 @@ class Invoke:
             )
             exc.audit_recorded = True
             raise
-        caller = caller_of(key)
-        out = self.guard.run(routed.operation, routed.params, caller, info, lambda p: routed.fn(ctx, p))
-        return out.result, out.headers
+        out = operations.run(self.guard, routed.op, routed.params, caller_of(key), info, ctx)
+        return operations.respond(routed.op, out, routed.params), out.headers

@@ -1,23 +1,55 @@
-"""Rekognition operations: validated request dicts in, Rekognition-shaped response dicts out.
+"""Rekognition operations, each a typed call and a renderer.
 
-Each operation is a plain function ``(ctx, params) -> dict`` registered in
-:data:`OPERATIONS` under its Rekognition name. They run in a worker thread (the engine
-and the store block). Responses carry only fields that regard can honestly produce;
-age, gender, emotions, smile, beard, glasses and the like are never inferred and are
-left out. Where botocore and the AWS SDKs ignore unknown fields, an estimated false
-match rate (``EstimatedFalseMatchRate``) is added next to each ``Similarity``.
+Each operation is an :class:`ApiOperation` registered in :data:`OPERATIONS` under its Rekognition
+name: ``perform(ctx, params)`` reads the validated request parameters and makes the typed
+:class:`regard.service.Service` call, returning the service's typed result; ``render(result,
+params)`` turns that result into Rekognition's response through :mod:`regard.service.render`
+(one renderer per shape). In between, :func:`run` hands the typed call to the accountability
+guard, which checks policy, filters matches and records the result before anything is rendered;
+:func:`respond` renders what the guard returns. The API and the command line both run operations
+this way, so an operation's audit record is the same from either.
+
+They run in a worker thread (the engine and the store block). Responses carry only fields that
+regard can honestly produce; age, gender, emotions, smile, beard, glasses and the like are never
+inferred and are left out. Where botocore and the AWS SDKs ignore unknown fields, an estimated
+false match rate (``EstimatedFalseMatchRate``) is added next to each ``Similarity``, and the
+matches of a search under two-person review carry ``RegardLeadId`` and ``RegardReviewStatus``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
 
+from regard.accountability.guard import Guard, Guarded
+from regard.accountability.request import Caller, Params, Provenance, RequestInfo
+from regard.accountability.review import PENDING
 from regard.api.rekognition.s3 import S3Images
 from regard.engine import Engine
 from regard.errors import InvalidParameter
-from regard.service import Service, compare, detection
+from regard.service import (
+    AssociateFacesResult,
+    CollectionDescription,
+    CompareFacesResult,
+    CreateCollectionResult,
+    DeleteCollectionResult,
+    DeleteFacesResult,
+    DetectFacesResult,
+    DisassociateFacesResult,
+    IndexFacesResult,
+    ListCollectionsResult,
+    ListFacesResult,
+    ListTagsForResourceResult,
+    ListUsersResult,
+    SearchFacesByImageResult,
+    SearchFacesResult,
+    SearchUsersByImageResult,
+    SearchUsersResult,
+    Service,
+    compare,
+    detection,
+)
 from regard.service.render import (
     bounding_box,
     compared_face,
@@ -29,8 +61,9 @@ from regard.service.render import (
     with_fmr,
 )
 
-Params = dict[str, Any]
-Result = dict[str, Any]
+#: A Rekognition response (JSON object).
+Json = dict[str, Any]
+R = TypeVar("R")
 
 #: Attribute names regard can produce; the others (AGE_RANGE, GENDER, EMOTIONS, ...) are never inferred.
 HONEST_ATTRIBUTES = frozenset({"DEFAULT", "ALL", "EYES_OPEN", "MOUTH_OPEN"})
@@ -38,13 +71,15 @@ HONEST_ATTRIBUTES = frozenset({"DEFAULT", "ALL", "EYES_OPEN", "MOUTH_OPEN"})
 
 @dataclass
 class Context:
-    """What an operation may use: the engine, the image sources and (lazily) the face store."""
+    """What an operation may use: the engine, the image sources and (lazily) the face store, and
+    the request's images' provenance (IndexFaces stores it with each face)."""
 
     engine: Engine
     s3: S3Images
     service_factory: Callable[[], Service] | None = None
     caller: str = ""
     request_id: str = ""
+    provenance: Provenance = field(default_factory=Provenance)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -54,16 +89,53 @@ class Context:
         return self.service_factory()
 
 
-Operation = Callable[[Context, Params], Result]
-OPERATIONS: dict[str, Operation] = {}
+@dataclass(frozen=True)
+class ApiOperation(Generic[R]):
+    """One Rekognition operation: its typed call and the renderer of its typed result."""
+
+    name: str
+    perform: Callable[[Context, Params], R]
+    render: Callable[[R, Params], Json]
+
+    def __call__(self, ctx: Context, params: Params) -> Json:
+        """The operation unguarded, typed call then render (tests and tools; the API uses :func:`run`)."""
+        return self.render(self.perform(ctx, params), params)
 
 
-def operation(name: str) -> Callable[[Operation], Operation]:
-    def register(fn: Operation) -> Operation:
-        OPERATIONS[name] = fn
-        return fn
+OPERATIONS: dict[str, ApiOperation[Any]] = {}
+
+
+def operation(
+    name: str, render: Callable[[R, Params], Json]
+) -> Callable[[Callable[[Context, Params], R]], ApiOperation[R]]:
+    """Register the decorated typed call, with ``render``, as the operation ``name``."""
+
+    def register(perform: Callable[[Context, Params], R]) -> ApiOperation[R]:
+        op = ApiOperation(name, perform, render)
+        OPERATIONS[name] = op
+        return op
 
     return register
+
+
+def run(
+    guard: Guard, op: ApiOperation[R], params: Params, caller: Caller, info: RequestInfo, ctx: Context
+) -> Guarded[R]:
+    """``op``'s typed call under ``guard`` (policy, floors, leads, audit record): the request's
+    id and provenance come from ``info``, the same fields the guard checks and records."""
+    request = replace(ctx, request_id=info.request_id, provenance=info.provenance)
+    return guard.run(op.name, params, caller, info, lambda p: op.perform(request, p))
+
+
+def respond(op: ApiOperation[R], out: Guarded[R], params: Params) -> Json:
+    """The response to a guarded call: its result rendered, each match marked with its lead."""
+    body = op.render(out.result, params)
+    if out.leads:
+        key = "FaceMatches" if "FaceMatches" in body else "UserMatches"
+        for m, lead_id in zip(body[key], out.leads, strict=True):
+            m["RegardLeadId"] = lead_id
+            m["RegardReviewStatus"] = PENDING
+    return body
 
 
 # -- images --------------------------------------------------------------------------------------
@@ -82,23 +154,33 @@ def image_bytes(ctx: Context, image: Params, field_name: str = "Image") -> bytes
     raise InvalidParameter(f"{field_name}: specify Bytes or S3Object")
 
 
+def _attributes(params: Params, name: str) -> list[str]:
+    attributes: list[str] = params.get(name) or ["DEFAULT"]
+    return attributes
+
+
+def _paged(result: Json, next_token: str | None) -> Json:
+    if next_token:
+        result["NextToken"] = next_token
+    return result
+
+
+def _no_content(result: None, params: Params) -> Json:
+    return {}
+
+
 # -- image-only operations (no collection) ------------------------------------------------------
-@operation("DetectFaces")
-def detect_faces(ctx: Context, params: Params) -> Result:
-    r = detection.detect_faces(ctx.engine, image_bytes(ctx, params["Image"]))
-    attributes = params.get("Attributes") or ["DEFAULT"]
+def _detect_faces_response(r: DetectFacesResult, params: Params) -> Json:
+    attributes = _attributes(params, "Attributes")
     return {"FaceDetails": [face_detail(d, attributes) for d in r.face_details]}
 
 
-@operation("CompareFaces")
-def compare_faces(ctx: Context, params: Params) -> Result:
-    r = compare.compare_faces(
-        ctx.engine,
-        image_bytes(ctx, params["SourceImage"], "SourceImage"),
-        image_bytes(ctx, params["TargetImage"], "TargetImage"),
-        similarity_threshold=params.get("SimilarityThreshold"),
-        quality_filter=params.get("QualityFilter", "NONE"),
-    )
+@operation("DetectFaces", _detect_faces_response)
+def detect_faces(ctx: Context, params: Params) -> DetectFacesResult:
+    return detection.detect_faces(ctx.engine, image_bytes(ctx, params["Image"]))
+
+
+def _compare_faces_response(r: CompareFacesResult, params: Params) -> Json:
     return {
         "SourceImageFace": {
             "BoundingBox": bounding_box(r.source_image_face.bounding_box),
@@ -112,15 +194,19 @@ def compare_faces(ctx: Context, params: Params) -> Result:
     }
 
 
-def _paged(result: Result, next_token: str | None) -> Result:
-    if next_token:
-        result["NextToken"] = next_token
-    return result
+@operation("CompareFaces", _compare_faces_response)
+def compare_faces(ctx: Context, params: Params) -> CompareFacesResult:
+    return compare.compare_faces(
+        ctx.engine,
+        image_bytes(ctx, params["SourceImage"], "SourceImage"),
+        image_bytes(ctx, params["TargetImage"], "TargetImage"),
+        similarity_threshold=params.get("SimilarityThreshold"),
+        quality_filter=params.get("QualityFilter", "NONE"),
+    )
 
 
-@operation("CreateCollection")
-def create_collection(ctx: Context, params: Params) -> Result:
-    r = ctx.service.create_collection(params["CollectionId"], params.get("Tags"))
+# -- collections ----------------------------------------------------------------------------------
+def _create_collection_response(r: CreateCollectionResult, params: Params) -> Json:
     return {
         "StatusCode": r.status_code,
         "CollectionArn": r.collection_arn,
@@ -128,9 +214,12 @@ def create_collection(ctx: Context, params: Params) -> Result:
     }
 
 
-@operation("DescribeCollection")
-def describe_collection(ctx: Context, params: Params) -> Result:
-    d = ctx.service.describe_collection(params["CollectionId"])
+@operation("CreateCollection", _create_collection_response)
+def create_collection(ctx: Context, params: Params) -> CreateCollectionResult:
+    return ctx.service.create_collection(params["CollectionId"], params.get("Tags"))
+
+
+def _describe_collection_response(d: CollectionDescription, params: Params) -> Json:
     return {
         "FaceCount": d.face_count,
         "FaceModelVersion": d.face_model_version,
@@ -140,33 +229,34 @@ def describe_collection(ctx: Context, params: Params) -> Result:
     }
 
 
-@operation("ListCollections")
-def list_collections(ctx: Context, params: Params) -> Result:
-    r = ctx.service.list_collections(params.get("MaxResults"), params.get("NextToken"))
+@operation("DescribeCollection", _describe_collection_response)
+def describe_collection(ctx: Context, params: Params) -> CollectionDescription:
+    return ctx.service.describe_collection(params["CollectionId"])
+
+
+def _list_collections_response(r: ListCollectionsResult, params: Params) -> Json:
     return _paged(
         {"CollectionIds": r.collection_ids, "FaceModelVersions": r.face_model_versions}, r.next_token
     )
 
 
-@operation("DeleteCollection")
-def delete_collection(ctx: Context, params: Params) -> Result:
-    return {"StatusCode": ctx.service.delete_collection(params["CollectionId"])}
+@operation("ListCollections", _list_collections_response)
+def list_collections(ctx: Context, params: Params) -> ListCollectionsResult:
+    return ctx.service.list_collections(params.get("MaxResults"), params.get("NextToken"))
 
 
-@operation("IndexFaces")
-def index_faces(ctx: Context, params: Params) -> Result:
-    data = image_bytes(ctx, params["Image"])
-    r = ctx.service.index_faces(
-        params["CollectionId"],
-        data,
-        external_image_id=params.get("ExternalImageId"),
-        max_faces=params.get("MaxFaces"),
-        quality_filter=params.get("QualityFilter", "AUTO"),
-        # provenance from x-regard-source / x-regard-legal-basis, put here by regard.accountability.guard
-        source_note=params.get("RegardSourceNote"),
-        legal_basis=params.get("RegardLegalBasis"),
-    )
-    attributes = params.get("DetectionAttributes") or ["DEFAULT"]
+def _delete_collection_response(r: DeleteCollectionResult, params: Params) -> Json:
+    return {"StatusCode": r.status_code}
+
+
+@operation("DeleteCollection", _delete_collection_response)
+def delete_collection(ctx: Context, params: Params) -> DeleteCollectionResult:
+    return DeleteCollectionResult(ctx.service.delete_collection(params["CollectionId"]))
+
+
+# -- faces ----------------------------------------------------------------------------------------
+def _index_faces_response(r: IndexFacesResult, params: Params) -> Json:
+    attributes = _attributes(params, "DetectionAttributes")
     return {
         "FaceRecords": [
             {
@@ -183,15 +273,22 @@ def index_faces(ctx: Context, params: Params) -> Result:
     }
 
 
-@operation("ListFaces")
-def list_faces(ctx: Context, params: Params) -> Result:
-    r = ctx.service.list_faces(
+@operation("IndexFaces", _index_faces_response)
+def index_faces(ctx: Context, params: Params) -> IndexFacesResult:
+    data = image_bytes(ctx, params["Image"])
+    return ctx.service.index_faces(
         params["CollectionId"],
-        max_results=params.get("MaxResults"),
-        next_token=params.get("NextToken"),
-        user_id=params.get("UserId"),
-        face_ids=params.get("FaceIds"),
+        data,
+        external_image_id=params.get("ExternalImageId"),
+        max_faces=params.get("MaxFaces"),
+        quality_filter=params.get("QualityFilter", "AUTO"),
+        # the request's provenance (x-regard-source / x-regard-legal-basis, or the CLI's flags)
+        source_note=ctx.provenance.source_note,
+        legal_basis=ctx.provenance.legal_basis,
     )
+
+
+def _list_faces_response(r: ListFacesResult, params: Params) -> Json:
     return _paged(
         {
             "Faces": [face(f, r.face_model_version) for f in r.faces],
@@ -201,25 +298,30 @@ def list_faces(ctx: Context, params: Params) -> Result:
     )
 
 
-@operation("DeleteFaces")
-def delete_faces(ctx: Context, params: Params) -> Result:
-    r = ctx.service.delete_faces(params["CollectionId"], params["FaceIds"])
-    out: Result = {"DeletedFaces": r.deleted_faces}
-    out["UnsuccessfulFaceDeletions"] = [
-        {"FaceId": u.face_id, "Reasons": u.reasons} | ({"UserId": u.user_id} if u.user_id else {})
-        for u in r.unsuccessful
-    ]
-    return out
-
-
-@operation("SearchFaces")
-def search_faces(ctx: Context, params: Params) -> Result:
-    r = ctx.service.search_faces(
+@operation("ListFaces", _list_faces_response)
+def list_faces(ctx: Context, params: Params) -> ListFacesResult:
+    return ctx.service.list_faces(
         params["CollectionId"],
-        params["FaceId"],
-        max_faces=params.get("MaxFaces"),
-        face_match_threshold=params.get("FaceMatchThreshold"),
+        max_results=params.get("MaxResults"),
+        next_token=params.get("NextToken"),
+        user_id=params.get("UserId"),
+        face_ids=params.get("FaceIds"),
     )
+
+
+def _delete_faces_response(r: DeleteFacesResult, params: Params) -> Json:
+    return {
+        "DeletedFaces": r.deleted_faces,
+        "UnsuccessfulFaceDeletions": unsuccessful_faces(r.unsuccessful, with_confidence=False),
+    }
+
+
+@operation("DeleteFaces", _delete_faces_response)
+def delete_faces(ctx: Context, params: Params) -> DeleteFacesResult:
+    return ctx.service.delete_faces(params["CollectionId"], params["FaceIds"])
+
+
+def _search_faces_response(r: SearchFacesResult, params: Params) -> Json:
     return {
         "SearchedFaceId": r.searched_face_id,
         "FaceMatches": [face_match(m, r.face_model_version) for m in r.face_matches],
@@ -227,16 +329,17 @@ def search_faces(ctx: Context, params: Params) -> Result:
     }
 
 
-@operation("SearchFacesByImage")
-def search_faces_by_image(ctx: Context, params: Params) -> Result:
-    data = image_bytes(ctx, params["Image"])
-    r = ctx.service.search_faces_by_image(
+@operation("SearchFaces", _search_faces_response)
+def search_faces(ctx: Context, params: Params) -> SearchFacesResult:
+    return ctx.service.search_faces(
         params["CollectionId"],
-        data,
+        params["FaceId"],
         max_faces=params.get("MaxFaces"),
         face_match_threshold=params.get("FaceMatchThreshold"),
-        quality_filter=params.get("QualityFilter", "NONE"),
     )
+
+
+def _search_faces_by_image_response(r: SearchFacesByImageResult, params: Params) -> Json:
     return {
         "SearchedFaceBoundingBox": bounding_box(r.searched_face_bounding_box),
         "SearchedFaceConfidence": r.searched_face_confidence,
@@ -245,39 +348,45 @@ def search_faces_by_image(ctx: Context, params: Params) -> Result:
     }
 
 
-@operation("CreateUser")
-def create_user(ctx: Context, params: Params) -> Result:
+@operation("SearchFacesByImage", _search_faces_by_image_response)
+def search_faces_by_image(ctx: Context, params: Params) -> SearchFacesByImageResult:
+    data = image_bytes(ctx, params["Image"])
+    return ctx.service.search_faces_by_image(
+        params["CollectionId"],
+        data,
+        max_faces=params.get("MaxFaces"),
+        face_match_threshold=params.get("FaceMatchThreshold"),
+        quality_filter=params.get("QualityFilter", "NONE"),
+    )
+
+
+# -- users ----------------------------------------------------------------------------------------
+@operation("CreateUser", _no_content)
+def create_user(ctx: Context, params: Params) -> None:
     ctx.service.create_user(
         params["CollectionId"], params["UserId"], client_request_token=params.get("ClientRequestToken")
     )
-    return {}
 
 
-@operation("DeleteUser")
-def delete_user(ctx: Context, params: Params) -> Result:
+@operation("DeleteUser", _no_content)
+def delete_user(ctx: Context, params: Params) -> None:
     ctx.service.delete_user(
         params["CollectionId"], params["UserId"], client_request_token=params.get("ClientRequestToken")
     )
-    return {}
 
 
-@operation("ListUsers")
-def list_users(ctx: Context, params: Params) -> Result:
-    r = ctx.service.list_users(
-        params["CollectionId"], max_results=params.get("MaxResults"), next_token=params.get("NextToken")
-    )
+def _list_users_response(r: ListUsersResult, params: Params) -> Json:
     return _paged({"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in r.users]}, r.next_token)
 
 
-@operation("AssociateFaces")
-def associate_faces(ctx: Context, params: Params) -> Result:
-    r = ctx.service.associate_faces(
-        params["CollectionId"],
-        params["UserId"],
-        params["FaceIds"],
-        user_match_threshold=params.get("UserMatchThreshold"),
-        client_request_token=params.get("ClientRequestToken"),
+@operation("ListUsers", _list_users_response)
+def list_users(ctx: Context, params: Params) -> ListUsersResult:
+    return ctx.service.list_users(
+        params["CollectionId"], max_results=params.get("MaxResults"), next_token=params.get("NextToken")
     )
+
+
+def _associate_faces_response(r: AssociateFacesResult, params: Params) -> Json:
     return {
         "AssociatedFaces": [{"FaceId": f} for f in r.associated_faces],
         "UnsuccessfulFaceAssociations": unsuccessful_faces(r.unsuccessful, with_confidence=True),
@@ -285,14 +394,18 @@ def associate_faces(ctx: Context, params: Params) -> Result:
     }
 
 
-@operation("DisassociateFaces")
-def disassociate_faces(ctx: Context, params: Params) -> Result:
-    r = ctx.service.disassociate_faces(
+@operation("AssociateFaces", _associate_faces_response)
+def associate_faces(ctx: Context, params: Params) -> AssociateFacesResult:
+    return ctx.service.associate_faces(
         params["CollectionId"],
         params["UserId"],
         params["FaceIds"],
+        user_match_threshold=params.get("UserMatchThreshold"),
         client_request_token=params.get("ClientRequestToken"),
     )
+
+
+def _disassociate_faces_response(r: DisassociateFacesResult, params: Params) -> Json:
     return {
         "DisassociatedFaces": [{"FaceId": f} for f in r.disassociated_faces],
         "UnsuccessfulFaceDisassociations": unsuccessful_faces(r.unsuccessful, with_confidence=False),
@@ -300,16 +413,18 @@ def disassociate_faces(ctx: Context, params: Params) -> Result:
     }
 
 
-@operation("SearchUsers")
-def search_users(ctx: Context, params: Params) -> Result:
-    r = ctx.service.search_users(
+@operation("DisassociateFaces", _disassociate_faces_response)
+def disassociate_faces(ctx: Context, params: Params) -> DisassociateFacesResult:
+    return ctx.service.disassociate_faces(
         params["CollectionId"],
-        user_id=params.get("UserId"),
-        face_id=params.get("FaceId"),
-        user_match_threshold=params.get("UserMatchThreshold"),
-        max_users=params.get("MaxUsers"),
+        params["UserId"],
+        params["FaceIds"],
+        client_request_token=params.get("ClientRequestToken"),
     )
-    out: Result = {
+
+
+def _search_users_response(r: SearchUsersResult, params: Params) -> Json:
+    out: Json = {
         "UserMatches": [user_match(m) for m in r.user_matches],
         "FaceModelVersion": r.face_model_version,
     }
@@ -320,16 +435,18 @@ def search_users(ctx: Context, params: Params) -> Result:
     return out
 
 
-@operation("SearchUsersByImage")
-def search_users_by_image(ctx: Context, params: Params) -> Result:
-    data = image_bytes(ctx, params["Image"])
-    r = ctx.service.search_users_by_image(
+@operation("SearchUsers", _search_users_response)
+def search_users(ctx: Context, params: Params) -> SearchUsersResult:
+    return ctx.service.search_users(
         params["CollectionId"],
-        data,
+        user_id=params.get("UserId"),
+        face_id=params.get("FaceId"),
         user_match_threshold=params.get("UserMatchThreshold"),
         max_users=params.get("MaxUsers"),
-        quality_filter=params.get("QualityFilter", "NONE"),
     )
+
+
+def _search_users_by_image_response(r: SearchUsersByImageResult, params: Params) -> Json:
     return {
         "UserMatches": [user_match(m) for m in r.user_matches],
         "FaceModelVersion": r.face_model_version,
@@ -341,18 +458,33 @@ def search_users_by_image(ctx: Context, params: Params) -> Result:
     }
 
 
-@operation("TagResource")
-def tag_resource(ctx: Context, params: Params) -> Result:
+@operation("SearchUsersByImage", _search_users_by_image_response)
+def search_users_by_image(ctx: Context, params: Params) -> SearchUsersByImageResult:
+    data = image_bytes(ctx, params["Image"])
+    return ctx.service.search_users_by_image(
+        params["CollectionId"],
+        data,
+        user_match_threshold=params.get("UserMatchThreshold"),
+        max_users=params.get("MaxUsers"),
+        quality_filter=params.get("QualityFilter", "NONE"),
+    )
+
+
+# -- tags -----------------------------------------------------------------------------------------
+@operation("TagResource", _no_content)
+def tag_resource(ctx: Context, params: Params) -> None:
     ctx.service.tag_resource(params["ResourceArn"], params["Tags"])
-    return {}
 
 
-@operation("UntagResource")
-def untag_resource(ctx: Context, params: Params) -> Result:
+@operation("UntagResource", _no_content)
+def untag_resource(ctx: Context, params: Params) -> None:
     ctx.service.untag_resource(params["ResourceArn"], params["TagKeys"])
-    return {}
 
 
-@operation("ListTagsForResource")
-def list_tags_for_resource(ctx: Context, params: Params) -> Result:
-    return {"Tags": ctx.service.list_tags_for_resource(params["ResourceArn"])}
+def _list_tags_for_resource_response(r: ListTagsForResourceResult, params: Params) -> Json:
+    return {"Tags": r.tags}
+
+
+@operation("ListTagsForResource", _list_tags_for_resource_response)
+def list_tags_for_resource(ctx: Context, params: Params) -> ListTagsForResourceResult:
+    return ListTagsForResourceResult(ctx.service.list_tags_for_resource(params["ResourceArn"]))
