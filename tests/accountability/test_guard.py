@@ -207,9 +207,11 @@ def test_identification_candidates_are_leads_that_need_two_verifiers(
     assert out.record["results"]["matches"][0]["lead_id"] == lead
     info = out.record["request_id"]
     from regard.accountability.guard import RequestInfo
+    from regard.accountability.reviewing import ReviewDesk
 
     def decide(caller: object, decision: str = "confirm") -> dict[str, object]:
-        return ep.guard.review_decide(lead, decision, caller, RequestInfo(request_id=f"{info}-r"))  # type: ignore[arg-type]
+        desk = ReviewDesk(ep.guard.audit, ep.guard.review)
+        return desk.decide(lead, decision, caller, RequestInfo(request_id=f"{info}-r"))  # type: ignore[arg-type]
 
     with pytest.raises(ReviewRefused):
         decide(INVESTIGATOR)  # the requester

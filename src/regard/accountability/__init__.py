@@ -9,6 +9,7 @@
   calls in, typed results out), with :mod:`~regard.accountability.request` (caller, request
   fields), :mod:`~regard.accountability.records` (the record builder) and
   :mod:`~regard.accountability.results` (matches and summaries of typed results).
+* :mod:`regard.accountability.reviewing`: the reviewers' decisions on leads and views of the queue.
 
 None of these modules knows HTTP or the terminal.
 """

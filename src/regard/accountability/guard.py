@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from regard.accountability import results
 from regard.accountability.audit import AuditLog
@@ -304,66 +304,3 @@ class Guard:
             purpose=info.purpose,
             case_reference=info.case_reference,
         )
-
-    # -- review -----------------------------------------------------------------------------
-    def review_decide(
-        self, lead_id: str, decision: str, caller: Caller, info: RequestInfo, note: str | None = None
-    ) -> dict[str, Any]:
-        """One reviewer's decision on a lead, logged whether it is accepted or refused."""
-        record: Record = {
-            "kind": "review",
-            "request_id": info.request_id,
-            "access_key_id": caller.access_key_id,
-            "principal": caller.principal,
-            "role": caller.role,
-            "profile": caller.profile,
-            "operation": "ReviewConfirm" if decision == "confirm" else "ReviewReject",
-            "parameters": {"lead_id": lead_id, "note": note},
-        }
-        try:
-            lead = self.review.decide(
-                lead_id,
-                reviewer_key=caller.access_key_id or f"local:{caller.principal}",
-                reviewer_principal=caller.principal,
-                reviewer_role=caller.role,
-                decision=decision,
-                note=note,
-            )
-        except RegardError as exc:
-            append_failure(self.audit, record, exc)
-            raise
-        record["collection"] = lead.collection_id
-        record["case_reference"] = lead.case_reference
-        record["results"] = {
-            "lead_status": lead.status,
-            "face_id": lead.face_id,
-            "user_id": lead.user_id,
-            "search_request_id": lead.request_id,
-            "confirmations": sum(1 for d in lead.decisions if d.decision == "confirm"),
-        }
-        record["outcome"] = "success"
-        self.audit.append(record)
-        return lead.to_json()
-
-    def review_list(self, caller: Caller, info: RequestInfo, status: str | None) -> list[dict[str, Any]]:
-        """The queue as a verifier or admin sees it; the access is logged."""
-        record: Record = {
-            "kind": "review",
-            "request_id": info.request_id,
-            "access_key_id": caller.access_key_id,
-            "principal": caller.principal,
-            "role": caller.role,
-            "operation": "ReviewList",
-            "parameters": {"status": status},
-        }
-        try:
-            if caller.role not in ("verifier", "admin"):
-                raise AccessDenied("only verifier and admin keys may read the review queue")
-            leads = self.review.list(status=status)
-        except RegardError as exc:
-            append_failure(self.audit, record, exc)
-            raise
-        record["outcome"] = "success"
-        record["results"] = {"leads": len(leads)}
-        self.audit.append(record)
-        return [lead.to_json() for lead in leads]

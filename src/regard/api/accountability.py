@@ -20,6 +20,9 @@ The two-person review queue, signed with the same SigV4 keys (service ``rekognit
 ``GET  /regard/review/leads?status=PENDING_VERIFICATION|CONFIRMED|REJECTED|ALL``
 ``POST /regard/review/leads/{lead_id}/confirm``  body ``{"Note": "..."}`` (optional)
 ``POST /regard/review/leads/{lead_id}/reject``
+
+These handlers authenticate and parse; the decisions and views of the queue, and their audit
+records, are :class:`regard.accountability.reviewing.ReviewDesk`'s.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from regard.accountability.guard import Caller, Guard, RequestInfo
+from regard.accountability.reviewing import ReviewDesk
 from regard.api.rekognition import sigv4
 from regard.api.rekognition.errors import CONTENT_TYPE, SerializationError, error_response
 from regard.errors import InvalidParameter, RegardError
@@ -88,7 +92,8 @@ def review_routes(keys: KeyStore, guard_of: Callable[[], Guard]) -> list[Route]:
             caller = await authenticate(request, b"")
             status = request.query_params.get("status", "PENDING_VERIFICATION").upper()
             wanted = None if status == "ALL" else status
-            rows = await run_in_threadpool(guard.review_list, caller, RequestInfo(request_id), wanted)
+            desk = ReviewDesk(guard.audit, guard.review)
+            rows = await run_in_threadpool(desk.list, caller, RequestInfo(request_id), wanted)
             return _json({"Leads": rows}, request_id)
         except RegardError as exc:
             note_refusal(guard, "ReviewList", request_id, None, exc)
@@ -114,8 +119,9 @@ def review_routes(keys: KeyStore, guard_of: Callable[[], Guard]) -> list[Route]:
             note = payload.get("Note") if isinstance(payload, dict) else None
             if note is not None and not isinstance(note, str):
                 raise InvalidParameter("Note must be a string")
+            desk = ReviewDesk(guard.audit, guard.review)
             lead = await run_in_threadpool(
-                guard.review_decide, lead_id, decision, caller, RequestInfo(request_id), note
+                desk.decide, lead_id, decision, caller, RequestInfo(request_id), note
             )
             return _json(lead, request_id)
         except RegardError as exc:

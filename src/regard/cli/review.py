@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from regard.accountability.guard import Caller, Guard, RequestInfo
+from regard.accountability.request import Caller, RequestInfo
 from regard.accountability.review import STATUSES
+from regard.accountability.reviewing import ReviewDesk
 from regard.cli.audit import data_dir_option, resolve_data_dir
 from regard.cli.output import emit_json, emit_table
 from regard.errors import AccessDenied
@@ -48,9 +49,8 @@ def review() -> None:
 def list_leads(status: str, access_key_id: str, as_json: bool, data_dir: Path | None) -> None:
     """List leads (reading the queue is logged)."""
     root = resolve_data_dir(data_dir)
-    guard = Guard(root)
     wanted = None if status == "all" else status.upper()
-    leads = guard.review_list(_caller(root, access_key_id), RequestInfo(str(uuid.uuid4())), wanted)
+    leads = ReviewDesk.open(root).list(_caller(root, access_key_id), RequestInfo(str(uuid.uuid4())), wanted)
     if as_json:
         emit_json(leads)
         return
@@ -75,8 +75,7 @@ def list_leads(status: str, access_key_id: str, as_json: bool, data_dir: Path | 
 
 def _decide(decision: str, lead_id: str, access_key_id: str, note: str | None, data_dir: Path | None) -> None:
     root = resolve_data_dir(data_dir)
-    guard = Guard(root)
-    lead = guard.review_decide(
+    lead = ReviewDesk.open(root).decide(
         lead_id, decision, _caller(root, access_key_id), RequestInfo(str(uuid.uuid4())), note
     )
     click.echo(f"lead {lead_id}: {lead['Status']}")

@@ -1,0 +1,96 @@
+"""The reviewers' side of the two-person rule: reading the lead queue and deciding on leads.
+
+:class:`ReviewDesk` serves the API's ``/regard/review/...`` endpoints and ``regard review``:
+each call is logged (kind ``review``) whether it is accepted or refused. The rule itself (two
+distinct verifiers, not the requester, one rejection closes a lead) is the queue's
+(:mod:`regard.accountability.review`); the guard only puts leads into it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from regard.accountability.audit import AuditLog
+from regard.accountability.records import Record, append_failure
+from regard.accountability.request import Caller, RequestInfo
+from regard.accountability.review import ReviewQueue
+from regard.errors import AccessDenied, RegardError
+
+#: The roles that may read the queue.
+READERS = ("verifier", "admin")
+
+
+class ReviewDesk:
+    """Decisions on leads and views of the queue, each recorded in the audit log."""
+
+    def __init__(self, audit: AuditLog, queue: ReviewQueue) -> None:
+        self.audit = audit
+        self.queue = queue
+
+    @classmethod
+    def open(cls, data_dir: Path) -> ReviewDesk:
+        """The desk of a data directory (its audit log and review queue)."""
+        return cls(AuditLog(data_dir), ReviewQueue(data_dir))
+
+    def decide(
+        self, lead_id: str, decision: str, caller: Caller, info: RequestInfo, note: str | None = None
+    ) -> dict[str, Any]:
+        """One reviewer's decision on a lead, logged whether it is accepted or refused."""
+        record: Record = {
+            "kind": "review",
+            "request_id": info.request_id,
+            "access_key_id": caller.access_key_id,
+            "principal": caller.principal,
+            "role": caller.role,
+            "profile": caller.profile,
+            "operation": "ReviewConfirm" if decision == "confirm" else "ReviewReject",
+            "parameters": {"lead_id": lead_id, "note": note},
+        }
+        try:
+            lead = self.queue.decide(
+                lead_id,
+                reviewer_key=caller.access_key_id or f"local:{caller.principal}",
+                reviewer_principal=caller.principal,
+                reviewer_role=caller.role,
+                decision=decision,
+                note=note,
+            )
+        except RegardError as exc:
+            append_failure(self.audit, record, exc)
+            raise
+        record["collection"] = lead.collection_id
+        record["case_reference"] = lead.case_reference
+        record["results"] = {
+            "lead_status": lead.status,
+            "face_id": lead.face_id,
+            "user_id": lead.user_id,
+            "search_request_id": lead.request_id,
+            "confirmations": sum(1 for d in lead.decisions if d.decision == "confirm"),
+        }
+        record["outcome"] = "success"
+        self.audit.append(record)
+        return lead.to_json()
+
+    def list(self, caller: Caller, info: RequestInfo, status: str | None) -> list[dict[str, Any]]:
+        """The queue as a verifier or admin sees it; the access is logged."""
+        record: Record = {
+            "kind": "review",
+            "request_id": info.request_id,
+            "access_key_id": caller.access_key_id,
+            "principal": caller.principal,
+            "role": caller.role,
+            "operation": "ReviewList",
+            "parameters": {"status": status},
+        }
+        try:
+            if caller.role not in READERS:
+                raise AccessDenied("only verifier and admin keys may read the review queue")
+            leads = self.queue.list(status=status)
+        except RegardError as exc:
+            append_failure(self.audit, record, exc)
+            raise
+        record["outcome"] = "success"
+        record["results"] = {"leads": len(leads)}
+        self.audit.append(record)
+        return [lead.to_json() for lead in leads]
