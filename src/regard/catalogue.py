@@ -1,18 +1,18 @@
 """The catalogue of operations: what each operation regard performs is, said once.
 
-One :class:`Operation` per Rekognition operation the API serves, plus regard's own local-only
-operations that the command line's audit log names (``AddTemplates``, ``SearchFacesByVector``).
+One :class:`Operation` per Rekognition operation the API serves, plus regard's own operations
+that the API does not serve (``AddTemplates``, ``SearchFacesByVector``: imports, tests, tools).
 Each says its kind, whether it is biometric (a purpose and case reference may be required, the
 audit record is ``biometric``), whether it is a 1:N identification and over which gallery, the
 request parameter holding its similarity threshold and that parameter's default, which request
 parameters an audit record keeps, whether it carries the images' provenance, and the
-:class:`regard.service.Service` method whose local use is logged under its name.
+:class:`regard.service.Service` method that performs it (the command line records its use).
 
-Policy (:mod:`regard.accountability.policy`), the guard around API calls
-(:mod:`regard.accountability.guard`) and the local audit (:mod:`regard.accountability.local`)
-read from here; ``tests/unit/test_catalogue.py`` holds the catalogue against the API's operation
-table, botocore's model, the Service and docs/accountability.md. This module imports nothing of
-regard, so any layer may import it.
+Policy (:mod:`regard.accountability.policy`) and the guard around every operation, from the API
+or the command line (:mod:`regard.accountability.guard`), read from here;
+``tests/unit/test_catalogue.py`` holds the catalogue against the API's operation table,
+botocore's model, the Service and docs/accountability.md. This module imports nothing of regard,
+so any layer may import it.
 """
 
 from __future__ import annotations
@@ -60,9 +60,11 @@ class Operation:
     as the sha256 of their bytes (or their S3 location); with ``tag_keys_of_tags`` the ``Tags``
     map is kept as its sorted keys (``TagKeys``), never its values. With ``provenance`` the request
     carries the images' provenance (a source note and a legal basis: IndexFaces), which a profile
-    may require and the record keeps. ``local_method`` is the
-    Service method whose local (CLI) calls are logged under this name (None: not logged).
-    ``served`` is False for regard's own operations that only the command line performs.
+    may require and the record keeps. ``local_method`` is the Service method that performs the
+    operation: every change and every search (None for the listings, which the command line
+    reads directly and does not record); the command line runs the served ones it offers through
+    the guard, as the API does. ``served`` is False for regard's own operations that the API does
+    not serve (and the guard refuses).
     """
 
     name: str

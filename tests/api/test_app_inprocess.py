@@ -2,13 +2,15 @@
 
 Requests are SigV4-signed by botocore (a key made with :class:`regard.keys.KeyStore` in a temp
 data dir) and handed straight to the ASGI app on an event loop in this process, so these tests
-are fast and need no server, socket or model. A request is held in flight by an operation that
-waits for the test's signal, never by a sleep. The SDK suites against a live ``regard serve``
-(test_api_live_*.py, test_api_lifecycle.py) stay as they are.
+are fast and need no server, socket or model (but the one that compares the command line's audit
+record with the API's, which indexes and searches a photo with the session's engine). A request
+is held in flight by an operation that waits for the test's signal, never by a sleep. The SDK
+suites against a live ``regard serve`` (test_api_live_*.py, test_api_lifecycle.py) stay as they are.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import itertools
@@ -19,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -42,6 +44,9 @@ from regard.errors import (
 )
 from regard.keys import KeyStore
 from regard.service import ListCollectionsResult
+
+if TYPE_CHECKING:
+    from regard.engine import Engine
 
 HOST = "testserver"
 JSON_11 = "application/x-amz-json-1.1"
@@ -158,16 +163,17 @@ def _perform(monkeypatch: pytest.MonkeyPatch, operation: str, perform: Callable[
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Iterator[Any]:
-    """A factory: ``make_app(**settings)`` starts an in-process app (lifespan included) on its own
-    event loop and returns its :class:`InProcess`; all are shut down after the test."""
+    """A factory: ``make_app(engine=None, **settings)`` starts an in-process app (lifespan
+    included) on its own event loop and returns its :class:`InProcess`; all are shut down after
+    the test."""
     numbers = itertools.count()
     with contextlib.ExitStack() as stack:
 
-        def make(**overrides: Any) -> InProcess:
+        def make(engine: Engine | None = None, **overrides: Any) -> InProcess:
             data_dir = tmp_path / f"data{next(numbers)}"
             settings = Settings(data_dir=data_dir, cache_dir=tmp_path / "cache", **overrides)
             key, secret = KeyStore(data_dir).create("tests", role="admin", profile="admin")
-            app = create_app(settings)
+            app = create_app(settings, engine=engine)
             portal = stack.enter_context(start_blocking_portal())
             stack.enter_context(portal.wrap_async_context_manager(app.router.lifespan_context(app)))
             return InProcess(app, portal, data_dir, key.access_key_id, secret)
@@ -430,3 +436,76 @@ def test_unexpected_exception_is_internal_server_error_with_request_id_and_trace
     [line] = request_log()
     assert (line["status"], line["error"]) == (500, "InternalServerError")
     assert "message" not in line
+
+
+# -- one audit record format, from the API and from the command line ------------------------------
+def _fields(value: Any) -> Any:
+    """A record's keys at every depth, without its values (a list: the distinct shapes of its items)."""
+    if isinstance(value, dict):
+        return {k: _fields(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return sorted({json.dumps(_fields(v), sort_keys=True) for v in value})
+    return None
+
+
+def test_the_command_line_records_an_operation_as_the_api_does(
+    make_app: Any, engine: Engine, fr_images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """IndexFaces and SearchFacesByImage, once over HTTP and once from ``regard index|search`` on
+    another data dir: each operation's two records have the same fields, nested ones included
+    (parameters, results and their matches, threshold, collection state, scoring), apart from
+    values. Only who asked differs: a key over HTTP, ``local:<os user>`` without one locally."""
+    from regard.cli.main import main
+
+    photo, probe = fr_images / "obama.jpg", fr_images / "obama2.jpg"
+    provenance = ("staff photo", "consent")
+
+    served: InProcess = make_app(engine=engine)
+    image = {"Bytes": base64.b64encode(photo.read_bytes()).decode()}
+    assert served.post("CreateCollection", {"CollectionId": "people"}).status == 200
+    indexed = served.post(
+        "IndexFaces",
+        {"CollectionId": "people", "Image": image, "ExternalImageId": "obama.jpg", "QualityFilter": "AUTO"},
+        extra={"x-regard-source": provenance[0], "x-regard-legal-basis": provenance[1]},
+    )
+    assert indexed.status == 200, indexed.body
+    searched = served.post(
+        "SearchFacesByImage",
+        {
+            "CollectionId": "people",
+            "Image": {"Bytes": base64.b64encode(probe.read_bytes()).decode()},
+            "MaxFaces": 10,
+            "FaceMatchThreshold": 80,
+        },
+    )
+    assert searched.status == 200 and len(searched.json()["FaceMatches"]) == 1, searched.body
+    over_http = {r["operation"]: r for r in AuditLog(served.data_dir).records()}
+
+    local_dir = tmp_path / "local"
+    for argv in (
+        ["collections", "create", "people"],
+        ["index", "people", str(photo), "--source-note", provenance[0], "--legal-basis", provenance[1]],
+        ["search", "people", str(probe)],
+    ):
+        code = main([*argv, "--data-dir", str(local_dir), "--json"])
+        assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    local = {r["operation"]: r for r in AuditLog(local_dir).records()}
+
+    for operation in ("IndexFaces", "SearchFacesByImage"):
+        assert _fields(local[operation]) == _fields(over_http[operation]), operation
+        assert (
+            len(local[operation]["results"]["matches" if "Search" in operation else "indexed_face_ids"]) == 1
+        )
+    assert (
+        over_http["IndexFaces"]["parameters"]["legal_basis"]
+        == local["IndexFaces"]["parameters"]["legal_basis"]
+    )
+    assert over_http["SearchFacesByImage"]["threshold"]["requested"] == 80
+    assert local["SearchFacesByImage"]["threshold"]["requested"] == 80
+    who = [
+        (r["access_key_id"], r["principal"], r["profile"])
+        for r in (over_http["IndexFaces"], local["IndexFaces"])
+    ]
+    assert who[0] == (served.access_key_id, "tests", "admin")
+    assert who[1][0] is None and who[1][1].startswith("local:") and who[1][2] == "local"

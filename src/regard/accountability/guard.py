@@ -21,7 +21,9 @@ result. It
 
 The record is the same whoever calls: :mod:`regard.accountability.records` starts it from the
 parameters, :mod:`regard.accountability.results` reads matches from and summarises the typed
-result. What each operation is comes from :mod:`regard.catalogue`; an operation it does not list as served is
+result. The operator at the command line (:attr:`Caller.local`) works under
+:data:`regard.accountability.policy.LOCAL_PROFILE`, the data directory's own rights. What each
+operation is comes from :mod:`regard.catalogue`; an operation it does not list as served is
 refused (UnsupportedOperationException) and the refusal recorded. Nothing here knows HTTP or
 Rekognition's JSON: parameters in, typed result and headers (plain dicts) out.
 """
@@ -35,7 +37,7 @@ from typing import Generic, TypeVar
 
 from regard.accountability import results
 from regard.accountability.audit import AuditLog
-from regard.accountability.policy import PolicyStore, Profile, RateLimiter
+from regard.accountability.policy import LOCAL_PROFILE, PolicyStore, Profile, RateLimiter
 from regard.accountability.records import (
     Record,
     admin_record,
@@ -108,11 +110,19 @@ class Guard:
     ) -> None:
         self.data_dir = Path(data_dir)
         self.policies = policies or PolicyStore(self.data_dir)
-        config = self.policies.load()
-        self.audit = audit or AuditLog(self.data_dir, retention_floor_days=config.retention_floor_days)
-        self.review = review or ReviewQueue(self.data_dir)
+        if audit is None:
+            audit = AuditLog(self.data_dir, retention_floor_days=self.policies.load().retention_floor_days)
+        self.audit = audit
+        self._review = review
         self.service_factory = service_factory
         self.rates = RateLimiter()
+
+    @property
+    def review(self) -> ReviewQueue:
+        """The lead queue, opened on first use (a guard that never makes leads leaves no file)."""
+        if self._review is None:
+            self._review = ReviewQueue(self.data_dir)
+        return self._review
 
     # -- the wrapper ------------------------------------------------------------------------
     def run(
@@ -180,8 +190,14 @@ class Guard:
         )
 
     # -- steps ------------------------------------------------------------------------------
+    def profile_of(self, caller: Caller) -> Profile:
+        """The caller's profile: its key's, from policy.toml, or the local operator's own."""
+        if caller.local:
+            return LOCAL_PROFILE
+        return self.policies.load().profile(caller.profile)
+
     def _check(self, op: Operation, collection: str | None, caller: Caller, info: RequestInfo) -> Profile:
-        profile = self.policies.load().profile(caller.profile)
+        profile = self.profile_of(caller)
         if caller.role not in profile.roles:
             raise AccessDenied(f"role {caller.role!r} may not use the {profile.name} profile")
         if not profile.allows_operation(op.name):

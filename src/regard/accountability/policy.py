@@ -179,6 +179,22 @@ DEFAULT_PROFILES: dict[str, Profile] = {
 }
 
 
+#: The rights of the operator at the command line (``regard index|search|users|collections``),
+#: who works on the data directory directly: every operation and collection, no threshold floor,
+#: no rate limit, no purpose, case reference, provenance or review required. It is not in
+#: policy.toml and cannot be changed there: whoever runs the command line on the data directory
+#: can rewrite that file anyway. Every operation is still recorded.
+LOCAL_PROFILE = Profile(
+    name="local",
+    description="The operator at the command line, with the data directory's own rights.",
+    operations=("*",),
+    roles=("admin",),
+    max_fmr=1.0,
+    rate_per_second=0.0,
+    burst=0,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
     """The whole policy file: audit retention plus the profiles."""

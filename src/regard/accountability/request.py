@@ -1,6 +1,7 @@
 """Who asks and why: an operation's caller, and the request's accountability fields.
 
-:class:`Caller` is whoever performs an operation: an access key's holder (API, review CLI).
+:class:`Caller` is whoever performs an operation: an access key's holder (API, review CLI), or
+the operator at the command line working on the data directory (no access key).
 :class:`RequestInfo` is a request's id and the fields the ``x-regard-*`` headers carry: purpose,
 case reference and the images' :class:`Provenance`. Request parameters travel as
 :data:`Params`, in Rekognition's names. Nothing here knows HTTP: headers arrive as a plain mapping.
@@ -40,6 +41,11 @@ class Caller:
     principal: str
     role: str
     profile: str
+
+    @property
+    def local(self) -> bool:
+        """The operator at the command line, with the data directory's own rights (no access key)."""
+        return self.access_key_id is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,24 +1,39 @@
-"""``regard collections|index|search|users``: face collections from the shell."""
+"""``regard collections|index|search|users``: face collections from the shell.
+
+Every change and every search runs as the API runs it (:mod:`regard.api.rekognition.operations`):
+the command builds the request parameters in Rekognition's names and runs the operation's typed
+call through the accountability guard, as the local operator (:mod:`regard.accountability.local`),
+so its audit record has the API's fields. Listings and descriptions read the service directly
+and are not recorded.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from tqdm import tqdm
 
-from regard.accountability.audit import AuditLog
-from regard.accountability.local import audited_service
+from regard.accountability.guard import Guard
+from regard.accountability.local import local_caller, local_guard
+from regard.accountability.request import Caller, Params, Provenance, RequestInfo
+from regard.api.rekognition import operations
+from regard.api.rekognition.operations import ApiOperation, Context
+from regard.api.rekognition.s3 import S3Images
 from regard.cli.output import emit_json, emit_table
 from regard.config import Settings
 from regard.errors import RegardError
 from regard.service import IndexFacesResult, Service, render
+
+R = TypeVar("R")
 
 _options = [
     click.option(
@@ -43,15 +58,43 @@ def common(f: Any) -> Any:
     return f
 
 
+@dataclass
+class Local:
+    """The shell's work on one data directory: the service, and operations run as the API runs
+    them, under the guard, as the local operator."""
+
+    service: Service
+    guard: Guard
+    ctx: Context
+    caller: Caller
+
+    def run(self, op: ApiOperation[R], params: Params, provenance: Provenance | None = None) -> R:
+        """``op``'s typed call on ``params`` (Rekognition's names) under the guard; its typed result."""
+        given = provenance or Provenance()
+        info = RequestInfo(str(uuid.uuid4()), source_note=given.source_note, legal_basis=given.legal_basis)
+        return operations.run(self.guard, op, params, self.caller, info, self.ctx).result
+
+
 @contextmanager
-def _service(data_dir: Path | None, database_url: str | None) -> Iterator[Service]:
-    root = data_dir.expanduser() if data_dir is not None else Settings.from_env().data_dir
+def _service(data_dir: Path | None, database_url: str | None) -> Iterator[Local]:
+    settings = Settings.from_env()
+    root = data_dir.expanduser() if data_dir is not None else settings.data_dir
     service = Service.open(root, database_url=database_url)
+
+    def service_factory() -> Service:
+        return service
+
     try:
+        ctx = Context(engine=service.engine, s3=S3Images(settings), service_factory=service_factory)
         # every change and search made from the shell goes to the audit log (regard.accountability)
-        yield audited_service(service, AuditLog(root))
+        yield Local(service, local_guard(root, service_factory), ctx, local_caller())
     finally:
         service.close()
+
+
+def _given(**params: Any) -> Params:
+    """Request parameters without the options left out (as an SDK leaves out absent members)."""
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _parse_tags(values: tuple[str, ...]) -> dict[str, str]:
@@ -78,16 +121,11 @@ def create(
     collection_id: str, tags: tuple[str, ...], data_dir: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     """Create a collection."""
-    with _service(data_dir, database_url) as s:
-        out = s.create_collection(collection_id, _parse_tags(tags))
+    params = _given(CollectionId=collection_id, Tags=_parse_tags(tags) or None)
+    with _service(data_dir, database_url) as local:
+        out = local.run(operations.create_collection, params)
     if as_json:
-        emit_json(
-            {
-                "StatusCode": out.status_code,
-                "CollectionArn": out.collection_arn,
-                "FaceModelVersion": out.face_model_version,
-            }
-        )
+        emit_json(operations.create_collection.render(out, params))
     else:
         click.echo(out.collection_arn)
 
@@ -97,10 +135,10 @@ def create(
 def list_(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
     """List every collection."""
     rows: list[tuple[str, str]] = []
-    with _service(data_dir, database_url) as s:
+    with _service(data_dir, database_url) as local:
         token: str | None = None
         while True:
-            page = s.list_collections(max_results=1000, next_token=token)
+            page = local.service.list_collections(max_results=1000, next_token=token)
             rows.extend(zip(page.collection_ids, page.face_model_versions, strict=True))
             token = page.next_token
             if token is None:
@@ -116,8 +154,8 @@ def list_(data_dir: Path | None, database_url: str | None, as_json: bool) -> Non
 @common
 def describe(collection_id: str, data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
     """Faces, users, model and content version of a collection."""
-    with _service(data_dir, database_url) as s:
-        d = s.describe_collection(collection_id)
+    with _service(data_dir, database_url) as local:
+        d = local.service.describe_collection(collection_id)
     data = {
         "CollectionARN": d.collection_arn,
         "FaceCount": d.face_count,
@@ -143,10 +181,11 @@ def delete(
     """Delete a collection with all of its faces, templates and users."""
     if not yes and not as_json:
         click.confirm(f"Delete collection {collection_id} and every face in it?", abort=True)
-    with _service(data_dir, database_url) as s:
-        status = s.delete_collection(collection_id)
+    params = {"CollectionId": collection_id}
+    with _service(data_dir, database_url) as local:
+        out = local.run(operations.delete_collection, params)
     if as_json:
-        emit_json({"StatusCode": status})
+        emit_json(operations.delete_collection.render(out, params))
     else:
         click.echo(f"deleted {collection_id}")
 
@@ -200,19 +239,19 @@ def index(
     results: list[dict[str, Any]] = []
     failed = 0
     workers = min(len(images), jobs or os.cpu_count() or 1)
-    with _service(data_dir, database_url) as s:
+    provenance = Provenance(source_note, legal_basis)
+    with _service(data_dir, database_url) as local:
 
         def one(path: Path) -> IndexFacesResult | RegardError:
+            params = _given(
+                CollectionId=collection_id,
+                Image={"Bytes": path.read_bytes()},
+                ExternalImageId=external_id or _default_external_id(path),
+                MaxFaces=max_faces,
+                QualityFilter=quality_filter,
+            )
             try:
-                return s.index_faces(
-                    collection_id,
-                    path.read_bytes(),
-                    external_image_id=external_id or _default_external_id(path),
-                    max_faces=max_faces,
-                    quality_filter=quality_filter,
-                    source_note=source_note,
-                    legal_basis=legal_basis,
-                )
+                return local.run(operations.index_faces, params, provenance)
             except RegardError as exc:
                 return exc
 
@@ -274,19 +313,16 @@ def search(
     as_json: bool,
 ) -> None:
     """Search a collection for the largest face in IMAGE."""
-    with _service(data_dir, database_url) as s:
-        out = s.search_faces_by_image(
-            collection_id, image.read_bytes(), max_faces=max_faces, face_match_threshold=threshold
-        )
+    params = {
+        "CollectionId": collection_id,
+        "Image": {"Bytes": image.read_bytes()},
+        "MaxFaces": max_faces,
+        "FaceMatchThreshold": threshold,
+    }
+    with _service(data_dir, database_url) as local:
+        out = local.run(operations.search_faces_by_image, params)
     if as_json:
-        emit_json(
-            {
-                "SearchedFaceBoundingBox": render.bounding_box(out.searched_face_bounding_box),
-                "SearchedFaceConfidence": out.searched_face_confidence,
-                "FaceMatches": [render.face_match(m, out.face_model_version) for m in out.face_matches],
-                "FaceModelVersion": out.face_model_version,
-            }
-        )
+        emit_json(operations.search_faces_by_image.render(out, params))
     else:
         emit_table(
             ["SIMILARITY", "EST. FMR", "FACE ID", "EXTERNAL ID", "USER"],
@@ -311,8 +347,8 @@ def user_create(
     collection_id: str, user_id: str, data_dir: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     """Create a user."""
-    with _service(data_dir, database_url) as s:
-        s.create_user(collection_id, user_id)
+    with _service(data_dir, database_url) as local:
+        local.run(operations.create_user, {"CollectionId": collection_id, "UserId": user_id})
     emit_json({}) if as_json else click.echo(f"created user {user_id}")
 
 
@@ -324,8 +360,8 @@ def user_delete(
     collection_id: str, user_id: str, data_dir: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     """Delete a user (its faces stay in the collection)."""
-    with _service(data_dir, database_url) as s:
-        s.delete_user(collection_id, user_id)
+    with _service(data_dir, database_url) as local:
+        local.run(operations.delete_user, {"CollectionId": collection_id, "UserId": user_id})
     emit_json({}) if as_json else click.echo(f"deleted user {user_id}")
 
 
@@ -335,10 +371,10 @@ def user_delete(
 def user_list(collection_id: str, data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
     """List a collection's users."""
     found = []
-    with _service(data_dir, database_url) as s:
+    with _service(data_dir, database_url) as local:
         token: str | None = None
         while True:
-            page = s.list_users(collection_id, next_token=token)
+            page = local.service.list_users(collection_id, next_token=token)
             found.extend(page.users)
             token = page.next_token
             if token is None:
@@ -365,17 +401,17 @@ def user_associate(
     as_json: bool,
 ) -> None:
     """Associate faces with a user."""
-    with _service(data_dir, database_url) as s:
-        out = s.associate_faces(collection_id, user_id, list(face_ids), user_match_threshold=threshold)
+    params = {
+        "CollectionId": collection_id,
+        "UserId": user_id,
+        "FaceIds": list(face_ids),
+        "UserMatchThreshold": threshold,
+    }
+    with _service(data_dir, database_url) as local:
+        out = local.run(operations.associate_faces, params)
     unsuccessful = render.unsuccessful_faces(out.unsuccessful, with_confidence=True)
     if as_json:
-        emit_json(
-            {
-                "AssociatedFaces": [{"FaceId": f} for f in out.associated_faces],
-                "UnsuccessfulFaceAssociations": unsuccessful,
-                "UserStatus": out.user_status,
-            }
-        )
+        emit_json(operations.associate_faces.render(out, params))
     else:
         rows = [(f, "associated") for f in out.associated_faces]
         rows += [(u["FaceId"], ",".join(u["Reasons"])) for u in unsuccessful]
@@ -396,18 +432,11 @@ def user_disassociate(
     as_json: bool,
 ) -> None:
     """Disassociate faces from a user."""
-    with _service(data_dir, database_url) as s:
-        out = s.disassociate_faces(collection_id, user_id, list(face_ids))
+    params = {"CollectionId": collection_id, "UserId": user_id, "FaceIds": list(face_ids)}
+    with _service(data_dir, database_url) as local:
+        out = local.run(operations.disassociate_faces, params)
     if as_json:
-        emit_json(
-            {
-                "DisassociatedFaces": [{"FaceId": f} for f in out.disassociated_faces],
-                "UnsuccessfulFaceDisassociations": render.unsuccessful_faces(
-                    out.unsuccessful, with_confidence=False
-                ),
-                "UserStatus": out.user_status,
-            }
-        )
+        emit_json(operations.disassociate_faces.render(out, params))
     else:
         rows = [(f, "disassociated") for f in out.disassociated_faces]
         rows += [(u.face_id, ",".join(u.reasons)) for u in out.unsuccessful]
@@ -436,32 +465,16 @@ def user_search(
     """Find users like an image's largest face, a user or a face (give exactly one)."""
     if sum(x is not None for x in (image, user_id, face_id)) != 1:
         raise click.UsageError("give exactly one of --image, --user-id and --face-id")
-    with _service(data_dir, database_url) as s:
+    limits = {"CollectionId": collection_id, "UserMatchThreshold": threshold, "MaxUsers": max_users}
+    with _service(data_dir, database_url) as local:
         if image is not None:
-            matches = s.search_users_by_image(
-                collection_id, image.read_bytes(), user_match_threshold=threshold, max_users=max_users
-            ).user_matches
+            by_image = {**limits, "Image": {"Bytes": image.read_bytes()}}
+            matches = local.run(operations.search_users_by_image, by_image).user_matches
         else:
-            matches = s.search_users(
-                collection_id,
-                user_id=user_id,
-                face_id=face_id,
-                user_match_threshold=threshold,
-                max_users=max_users,
-            ).user_matches
+            by_id = _given(**limits, UserId=user_id, FaceId=face_id)
+            matches = local.run(operations.search_users, by_id).user_matches
     if as_json:
-        emit_json(
-            {
-                "UserMatches": [
-                    {
-                        "Similarity": m.similarity,
-                        "EstimatedFalseMatchRate": m.fmr,
-                        "User": {"UserId": m.user.user_id, "UserStatus": m.user.status},
-                    }
-                    for m in matches
-                ]
-            }
-        )
+        emit_json({"UserMatches": [render.user_match(m) for m in matches]})
     else:
         emit_table(
             ["SIMILARITY", "EST. FMR", "USER"], [(m.similarity, m.fmr, m.user.user_id) for m in matches]
