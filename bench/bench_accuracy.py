@@ -5,10 +5,10 @@ On ``recognition/celeba_dev`` (one subject per photo), every photo goes through
 * ``face_recognition`` - what the face_recognition library runs by default, called on dlib
   directly: HOG detector with one upsample on the full image, the 5-point shape predictor on the
   HOG box, dlib's ResNet descriptor on the 150-pixel chip, no jitter;
-* ``regard`` - :class:`regard.engine.Engine` with its default detector: ``engine.detect`` then
+* ``regard`` - :class:`regard.face.engine.Engine` with its default detector: ``engine.detect`` then
   ``engine.embed`` (whatever alignment the engine does);
 * ``mtcnn-raw-box`` (diagnostic) - MTCNN detections aligned from the MTCNN box itself, to show
-  what the box mapping in :mod:`regard.detect.mtcnn` is worth.
+  what the box mapping in :mod:`regard.face.detect.mtcnn` is worth.
 
 The largest face found in a photo stands for it. A photo where a pipeline finds no face is a
 failure to acquire: it has no template, its genuine pairs count as rejected in ``TAR (FTA as
@@ -38,11 +38,11 @@ from pathlib import Path
 import dlib
 import numpy as np
 
-from regard.align import face_chips
-from regard.detect import mtcnn as mtcnn_module
-from regard.detect.base import alignment_box
-from regard.detect.mtcnn import THRESHOLDS
-from regard.engine import DEFAULT_DETECTOR, Engine
+from regard.face.align import face_chips
+from regard.face.detect import mtcnn as mtcnn_module
+from regard.face.detect.base import alignment_box
+from regard.face.detect.mtcnn import THRESHOLDS
+from regard.face.engine import DEFAULT_DETECTOR, Engine
 from regard.models import dlib_model_path
 from regard.types import Box, Detection
 

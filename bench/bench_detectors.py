@@ -9,7 +9,7 @@ For each detector (dlib HOG with 0 and 1 upsample, MTCNN on onnxruntime, dlib's 
   shapes (dlib's are square around eyebrows-to-chin, MTCNN's taller, from forehead to chin).
 * ``recognition/celeba_dev``: photos where no face was found (each photo shows one subject).
 * time: milliseconds per photo over every photo above (wall clock, and this process's CPU time),
-  detection as :meth:`regard.engine.Engine.detect` runs it (photos scaled to at most 1024 pixels,
+  detection as :meth:`regard.face.engine.Engine.detect` runs it (photos scaled to at most 1024 pixels,
   minimum face 20 pixels).
 
 Every detector runs in this one process on the same photos, so the ratios between rows hold even
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from regard.detect.base import Detector, downscale, finalize, rescale
-from regard.detect.dlib_detectors import HogDetector
-from regard.engine import DEFAULT_DETECTOR, Engine
+from regard.face.detect.base import Detector, downscale, finalize, rescale
+from regard.face.detect.dlib_detectors import HogDetector
+from regard.face.engine import DEFAULT_DETECTOR, Engine
 from regard.types import Box, Detection
 
 ROOT = Path(__file__).resolve().parents[1]

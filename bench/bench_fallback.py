@@ -29,11 +29,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_inference import _timed as _best
-from regard.align import face_chips
 from regard.config import Settings
-from regard.detect.base import alignment_box
-from regard.embed import mean_of_mirrors, with_mirrors
-from regard.engine import Engine
+from regard.face.align import face_chips
+from regard.face.detect.base import alignment_box
+from regard.face.embed import mean_of_mirrors, with_mirrors
+from regard.face.engine import Engine
 from regard.types import RGBImage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,12 +32,12 @@ import dlib
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from regard.align import face_chips
 from regard.config import Settings
-from regard.detect.mmod_onnx import MmodOnnxDetector
-from regard.embed import DlibEmbedder
-from regard.embed_onnx import OnnxEmbedder
-from regard.engine import DEFAULT_DETECTOR, DETECTORS, Engine
+from regard.face.align import face_chips
+from regard.face.detect.mmod_onnx import MmodOnnxDetector
+from regard.face.embed import DlibEmbedder
+from regard.face.embed_onnx import OnnxEmbedder
+from regard.face.engine import DEFAULT_DETECTOR, DETECTORS, Engine
 from regard.models import dlib_model_path
 
 ROOT = Path(__file__).resolve().parents[1]

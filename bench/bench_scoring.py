@@ -24,8 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_search import faces_for, pct, probes, synthetic
-from regard.calibrate import Scorer, default_scorer, raw_table
-from regard.engine import Engine
+from regard.face.engine import Engine
+from regard.scoring.calibrate import Scorer, default_scorer, raw_table
 from regard.service import Service
 from regard.store.sqlite import SqliteStore
 

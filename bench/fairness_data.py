@@ -4,7 +4,7 @@
 fallback step on the images where MTCNN finds nothing, and stores plain and mirrored-chip
 templates per step in ``.cache/fair/``. This module reads those files back as the deployed
 pipeline sees them (MTCNN, then MTCNN on the padded image, then MMOD on it; flip-mean templates)
-and splits every set the way the shipped parameters were fitted (``regard.calibrate.is_held_apart``).
+and splits every set the way the shipped parameters were fitted (``regard.scoring.calibrate.is_held_apart``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regard.calibrate import is_held_apart
+from regard.scoring.calibrate import is_held_apart
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"

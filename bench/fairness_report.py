@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from regard.calibrate import is_held_apart
+from regard.scoring.calibrate import is_held_apart
 
 GROUPING = {
     "fairface_train": "race",

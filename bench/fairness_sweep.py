@@ -3,7 +3,7 @@
 Every candidate setting (clusters, target FMR of the local thresholds, iterations, pool) is
 fitted on one half of the *fitting* part of the pooled sets and measured on the other half, and
 the other way round (2-fold cross-validation; the halves are whole subjects). The held-apart
-parts (``regard.calibrate.is_held_apart``) are never read here. Each setting is scored by its
+parts (``regard.scoring.calibrate.is_held_apart``) are never read here. Each setting is scored by its
 worst criterion, each criterion scaled so that 1.0 is the acceptance limit of issue 12:
 
 - FairFace: FMR by race at similarity 80 and 60, max/min <= 4 and max/geomean <= 2;
@@ -35,9 +35,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fairness_data import Set, load
-from regard.calibrate import Part, Scorer, fit_scoring
-from regard.embed import resnet_identity
-from regard.normalize import FitOptions
+from regard.face.embed import resnet_identity
+from regard.scoring.calibrate import Part, Scorer, fit_scoring
+from regard.scoring.normalize import FitOptions
 
 POOL = ("celeba_dev", "fairface_train", "utkface", "orl", "yale", "bbt", "deepface", "fr_examples")
 

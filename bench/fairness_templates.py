@@ -41,7 +41,7 @@ _engine: Any = None
 def _init() -> None:
     global _engine
     from regard.config import Settings
-    from regard.engine import Engine
+    from regard.face.engine import Engine
 
     # Steps are run by hand here, so the engine's own cascade is off.
     _engine = Engine(Settings.from_env(threads=1, embed_backend="onnx", detect_fallback="none"))
@@ -59,8 +59,8 @@ def pad(image: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def one(path: str) -> tuple[str, str, dict[str, tuple[Any, Any, float, float]]]:
-    from regard.align import face_chips
-    from regard.detect.base import alignment_box
+    from regard.face.align import face_chips
+    from regard.face.detect.base import alignment_box
 
     e = _engine
     try:

@@ -104,7 +104,7 @@ def listed_faces(client: Any, collection: str) -> set[str]:
 
 def engine_reference(images: dict[str, bytes], repeats: int) -> float:
     """Median in-process time (ms) of decode + detect + analyze + embed for the test photos."""
-    from regard.engine import Engine
+    from regard.face.engine import Engine
 
     engine = Engine()
     first = next(iter(images.values()))

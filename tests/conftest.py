@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from regard.engine import Engine
+    from regard.face.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("REGARD_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -96,6 +96,6 @@ def photos(fr_images: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
     """One engine for the session (models load once)."""
-    from regard.engine import Engine
+    from regard.face.engine import Engine
 
     yield Engine()

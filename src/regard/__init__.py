@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from regard.engine import Engine, Probe, default_engine
 from regard.errors import RegardError
+from regard.face.engine import Engine, Probe, default_engine
 from regard.types import Comparison, Detection, Embeddings, Face, FaceAnalysis, RGBImage
 
 __version__ = "0.1.0"

@@ -103,7 +103,7 @@ class Flag:
 
 @dataclass(frozen=True, slots=True)
 class FaceAnalysis:
-    """What :func:`regard.analyze` reports about one detected face."""
+    """What :func:`regard.face.analyze` reports about one detected face."""
 
     detection: Detection
     landmarks: dict[str, Point]

@@ -12,7 +12,7 @@ from regard.api.rekognition import operations
 from regard.api.rekognition.operations import OPERATIONS, Context
 from regard.api.rekognition.s3 import S3Images
 from regard.config import Settings
-from regard.engine import Engine
+from regard.face.engine import Engine
 from regard.service import Service
 
 ADMIN = Caller("RGKADMIN000000000001", "operator-admin", "admin", "admin")

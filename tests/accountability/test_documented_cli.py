@@ -20,7 +20,7 @@ import pytest
 from regard.accountability.audit import AuditLog
 from regard.accountability.review import ReviewQueue
 from regard.cli.main import main
-from regard.engine import Engine
+from regard.face.engine import Engine
 from regard.keys import KeyStore
 from regard.service import Service
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from regard.accountability.erasure import erase, subject_access
-from regard.engine import Engine
 from regard.errors import InvalidParameter
+from regard.face.engine import Engine
 from regard.index.ann import AnnIndex
 
 from .helpers import ADMIN, CASE, INVESTIGATOR, PROVENANCE, Endpoint, endpoint

@@ -13,8 +13,8 @@ import pytest
 from regard.accountability.guard import HEADER_EFFECTIVE_THRESHOLD, HEADER_REVIEW
 from regard.accountability.policy import PolicyStore
 from regard.accountability.review import CONFIRMED, PENDING, ReviewRefused
-from regard.engine import Engine
 from regard.errors import AccessDenied, ResourceNotFound
+from regard.face.engine import Engine
 from regard.store.base import NewFace
 from regard.types import Box
 

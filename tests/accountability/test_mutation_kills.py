@@ -20,9 +20,9 @@ from regard.accountability.audit import GENESIS, AuditLog, canonical, record_has
 from regard.accountability.erasure import erase
 from regard.accountability.guard import HEADER_THRESHOLD_FMR, Guard, Guarded, RequestInfo
 from regard.accountability.policy import PolicyStore
-from regard.calibrate import fmr_from_similarity, similarity_from_fmr
-from regard.engine import Engine
 from regard.errors import AccessDenied
+from regard.face.engine import Engine
+from regard.scoring.calibrate import fmr_from_similarity, similarity_from_fmr
 from regard.service import CompareFacesResult, FaceDetail, SearchUsersResult, Service
 from regard.store.base import MAX_FACES_PER_USER, NewFace
 from regard.types import Box, Flag, Pose, Quality

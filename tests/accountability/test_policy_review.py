@@ -16,8 +16,8 @@ from regard.accountability.review import (
     ReviewQueue,
     ReviewRefused,
 )
-from regard.calibrate import fmr_from_similarity
 from regard.errors import AccessDenied, ConflictError, InvalidParameter, Throttling
+from regard.scoring.calibrate import fmr_from_similarity
 
 
 def test_default_policy_file_is_written_readable_and_round_trips(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from regard.api.rekognition.s3 import S3Images
 from regard.api.rekognition.shapes import service_model
 
 if TYPE_CHECKING:
-    from regard.engine import Engine
+    from regard.face.engine import Engine
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "rekognition-coverage.md"
 

@@ -32,7 +32,7 @@ from live_server import KeyedServer, StubS3, start_keyed
 from regard.accountability.audit import AuditLog
 from regard.accountability.policy import PolicyStore
 from regard.accountability.review import ReviewQueue
-from regard.calibrate import fmr_from_similarity
+from regard.scoring.calibrate import fmr_from_similarity
 from waiting import wait_for
 
 pytestmark = pytest.mark.slow

@@ -46,7 +46,7 @@ from regard.keys import KeyStore
 from regard.service import ListCollectionsResult
 
 if TYPE_CHECKING:
-    from regard.engine import Engine
+    from regard.face.engine import Engine
 
 HOST = "testserver"
 JSON_11 = "application/x-amz-json-1.1"

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from regard.calibrate import CalibrationTable, Scorer, raw_scorer
 from regard.errors import InvalidParameter
 from regard.evaluation import scorer_for
 from regard.evaluation.bias import BiasOptions, run_bias_audit
@@ -20,7 +19,8 @@ from regard.evaluation.dataset import NO_FACE, OK, Dataset, Templates
 from regard.evaluation.gates import check_gates, load_gates
 from regard.evaluation.metrics import threshold_at_fmr
 from regard.evaluation.report import SECTIONS, render_html, write_report
-from regard.normalize import ScoreNormalizer
+from regard.scoring.calibrate import CalibrationTable, Scorer, raw_scorer
+from regard.scoring.normalize import ScoreNormalizer
 
 SYSTEM = {"embedding_model": "synthetic", "detector": "none"}
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regard.calibrate import default_scorer
 from regard.cli.main import main
 from regard.evaluation import scorer_for
 from regard.evaluation.metrics import threshold_at_fmr
+from regard.scoring.calibrate import default_scorer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -223,7 +223,7 @@ def test_raw_scoring_reuses_the_templates_and_scores_plain_distances(
 
 
 def test_held_apart_with_nothing_held_apart_is_an_input_error(small_set: Path, tmp_path: Path) -> None:
-    from regard.calibrate import is_held_apart
+    from regard.scoring.calibrate import is_held_apart
 
     # Neither "obama" nor "biden" is among the samples kept out of fitting, in any dataset folder.
     assert not any(is_held_apart(small_set.name, s) for s in ("obama", "biden"))

@@ -91,8 +91,8 @@ def test_keep_subject_filters_before_limit(tmp_path: Path) -> None:
 
 
 def test_held_apart_keeps_the_samples_kept_out_of_fitting(tmp_path: Path) -> None:
-    from regard.calibrate import held_apart, is_held_apart
     from regard.evaluation import held_apart_keep
+    from regard.scoring.calibrate import held_apart, is_held_apart
 
     rows = [f"s{s}_{k}.jpg,s{s},Male,30,White" for s in range(60) for k in range(2)]
     subjects = [f"s{s}" for s in range(60)]
@@ -128,8 +128,8 @@ def test_held_apart_keeps_the_samples_kept_out_of_fitting(tmp_path: Path) -> Non
 
 def test_template_cache_is_keyed_by_the_detector_and_its_version() -> None:
     from regard.config import Settings
-    from regard.engine import Engine
     from regard.evaluation.dataset import TemplateSource, cache_prefix
+    from regard.face.engine import Engine
 
     data = Dataset(Path("."), "d", ["a.jpg"], ["s"], True, {}, None)
     keys = {}

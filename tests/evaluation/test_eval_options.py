@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regard.calibrate import is_held_apart
 from regard.cli.main import main
 from regard.config import Settings
-from regard.engine import Engine
 from regard.evaluation import held_apart_keep
 from regard.evaluation.dataset import read_dataset
+from regard.face.engine import Engine
+from regard.scoring.calibrate import is_held_apart
 
 
 def _cached(out: Path) -> dict[str, np.ndarray]:

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regard.align import PREPROCESSING, face_chips
 from regard.config import Settings
-from regard.detect.base import alignment_box
-from regard.embed import FLIP_MEAN, mean_of_mirrors, resnet_identity, with_mirrors
-from regard.engine import Engine
+from regard.face.align import PREPROCESSING, face_chips
+from regard.face.detect.base import alignment_box
+from regard.face.embed import FLIP_MEAN, mean_of_mirrors, resnet_identity, with_mirrors
+from regard.face.engine import Engine
 from regard.types import RGBImage
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from regard.config import Settings
-from regard.detect.base import downscale
-from regard.detect.mmod_onnx import MmodOnnxDetector, pyramid_rects, pyramid_up
-from regard.engine import Engine
+from regard.face.detect.base import downscale
+from regard.face.detect.mmod_onnx import MmodOnnxDetector, pyramid_rects, pyramid_up
+from regard.face.engine import Engine
 from regard.models import dlib_model_path
 from regard.types import Box
 

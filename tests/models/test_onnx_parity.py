@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regard.align import face_chips
 from regard.config import Settings
-from regard.embed import DlibEmbedder, resnet_identity
-from regard.embed_onnx import OnnxEmbedder
-from regard.engine import Engine
+from regard.face.align import face_chips
+from regard.face.embed import DlibEmbedder, resnet_identity
+from regard.face.embed_onnx import OnnxEmbedder
+from regard.face.engine import Engine
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

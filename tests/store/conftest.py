@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from regard.calibrate import CalibrationTable, Scorer
-from regard.engine import Engine
+from regard.face.engine import Engine
+from regard.scoring.calibrate import CalibrationTable, Scorer
 from regard.service import Service
 
 BACKENDS = ("sqlite", "postgres")

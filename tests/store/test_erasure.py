@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from regard.calibrate import Scorer
-from regard.engine import Engine
+from regard.face.engine import Engine
+from regard.scoring.calibrate import Scorer
 from regard.service import Service
 from regard.store.sqlite import SqliteStore
 from store.synthetic import in_index_files, new_faces, people

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from regard.calibrate import Scorer
-from regard.engine import Engine
+from pictures import face_crop, two_faces
 from regard.errors import InvalidParameter
+from regard.face.engine import Engine
+from regard.scoring.calibrate import Scorer
 from regard.service import Service
-from regard.types import ModelIdentity, RGBImage
+from regard.types import ModelIdentity
 
 
 @pytest.fixture
@@ -21,15 +21,6 @@ def svc(tmp_path: Path, engine: Engine, scorer: Scorer) -> Iterator[Service]:
     s = Service.open(tmp_path / "data", engine=engine, scorer=scorer)
     yield s
     s.close()
-
-
-def _crop(engine: Engine, path: Path, side: int) -> RGBImage:
-    """The photo's face with a margin, resized to ``side`` x ``side``."""
-    image = engine.load_image(path)
-    box = engine.detect(image)[0].box
-    cx, cy, half = box.left + box.width / 2, box.top + box.height / 2, box.width * 1.1
-    region = Image.fromarray(image).crop((int(cx - half), int(cy - half), int(cx + half), int(cy + half)))
-    return np.asarray(region.resize((side, side)), dtype=np.uint8)
 
 
 def test_index_and_search_by_image(svc: Service, fr_images: Path, engine: Engine) -> None:
@@ -69,9 +60,7 @@ def test_index_and_search_by_image(svc: Service, fr_images: Path, engine: Engine
 
 def test_max_faces_and_quality_filter(svc: Service, fr_images: Path, engine: Engine) -> None:
     svc.create_collection("c")
-    biden = np.zeros((400, 300, 3), np.uint8)
-    biden[50:350] = _crop(engine, fr_images / "biden.jpg", 300)
-    pair = np.hstack([_crop(engine, fr_images / "obama.jpg", 400), biden])
+    pair = two_faces(engine, fr_images)
     out = svc.index_faces("c", pair, max_faces=1, quality_filter="NONE")
     assert len(out.face_records) == 1
     assert [u.reasons for u in out.unindexed_faces] == [["EXCEEDS_MAX_FACES"]]
@@ -80,7 +69,7 @@ def test_max_faces_and_quality_filter(svc: Service, fr_images: Path, engine: Eng
     users = svc.search_users_by_image("c", pair)
     assert [u.reasons for u in users.unsearched_faces] == [["FACE_NOT_LARGEST"]]
 
-    small = _crop(engine, fr_images / "obama.jpg", 130)
+    small = face_crop(engine, fr_images / "obama.jpg", 130)
     strict = svc.index_faces("c", small, quality_filter="HIGH")
     assert strict.face_records == []
     assert "SMALL_BOUNDING_BOX" in strict.unindexed_faces[0].reasons

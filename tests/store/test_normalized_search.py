@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from regard.calibrate import CalibrationTable, Scorer
-from regard.engine import Engine
-from regard.normalize import ScoreNormalizer
+from regard.face.engine import Engine
+from regard.scoring.calibrate import CalibrationTable, Scorer
+from regard.scoring.normalize import ScoreNormalizer
 from regard.service import Service
 from regard.store.base import Store
 from regard.store.sqlite import SqliteStore

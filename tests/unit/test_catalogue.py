@@ -376,7 +376,7 @@ def test_documented_profiles_agree_with_the_policy_and_the_catalogue() -> None:
 
 def test_documented_max_fmr_is_the_default_threshold() -> None:
     """The verification cell says "1e-4 (similarity 80)": 80 is every default threshold."""
-    from regard.calibrate import similarity_from_fmr
+    from regard.scoring.calibrate import similarity_from_fmr
 
     cell = _profile_table()["`max_fmr` (per comparison)"]["verification"]
     m = re.fullmatch(r"(\S+) \(similarity (\d+)\)", cell)

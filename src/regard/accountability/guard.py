@@ -59,9 +59,9 @@ from regard.accountability.request import (
     RequestInfo,
 )
 from regard.accountability.review import PENDING, ReviewQueue
-from regard.calibrate import fmr_from_similarity
 from regard.catalogue import OPERATIONS_BY_NAME, Operation
 from regard.errors import AccessDenied, RegardError, UnsupportedOperation
+from regard.scoring.calibrate import fmr_from_similarity
 from regard.service import Service
 
 # Names other modules import from here.

@@ -45,9 +45,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from regard.calibrate import similarity_from_fmr
 from regard.catalogue import OPERATIONS_BY_NAME, served_names
 from regard.errors import AccessDenied, InvalidParameter, Throttling
+from regard.scoring.calibrate import similarity_from_fmr
 
 POLICY_NAME = "policy.toml"
 

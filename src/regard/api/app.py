@@ -41,7 +41,7 @@ from regard.api.steps import (
     route_and_validate,
 )
 from regard.config import Settings
-from regard.engine import Engine
+from regard.face.engine import Engine
 from regard.keys import KeyStore
 from regard.service import Service
 

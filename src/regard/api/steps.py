@@ -43,8 +43,8 @@ from regard.api.rekognition.errors import (
 )
 from regard.api.rekognition.operations import OPERATIONS, ApiOperation, Context
 from regard.api.rekognition.s3 import S3Images
-from regard.engine import Engine
 from regard.errors import RegardError, UnsupportedOperation
+from regard.face.engine import Engine
 from regard.keys import AccessKey, KeyStore
 from regard.service import Service
 

@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from regard.cli.output import emit_json, emit_table
-from regard.engine import Engine
 from regard.errors import InvalidParameter
-from regard.normalize import FitOptions
+from regard.face.engine import Engine
+from regard.scoring.normalize import FitOptions
 from regard.types import Detection, FaceAnalysis, RGBImage
 
 _detector_option = click.option(
@@ -178,7 +178,7 @@ def embed(image: Path, as_json: bool, max_faces: int, detector: str | None) -> N
     "--all-subjects",
     is_flag=True,
     help="Fit on every image instead of keeping a part of each set apart for checking "
-    "(regard.calibrate.is_held_apart: a third of celeba_dev's subjects, half of any other set's).",
+    "(regard.scoring.calibrate.is_held_apart: a third of celeba_dev's subjects, half of any other set's).",
 )
 @click.option("--version", "version", default=None, help="Version label (default: the datasets' names).")
 @click.option("--clusters", default=FitOptions.clusters, show_default=True, type=click.IntRange(2, 1000))
@@ -212,8 +212,8 @@ def calibrate(
     """
     from tqdm import tqdm
 
-    from regard.calibrate import Part, fit_scoring
     from regard.evaluation.dataset import TemplateSource, compute_templates, read_dataset
+    from regard.scoring.calibrate import Part, fit_scoring
 
     engine = Engine()
     source = TemplateSource(engine)
@@ -240,7 +240,7 @@ def calibrate(
         options=options,
         normalize=not raw,
         provenance={
-            "held_apart": "none (all images)" if all_subjects else "regard.calibrate.is_held_apart",
+            "held_apart": "none (all images)" if all_subjects else "regard.scoring.calibrate.is_held_apart",
             "made_by": " ".join(
                 ["regard calibrate", *(str(d) for d in datasets)]
                 + [f"--clusters {clusters} --target-fmr {target_fmr:g} --iterations {iterations}"]
@@ -266,7 +266,7 @@ def calibrate(
 
 def _kept_for_fitting(dataset: str) -> Callable[[str], bool]:
     """The samples of ``dataset`` that fitting may see (the rest is held apart for checking)."""
-    from regard.calibrate import is_held_apart
+    from regard.scoring.calibrate import is_held_apart
 
     return lambda subject: not is_held_apart(dataset, subject)
 

@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 from regard.accountability.policy import DEFAULT_PROFILES
 from regard.config import Settings
-from regard.engine import Engine
 from regard.errors import InvalidParameter
+from regard.face.engine import Engine
 
 
 def _floats(text: str) -> list[float]:
@@ -71,7 +71,7 @@ def _bar(stream: Iterable[Any], total: int) -> Iterable[Any]:
     "--held-apart",
     is_flag=True,
     help="Only the samples kept out of fitting the shipped normalizer and calibration table "
-    "(regard.calibrate.is_held_apart: a third of celeba_dev's subjects; half of the subjects, or of "
+    "(regard.scoring.calibrate.is_held_apart: a third of celeba_dev's subjects; half of the subjects, or of "
     "the images when there are no identities, of any other set).",
 )
 @click.option(

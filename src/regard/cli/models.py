@@ -66,7 +66,7 @@ def _scoring_rows(settings: Settings) -> list[dict[str, object]]:
     """The scoring parameters in force: the fair score normalizer and the calibration table."""
     from importlib import resources
 
-    from regard.calibrate import default_scorer, load_scorer
+    from regard.scoring.calibrate import default_scorer, load_scorer
 
     folder = Path(settings.scoring_dir).expanduser() if settings.scoring_dir else None
     scorer = load_scorer(folder) if folder else default_scorer()
@@ -78,7 +78,7 @@ def _scoring_rows(settings: Settings) -> list[dict[str, object]]:
             {
                 "name": "score-normalizer",
                 "description": f"fair score normalization, {len(n.centroids)} clusters "
-                "(regard.normalize; docs/calibration.md)",
+                "(regard.scoring.normalize; docs/calibration.md)",
                 "source": f"{where}/normalizer.json",
                 "version": n.version,
                 "model": n.model,

@@ -14,12 +14,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from regard.calibrate import Scorer, default_scorer, held_apart_fold, is_held_apart, raw_scorer, raw_table
 from regard.errors import InvalidParameter, ModelUnavailable
 from regard.evaluation.bias import BiasData, BiasOptions, run_bias_audit
 from regard.evaluation.dataset import Progress, TemplateSource, compute_templates, read_dataset
 from regard.evaluation.gates import check_gates, load_gates
 from regard.evaluation.report import write_report
+from regard.scoring.calibrate import (
+    Scorer,
+    default_scorer,
+    held_apart_fold,
+    is_held_apart,
+    raw_scorer,
+    raw_table,
+)
 
 __all__ = [
     "SCORING_MODES",
@@ -52,7 +59,7 @@ def scorer_for(mode: str, engine: object | None = None) -> Scorer:
     """The scorer of a ``--scoring`` mode: "normalized" is the engine's (the shipped parameters or
     ``REGARD_SCORING_DIR``'s), "raw" the pre-0.2 table on raw distances. Parameter files that
     cannot be read raise :class:`~regard.errors.ModelUnavailable`, never a silent fallback."""
-    from regard.engine import Engine
+    from regard.face.engine import Engine
 
     if mode not in SCORING_MODES:
         raise InvalidParameter(f"scoring must be one of {', '.join(SCORING_MODES)}, not {mode!r}")
@@ -74,7 +81,7 @@ def dataset_folder(location: Path) -> str:
 
 def held_apart_keep(location: Path) -> Callable[[str], bool]:
     """``keep_subject`` for :func:`read_dataset`: the samples of the dataset at ``location`` that
-    :func:`regard.calibrate.is_held_apart` says were kept out of fitting the shipped parameters."""
+    :func:`regard.scoring.calibrate.is_held_apart` says were kept out of fitting the shipped parameters."""
     return partial(is_held_apart, dataset_folder(location))
 
 
@@ -94,7 +101,7 @@ def evaluate(
     """Run a whole evaluation and write its reports into ``out``.
 
     ``scoring`` is one of :data:`SCORING_MODES`; ``held_apart`` keeps only the samples
-    :func:`regard.calibrate.is_held_apart` says were kept out of fitting the shipped parameters.
+    :func:`regard.scoring.calibrate.is_held_apart` says were kept out of fitting the shipped parameters.
     """
     gates = load_gates(gates_file) if gates_file else None
     scorer = scorer_for(scoring, engine)

@@ -2,7 +2,7 @@
 
 Pairs are compared by *score*, as regard compares them in service: the Euclidean distance
 between the templates minus both templates' half offsets (fair score normalization), or the
-plain distance when scoring is raw. A :class:`regard.calibrate.Scorer` supplies the half offsets
+plain distance when scoring is raw. A :class:`regard.scoring.calibrate.Scorer` supplies the half offsets
 and the calibration table that maps a score to FMR and similarity.
 
 One global score threshold per target false-match rate is set on all impostor pairs; each group's
@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from regard import __version__
-from regard.calibrate import Scorer, similarity_from_fmr
 from regard.evaluation import identification
 from regard.evaluation.dataset import NO_FACE, OK, UNREADABLE, Dataset, Templates
 from regard.evaluation.metrics import (
@@ -46,6 +45,7 @@ from regard.evaluation.pairs import (
     score_all_pairs,
     score_listed_pairs,
 )
+from regard.scoring.calibrate import Scorer, similarity_from_fmr
 
 ALL = "all"
 

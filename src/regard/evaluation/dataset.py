@@ -118,7 +118,7 @@ def read_dataset(
 
     ``keep_subject`` keeps only the images whose subject it accepts, applied before ``limit``; it
     is called with the value :attr:`Dataset.subjects` holds, so with the image path in a set
-    without identities (for example ``lambda s: regard.calibrate.is_held_apart(name, s)``, the
+    without identities (for example ``lambda s: regard.scoring.calibrate.is_held_apart(name, s)``, the
     samples the shipped scoring parameters never saw). In a pairs file a pair is kept when both
     of its images are.
 
@@ -239,14 +239,14 @@ class TemplateSource:
     """What the evaluation needs from a face engine: identity and one template per image."""
 
     def __init__(self, engine: object) -> None:
-        from regard.engine import Engine
+        from regard.face.engine import Engine
 
         if not isinstance(engine, Engine):
-            raise TypeError("TemplateSource needs a regard.engine.Engine")
+            raise TypeError("TemplateSource needs a regard.face.engine.Engine")
         self.engine = engine
 
     def identity(self) -> dict[str, str]:
-        from regard.detect.fallback import describe
+        from regard.face.detect.fallback import describe
 
         ident = self.engine.model_identity
         return {
@@ -266,7 +266,7 @@ class TemplateSource:
     def one(self, path: Path) -> tuple[str, np.ndarray | None, float, float, float]:
         """Outcome, template, face height (pixels), sharpness and brightness of ``path``'s largest face.
 
-        The face is the one :meth:`regard.engine.Engine.probe` picks, as CompareFaces does.
+        The face is the one :meth:`regard.face.engine.Engine.probe` picks, as CompareFaces does.
         """
         try:
             image = self.engine.load_image(path)
@@ -286,7 +286,7 @@ _worker: TemplateSource | None = None
 def _init_worker(settings: object) -> None:
     global _worker
     from regard.config import Settings
-    from regard.engine import Engine
+    from regard.face.engine import Engine
 
     assert isinstance(settings, Settings)
     _worker = TemplateSource(Engine(settings))

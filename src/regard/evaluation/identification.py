@@ -3,7 +3,7 @@
 Subjects are split with a seed: half are *enrolled* (one image each in the gallery, their other
 images are mated probes), the other half are not (all their images are non-mated probes: people
 who are not on the list). A search returns every gallery entry whose score (the distance minus
-the probe's and the entry's half offsets, as in ``regard.calibrate.Scorer``) is at or below the
+the probe's and the entry's half offsets, as in ``regard.scoring.calibrate.Scorer``) is at or below the
 threshold, so the candidate list can be as long as the gallery; candidates rank by score.
 
 - FPIR (false positive identification rate): share of non-mated probes with at least one

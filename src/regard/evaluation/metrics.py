@@ -1,7 +1,7 @@
 """Error-rate arithmetic for verification audits: thresholds, rates, intervals, differentials.
 
 Scores are dissimilarities: the Euclidean distance between two templates, shifted by fair score
-normalization (``regard.calibrate.Scorer``; the plain distance when scoring is raw). A pair
+normalization (``regard.scoring.calibrate.Scorer``; the plain distance when scoring is raw). A pair
 *matches* at threshold ``t`` when its score is at most ``t``. A normalized score can be slightly
 negative. Following NIST's demographic-effects method (NISTIR 8280) one global
 threshold is fixed for a target false-match rate over all impostor pairs, and every group's

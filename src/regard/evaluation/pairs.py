@@ -8,7 +8,7 @@ thresholds, counts and the subject bootstrap at every operating point under the 
 
 A pair's *score* is the Euclidean distance between its templates minus the two templates'
 half offsets, ``score = distance(a, b) - h(a) - h(b)`` (fair score normalization, see
-``regard.calibrate.Scorer``); the half offsets come in as a plain array (zeros, or None, for
+``regard.scoring.calibrate.Scorer``); the half offsets come in as a plain array (zeros, or None, for
 raw distances), so nothing here depends on how they were made.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from regard.calibrate import pair_blocks
+from regard.scoring.calibrate import pair_blocks
 
 #: Histogram bins (0.0005 wide) over scores -0.5..2.5. Templates are near unit length, so distances
 #: stay within 0..2; the half offsets shift a score by a few tenths at most either way. A score

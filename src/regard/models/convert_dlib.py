@@ -239,7 +239,7 @@ def build_mmod(source: Path | None = None) -> bytes:
     """ONNX bytes of dlib's MMOD CNN: ``tensor`` float ``N x 3 x H x W`` -> ``scores`` ``N x 1 x h x w``.
 
     The input is the normalised tiled image pyramid dlib's ``input_rgb_image_pyramid`` builds
-    (see :mod:`regard.detect.mmod_onnx`), so normalisation happens before the graph.
+    (see :mod:`regard.face.detect.mmod_onnx`), so normalisation happens before the graph.
     """
     path = source or dlib_model_path("mmod")
     net = load(path)

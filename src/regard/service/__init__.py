@@ -2,7 +2,7 @@
 
 :class:`Service` is the use-case layer behind Rekognition's operations. It validates parameters
 the way Rekognition documents them, runs the face engine on images, turns template distances
-into calibrated similarities (``regard.calibrate``: ``similarity = -20 * log10(FMR)``, so 80
+into calibrated similarities (``regard.scoring.calibrate``: ``similarity = -20 * log10(FMR)``, so 80
 means an estimated false-match rate of 1e-4) and keeps everything in a
 :class:`regard.store.base.Store`: SQLite plus a vector index under the data directory by
 default, PostgreSQL + pgvector when ``database_url`` says so.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from regard.calibrate import Scorer
-from regard.engine import Engine
 from regard.errors import InvalidParameter
+from regard.face.engine import Engine
+from regard.scoring.calibrate import Scorer
 from regard.service.rules import COLLECTION_ID_RE, check
 from regard.store.base import Collection, Store
 from regard.types import ModelIdentity
@@ -32,7 +32,7 @@ class ServiceBase:
     def engine(self) -> Engine:
         """The face engine (the process-wide default unless one was given); loads nothing by itself."""
         if self._engine is None:
-            from regard.engine import default_engine
+            from regard.face.engine import default_engine
 
             self._engine = default_engine()
         return self._engine

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from regard.calibrate import Scorer
-from regard.engine import Engine
-from regard.imaging import image_size
+from regard.face.engine import Engine
+from regard.face.imaging import image_size
+from regard.scoring.calibrate import Scorer
 from regard.service.images import FaceDetail, decode, probe
 from regard.service.quality import quality_reasons
 from regard.service.rules import DEFAULT_SIMILARITY_THRESHOLD, check_range

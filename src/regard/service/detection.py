@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from regard.engine import Engine
-from regard.imaging import image_size
+from regard.face.engine import Engine
+from regard.face.imaging import image_size
 from regard.service.images import FaceDetail, decode
 from regard.types import RGBImage
 

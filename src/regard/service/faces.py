@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from regard.errors import ResourceNotFound
-from regard.imaging import image_size
+from regard.face.imaging import image_size
 from regard.service.base import ServiceBase
 from regard.service.images import FaceDetail, decode, probe
 from regard.service.quality import check_quality_filter, quality_reasons

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regard.calibrate import Scorer
-from regard.engine import Engine
 from regard.errors import InvalidParameter
+from regard.face.engine import Engine
+from regard.scoring.calibrate import Scorer
 from regard.service.collections import CollectionOperations
 from regard.service.compare import CompareFacesResult, compare_faces
 from regard.service.detection import DetectFacesResult, detect_faces

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from regard.engine import Engine
 from regard.errors import InvalidParameter
-from regard.imaging import image_size
+from regard.face.engine import Engine
+from regard.face.imaging import image_size
 from regard.service.quality import check_quality_filter, quality_reasons
 from regard.store.base import as_vector
 from regard.types import Box, Embeddings, FaceAnalysis, Flag, Point, Pose, Quality, RGBImage
@@ -74,7 +74,7 @@ class ProbeFace:
 
 
 def probe(engine: Engine, image: RGBImage, quality_filter: str, *, others: bool = False) -> ProbeFace:
-    """The largest face of ``image`` (:meth:`regard.engine.Engine.probe`), held to ``quality_filter``.
+    """The largest face of ``image`` (:meth:`regard.face.engine.Engine.probe`), held to ``quality_filter``.
 
     InvalidParameter (:data:`NO_FACES`) when the image holds no face or its largest falls short of
     the bar: the largest face is the probe, and a smaller one never stands in for it.

@@ -15,7 +15,7 @@ class QualityBar:
     """The least a face must show to be indexed at one QualityFilter level."""
 
     min_brightness: float  # 0-100, mean luma of the face box
-    min_sharpness: float  # 0-100, regard.analyze's Laplacian measure
+    min_sharpness: float  # 0-100, regard.face.analyze's Laplacian measure
     min_confidence: float  # detection confidence, 0-100
     min_side_px: float  # shorter side of the face box, in image pixels
     max_yaw: float  # degrees

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from regard.calibrate import fmr_from_similarity
+from regard.scoring.calibrate import fmr_from_similarity
 from regard.service.images import FaceDetail
 from regard.service.search import FaceMatch, UserMatch
 from regard.store.base import FaceRecord

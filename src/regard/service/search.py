@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from regard.calibrate import Scorer
 from regard.errors import ResourceNotFound
+from regard.scoring.calibrate import Scorer
 from regard.service.rules import DEFAULT_FACE_MATCH_THRESHOLD, MAX_SEARCH_FACES, check_search_params
 from regard.store.base import Collection, FaceRecord, Neighbor, Store, User
 from regard.types import Embeddings

@@ -26,8 +26,8 @@ from regard.accountability.guard import Guard, Guarded
 from regard.accountability.request import Caller, Params, Provenance, RequestInfo
 from regard.accountability.review import PENDING
 from regard.api.rekognition.s3 import S3Images
-from regard.engine import Engine
 from regard.errors import InvalidParameter
+from regard.face.engine import Engine
 from regard.service import (
     AssociateFacesResult,
     CollectionDescription,

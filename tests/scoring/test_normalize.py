@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regard.calibrate import (
+from regard.errors import InvalidParameter, ScoringMismatch
+from regard.scoring.calibrate import (
     CalibrationTable,
     Part,
     Scorer,
@@ -17,8 +18,7 @@ from regard.calibrate import (
     fit_scoring,
     is_held_apart,
 )
-from regard.errors import InvalidParameter, ScoringMismatch
-from regard.normalize import (
+from regard.scoring.normalize import (
     FitOptions,
     ScoreNormalizer,
     default_normalizer,
@@ -189,7 +189,7 @@ def test_stale_parameters_are_refused() -> None:
 
 def test_engine_refuses_shipped_scoring_for_templates_made_without_the_flip() -> None:
     from regard.config import Settings
-    from regard.engine import Engine
+    from regard.face.engine import Engine
 
     with pytest.raises(ScoringMismatch, match="flip"):
         _ = Engine(Settings.from_env(embed_flip=False)).scorer
@@ -199,8 +199,8 @@ def test_engine_refuses_shipped_scoring_for_templates_made_without_the_flip() ->
 def test_unreadable_scoring_folders_are_deployment_errors(tmp_path: Path) -> None:
     """REGARD_SCORING_DIR pointing at nothing, or at files that are not parameters, fails with
     ModelUnavailable naming the file (a server-side fault), never a KeyError or a silent default."""
-    from regard.calibrate import load_scorer
     from regard.errors import ModelUnavailable
+    from regard.scoring.calibrate import load_scorer
 
     with pytest.raises(ModelUnavailable, match=r"calibration\.json"):
         load_scorer(tmp_path / "missing")
@@ -231,8 +231,8 @@ def _table_dict(table: CalibrationTable) -> dict[str, object]:
 
 
 def test_engine_refuses_a_normalizer_for_another_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    from regard import engine as engine_module
-    from regard.engine import Engine
+    from regard.face import engine as engine_module
+    from regard.face.engine import Engine
 
     shipped = default_scorer()
     assert shipped.normalizer is not None

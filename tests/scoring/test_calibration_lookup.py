@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from regard.calibrate import CalibrationTable, Scorer
+from regard.scoring.calibrate import CalibrationTable, Scorer
 
 ROWS = [  # distance, FMR, FNMR; the row under the anchor is measured as 0 (too few impostors)
     (0.3, 0.0, 0.9),

@@ -13,16 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
-from regard import imaging
-from regard.align import face_chips
-from regard.analyze import analyze_face
-from regard.calibrate import Scorer, default_scorer, load_scorer
 from regard.config import Settings
-from regard.detect.base import MAX_FACES, Detector, alignment_box, downscale, finalize, rescale
-from regard.detect.fallback import STEPS, extend_for, pad_image, parse_steps, unpad
-from regard.embed import FLIP_MEAN, DlibEmbedder, Embedder, mean_of_mirrors, resnet_identity, with_mirrors
 from regard.errors import InvalidParameter
-from regard.landmarks import ShapePredictors
+from regard.face import imaging
+from regard.face.align import face_chips
+from regard.face.analyze import analyze_face
+from regard.face.detect.base import MAX_FACES, Detector, alignment_box, downscale, finalize, rescale
+from regard.face.detect.fallback import STEPS, extend_for, pad_image, parse_steps, unpad
+from regard.face.embed import (
+    FLIP_MEAN,
+    DlibEmbedder,
+    Embedder,
+    mean_of_mirrors,
+    resnet_identity,
+    with_mirrors,
+)
+from regard.face.landmarks import ShapePredictors
+from regard.scoring.calibrate import Scorer, default_scorer, load_scorer
 from regard.types import Comparison, Detection, Embeddings, Face, FaceAnalysis, ModelIdentity, RGBImage
 
 #: The detector used when settings say "default"; chosen by measurement (docs/benchmarks.md).
@@ -32,25 +39,25 @@ DetectorFactory = Callable[["Engine"], Detector]
 
 
 def _hog(engine: Engine) -> Detector:
-    from regard.detect.dlib_detectors import HogDetector
+    from regard.face.detect.dlib_detectors import HogDetector
 
     return HogDetector(engine.predictors)
 
 
 def _cnn(engine: Engine) -> Detector:
-    from regard.detect.mmod_onnx import MmodOnnxDetector
+    from regard.face.detect.mmod_onnx import MmodOnnxDetector
 
     return MmodOnnxDetector(engine.predictors, engine.settings)
 
 
 def _cnn_dlib(engine: Engine) -> Detector:
-    from regard.detect.dlib_detectors import MmodDetector
+    from regard.face.detect.dlib_detectors import MmodDetector
 
     return MmodDetector(engine.predictors)
 
 
 def _mtcnn(engine: Engine) -> Detector:
-    from regard.detect.mtcnn import MtcnnDetector
+    from regard.face.detect.mtcnn import MtcnnDetector
 
     return MtcnnDetector(threads=engine.settings.threads, cache_dir=engine.settings.cache_dir)
 
@@ -64,7 +71,7 @@ def _dlib_embedder(engine: Engine) -> Embedder:
 
 
 def _onnx_embedder(engine: Engine) -> Embedder:
-    from regard.embed_onnx import OnnxEmbedder
+    from regard.face.embed_onnx import OnnxEmbedder
 
     return OnnxEmbedder(engine.settings)
 
@@ -174,7 +181,7 @@ class Engine:
         Large photos are scaled down to ``settings.detect_max_side`` for detection; boxes and
         landmarks are reported in the original image's pixels. When the default detector finds
         nothing, the fallback cascade of :meth:`fallback_steps` looks again
-        (:mod:`regard.detect.fallback`); a detector named in ``detector`` runs alone.
+        (:mod:`regard.face.detect.fallback`); a detector named in ``detector`` runs alone.
         """
         if max_faces < 1:
             raise InvalidParameter("max_faces must be at least 1")
@@ -223,7 +230,7 @@ class Engine:
         """One 128-d descriptor per detection, computed in one batch from the full-resolution image.
 
         Each is the mean of the descriptors of the aligned chip and of its mirror image, both run
-        in the same batch (:func:`regard.embed.mean_of_mirrors`).
+        in the same batch (:func:`regard.face.embed.mean_of_mirrors`).
         """
         # A face whose alignment box crosses the frame (most often one the fallback cascade found
         # on a padded image) is aligned on the picture extended with its mean colour.

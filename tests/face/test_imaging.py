@@ -11,7 +11,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from regard.errors import ImageTooLarge, InvalidImageFormat
-from regard.imaging import load_image
+from regard.face.imaging import load_image
 
 
 @pytest.fixture(scope="module")

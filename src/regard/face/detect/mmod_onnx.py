@@ -23,9 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from regard.config import Settings
-from regard.detect.base import clip_box, landmarks5_from_68
-from regard.detect.dlib_detectors import MMOD_WINDOW, upsamples_for
-from regard.landmarks import ShapePredictors
+from regard.face.detect.base import clip_box, landmarks5_from_68
+from regard.face.detect.dlib_detectors import MMOD_WINDOW, upsamples_for
+from regard.face.landmarks import ShapePredictors
 from regard.models.convert_dlib import mmod_onnx_path
 from regard.models.dlib_dat import load
 from regard.models.packaged import dlib_model_path

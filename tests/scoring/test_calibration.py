@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regard.calibrate import (
+from regard.config import Settings
+from regard.errors import InvalidParameter
+from regard.scoring.calibrate import (
     CalibrationTable,
     Scorer,
     build_table,
@@ -20,8 +22,6 @@ from regard.calibrate import (
     raw_table,
     similarity_from_fmr,
 )
-from regard.config import Settings
-from regard.errors import InvalidParameter
 
 
 @pytest.mark.parametrize(
@@ -115,9 +115,9 @@ def _held_apart_scores(
     datasets: Path, engine: object, folder: str, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], dict[str, list[str]]]:
     """Templates of a set's held-apart part (never seen by the shipped parameters)."""
-    from regard.calibrate import is_held_apart
-    from regard.engine import Engine
     from regard.evaluation.dataset import TemplateSource, compute_templates, read_dataset
+    from regard.face.engine import Engine
+    from regard.scoring.calibrate import is_held_apart
 
     assert isinstance(engine, Engine)
     name = Path(folder).name
@@ -169,7 +169,7 @@ def test_normalization_narrows_the_race_gap_on_held_apart_fairface(datasets: Pat
     """On FairFace crops the shipped parameters never saw, the false-match rates of the races at
     similarity 60 sit far closer together (and closer to nominal) under the deployed scoring than
     under the raw distance read through the table of regard before 0.2."""
-    from regard.calibrate import raw_scorer
+    from regard.scoring.calibrate import raw_scorer
 
     emb, _, _, _, labels = _held_apart_scores(datasets, engine, "demographics/fairface_train")
     race = np.array(labels["race"])
@@ -194,9 +194,9 @@ def test_calibrate_command_makes_a_loadable_table(datasets: Path, tmp_path: Path
     """`regard calibrate` on a labelled folder writes a table that loads and behaves."""
     import json
 
-    from regard.calibrate import load_scorer
     from regard.cli.main import main
-    from regard.engine import Engine
+    from regard.face.engine import Engine
+    from regard.scoring.calibrate import load_scorer
 
     out = tmp_path / "scoring"
     folders = [str(datasets / "recognition" / n) for n in ("orl", "yale")]

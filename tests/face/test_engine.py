@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regard.analyze import LANDMARK_MAP
-from regard.engine import Engine
 from regard.errors import InvalidParameter
+from regard.face.analyze import LANDMARK_MAP
+from regard.face.engine import Engine
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_eyes_open_on_an_open_eyed_portrait(engine: Engine, fr_images: Path) -> 
 
 
 def test_eyes_open_follows_the_eye_aspect_ratio() -> None:
-    from regard.analyze import eyes_open
+    from regard.face.analyze import eyes_open
 
     def face(opening: float) -> list[tuple[float, float]]:
         points = [(0.0, 0.0)] * 68

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from regard.config import Settings
-from regard.detect.base import alignment_box, clip_box
-from regard.detect.fallback import describe, extend_for, pad_image, parse_steps, unpad
-from regard.engine import Engine
 from regard.errors import InvalidParameter
+from regard.face.detect.base import alignment_box, clip_box
+from regard.face.detect.fallback import describe, extend_for, pad_image, parse_steps, unpad
+from regard.face.engine import Engine
 from regard.types import Box, Detection, RGBImage
 
 DEFAULT_STEPS = ("pad", "pad-cnn")

@@ -22,7 +22,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from PIL import Image
 
-from regard.detect.base import ALIGNMENT_BOXES, MAX_FACES, clip_box
+from regard.face.detect.base import ALIGNMENT_BOXES, MAX_FACES, clip_box
 from regard.models.mtcnn_convert import CONVERTER_VERSION, mtcnn_onnx_paths
 from regard.types import Box, Detection, Point, RGBImage
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import dlib
 import numpy as np
 
-from regard.align import PREPROCESSING
+from regard.face.align import PREPROCESSING
 from regard.models import dlib_model_path, file_sha256
 from regard.types import Embeddings, ModelIdentity
 

@@ -1,7 +1,7 @@
 """Turn comparison scores into calibrated similarities and false-match rates.
 
 A pair's *score* is the Euclidean distance between its two dlib ResNet descriptors, shifted by
-the fair score normalizer (``regard.normalize``) so that one score means one false-match rate
+the fair score normalizer (``regard.scoring.normalize``) so that one score means one false-match rate
 whoever the faces belong to. The shipped table (``data/calibration.json``) lists, for a ladder of
 scores, the false-match rate (share of impostor pairs at or below that score) and false non-match
 rate (share of genuine pairs above it) measured on a pooled, diverse set of photos;
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from regard.errors import InvalidParameter, ModelUnavailable, ScoringMismatch
-from regard.normalize import FitOptions, ScoreNormalizer, fit_normalizer
+from regard.scoring.normalize import FitOptions, ScoreNormalizer, fit_normalizer
 from regard.types import Comparison
 
 SIMILARITY_PER_DECADE = 20.0

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import dlib
 import numpy as np
 
-from regard.landmarks import ShapePredictors
+from regard.face.landmarks import ShapePredictors
 from regard.types import Box, RGBImage
 
 CHIP_SIZE = 150

@@ -1,7 +1,7 @@
 """dlib's ResNet descriptor run by onnxruntime: the same model, more than ten times faster.
 
 The graph is converted from the packaged dlib weights (:mod:`regard.models.convert_dlib`) and
-cached; it returns the same descriptors as :class:`regard.embed.DlibEmbedder` (cosine >= 0.9999),
+cached; it returns the same descriptors as :class:`regard.face.embed.DlibEmbedder` (cosine >= 0.9999),
 so the two backends share one :class:`~regard.types.ModelIdentity` and templates stay comparable.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from regard.config import Settings
-from regard.embed import EMBEDDING_DIM, resnet_identity
 from regard.errors import InvalidParameter
+from regard.face.embed import EMBEDDING_DIM, resnet_identity
 from regard.models.convert_dlib import resnet_onnx_path
 from regard.models.session import make_session
 from regard.types import Embeddings
@@ -22,7 +22,7 @@ BATCH = 32
 
 
 class OnnxEmbedder:
-    """Implements :class:`regard.embed.Embedder` with onnxruntime (CPU, or CUDA when available)."""
+    """Implements :class:`regard.face.embed.Embedder` with onnxruntime (CPU, or CUDA when available)."""
 
     def __init__(self, settings: Settings | None = None, *, batch_size: int = BATCH) -> None:
         self.settings = settings or Settings.from_env()

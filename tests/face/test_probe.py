@@ -7,31 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from pictures import face_crop, two_faces
 from regard.cli.main import main
-from regard.engine import Engine
 from regard.errors import InvalidParameter
-from regard.imaging import image_size, to_png_bytes
+from regard.face.engine import Engine
+from regard.face.imaging import image_size, to_png_bytes
 from regard.service import NO_FACES, FaceDetail, compare_faces, detect_faces
 from regard.types import RGBImage
-
-
-def _crop(engine: Engine, path: Path, side: int) -> RGBImage:
-    """The photo's face with a margin, resized to ``side`` x ``side``."""
-    image = engine.load_image(path)
-    box = engine.detect(image)[0].box
-    cx, cy, half = box.left + box.width / 2, box.top + box.height / 2, box.width * 1.1
-    region = Image.fromarray(image).crop((int(cx - half), int(cy - half), int(cx + half), int(cy + half)))
-    return np.asarray(region.resize((side, side)), dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")
 def pair(engine: Engine, fr_images: Path) -> RGBImage:
     """Obama (larger) beside Biden (smaller), one picture."""
-    biden = np.zeros((400, 300, 3), np.uint8)
-    biden[50:350] = _crop(engine, fr_images / "biden.jpg", 300)
-    return np.hstack([_crop(engine, fr_images / "obama.jpg", 400), biden])
+    return two_faces(engine, fr_images)
 
 
 def test_probe_is_the_largest_face_embedded_on_its_own(engine: Engine, pair: RGBImage) -> None:
@@ -64,7 +53,7 @@ def test_regard_compare_agrees_with_compare_faces(
 
 
 def test_the_largest_face_is_held_to_the_quality_bar(engine: Engine, fr_images: Path, pair: RGBImage) -> None:
-    small = _crop(engine, fr_images / "obama.jpg", 130)
+    small = face_crop(engine, fr_images / "obama.jpg", 130)
     target = (fr_images / "obama2.jpg").read_bytes()
     assert compare_faces(engine, small, target, quality_filter="LOW").face_matches
     with pytest.raises(InvalidParameter) as info:

@@ -12,9 +12,9 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from regard.detect.base import MAX_FACES, alignment_box
-from regard.detect.mtcnn import MtcnnDetector, nms
-from regard.engine import Engine
+from regard.face.detect.base import MAX_FACES, alignment_box
+from regard.face.detect.mtcnn import MtcnnDetector, nms
+from regard.face.engine import Engine
 from regard.models.mtcnn_convert import load_weights, mtcnn_onnx_paths
 from regard.types import Box
 

@@ -8,8 +8,8 @@ import threading
 import dlib
 import numpy as np
 
-from regard.detect.base import clip_box, landmarks5_from_68
-from regard.landmarks import ShapePredictors
+from regard.face.detect.base import clip_box, landmarks5_from_68
+from regard.face.landmarks import ShapePredictors
 from regard.models import dlib_model_path
 from regard.types import Box, Detection, RGBImage
 

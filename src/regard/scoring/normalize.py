@@ -15,7 +15,7 @@ normalization" (IJCB 2020), without any demographic label:
        offset[c] = local_threshold[c] - global_threshold
 
    so pairs from clusters whose impostors sit close together (a low local threshold) are moved
-   apart, and the calibration table (``regard.calibrate``) maps the score to a false-match rate.
+   apart, and the calibration table (``regard.scoring.calibrate``) maps the score to a false-match rate.
 
 Steps 2-3 may be repeated on the normalized scores (``iterations``), each round adding the
 residual offsets, since one pair's shift mixes two clusters. Each sample's impostor comparisons
