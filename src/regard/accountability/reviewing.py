@@ -37,16 +37,9 @@ class ReviewDesk:
         self, lead_id: str, decision: str, caller: Caller, info: RequestInfo, note: str | None = None
     ) -> dict[str, Any]:
         """One reviewer's decision on a lead, logged whether it is accepted or refused."""
-        record: Record = {
-            "kind": "review",
-            "request_id": info.request_id,
-            "access_key_id": caller.access_key_id,
-            "principal": caller.principal,
-            "role": caller.role,
-            "profile": caller.profile,
-            "operation": "ReviewConfirm" if decision == "confirm" else "ReviewReject",
-            "parameters": {"lead_id": lead_id, "note": note},
-        }
+        operation = "ReviewConfirm" if decision == "confirm" else "ReviewReject"
+        record = _record(caller, info, operation, {"lead_id": lead_id, "note": note})
+        record["profile"] = caller.profile
         try:
             lead = self.queue.decide(
                 lead_id,
@@ -74,15 +67,7 @@ class ReviewDesk:
 
     def list(self, caller: Caller, info: RequestInfo, status: str | None) -> list[dict[str, Any]]:
         """The queue as a verifier or admin sees it; the access is logged."""
-        record: Record = {
-            "kind": "review",
-            "request_id": info.request_id,
-            "access_key_id": caller.access_key_id,
-            "principal": caller.principal,
-            "role": caller.role,
-            "operation": "ReviewList",
-            "parameters": {"status": status},
-        }
+        record = _record(caller, info, "ReviewList", {"status": status})
         try:
             if caller.role not in READERS:
                 raise AccessDenied("only verifier and admin keys may read the review queue")
@@ -94,3 +79,16 @@ class ReviewDesk:
         record["results"] = {"leads": len(leads)}
         self.audit.append(record)
         return [lead.to_json() for lead in leads]
+
+
+def _record(caller: Caller, info: RequestInfo, operation: str, parameters: dict[str, Any]) -> Record:
+    """The start of a review record: who asked, for what."""
+    return {
+        "kind": "review",
+        "request_id": info.request_id,
+        "access_key_id": caller.access_key_id,
+        "principal": caller.principal,
+        "role": caller.role,
+        "operation": operation,
+        "parameters": parameters,
+    }

@@ -40,8 +40,8 @@ from starlette.routing import Route
 
 from regard.accountability.guard import Caller, Guard, RequestInfo
 from regard.accountability.reviewing import ReviewDesk
-from regard.api.rekognition import sigv4
 from regard.api.rekognition.errors import CONTENT_TYPE, SerializationError, error_response
+from regard.api.signing import authenticate as signed_by
 from regard.errors import InvalidParameter, RegardError
 from regard.keys import AccessKey, KeyStore
 
@@ -74,16 +74,7 @@ def review_routes(keys: KeyStore, guard_of: Callable[[], Guard]) -> list[Route]:
     """The review queue's routes for the API app."""
 
     async def authenticate(request: Request, body: bytes) -> Caller:
-        signed = await run_in_threadpool(
-            sigv4.verify,
-            keys,
-            method=request.method,
-            path=request.url.path,
-            query=request.url.query,
-            headers=request.headers.items(),
-            body=body,
-        )
-        return caller_of(signed.key)
+        return caller_of(await signed_by(keys, request, body))
 
     async def leads(request: Request) -> Response:
         request_id = str(uuid.uuid4())

@@ -31,11 +31,11 @@ from regard.accountability.guard import Guard
 from regard.api.accountability import review_routes
 from regard.api.errors_http import ErrorHandler
 from regard.api.rekognition.s3 import S3Images
+from regard.api.signing import authenticate
 from regard.api.steps import (
     Exchange,
     InflightLimit,
     Invoke,
-    authenticate,
     log_request,
     read_body,
     route_and_validate,

@@ -6,7 +6,7 @@
    collects what :func:`log_request` writes as the request's one JSON log line;
 2. :class:`InflightLimit` counts requests in flight and refuses one beyond the bound;
 3. :func:`read_body` reads the body up to the size limit;
-4. :func:`authenticate` checks the SigV4 signature against :mod:`regard.keys`;
+4. :func:`regard.api.signing.authenticate` checks the SigV4 signature against :mod:`regard.keys`;
 5. :func:`route_and_validate` finds the operation and checks the JSON against botocore's model;
 6. :class:`Invoke` runs the operation's typed call inside the accountability guard and renders
    and serialises its result.
@@ -33,7 +33,7 @@ from starlette.responses import Response
 
 from regard.accountability.guard import Guard, RequestInfo
 from regard.api.accountability import caller_of
-from regard.api.rekognition import operations, shapes, sigv4
+from regard.api.rekognition import operations, shapes
 from regard.api.rekognition.errors import (
     CONTENT_TYPE,
     ProvisionedThroughputExceeded,
@@ -45,7 +45,7 @@ from regard.api.rekognition.operations import OPERATIONS, ApiOperation, Context
 from regard.api.rekognition.s3 import S3Images
 from regard.errors import RegardError, UnsupportedOperation
 from regard.face.engine import Engine
-from regard.keys import AccessKey, KeyStore
+from regard.keys import AccessKey
 from regard.service import Service
 
 log = logging.getLogger("regard.api")
@@ -150,20 +150,6 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise RequestTooLarge(too_large)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def authenticate(keys: KeyStore, request: Request, body: bytes) -> AccessKey:
-    """The key that signed the request (SigV4, service ``rekognition``), or the error AWS returns."""
-    signed = await run_in_threadpool(
-        sigv4.verify,
-        keys,
-        method=request.method,
-        path=request.url.path,
-        query=request.url.query,
-        headers=request.headers.items(),
-        body=body,
-    )
-    return signed.key
 
 
 @dataclass(frozen=True)
