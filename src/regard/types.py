@@ -52,14 +52,14 @@ class Box:
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
 
-    def to_ratios(self, image_width: int, image_height: int) -> dict[str, float]:
-        """Rekognition's BoundingBox: fractions of the image width and height."""
-        return {
-            "Width": self.width / image_width,
-            "Height": self.height / image_height,
-            "Left": self.left / image_width,
-            "Top": self.top / image_height,
-        }
+    def to_ratios(self, image_width: int, image_height: int) -> Box:
+        """This pixel box as fractions of the image's width and height (Rekognition's BoundingBox)."""
+        return Box(
+            left=self.left / image_width,
+            top=self.top / image_height,
+            width=self.width / image_width,
+            height=self.height / image_height,
+        )
 
 
 @dataclass(frozen=True, slots=True)

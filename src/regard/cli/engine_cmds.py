@@ -15,6 +15,7 @@ from regard.cli.output import emit_json, emit_table
 from regard.errors import InvalidParameter
 from regard.face.engine import Engine
 from regard.scoring.normalize import FitOptions
+from regard.service import render
 from regard.types import Detection, FaceAnalysis, RGBImage
 
 _detector_option = click.option(
@@ -34,7 +35,7 @@ def face_to_dict(analysis: FaceAnalysis, width: int, height: int) -> dict[str, A
     d = analysis.detection
     return {
         "box": {"left": d.box.left, "top": d.box.top, "width": d.box.width, "height": d.box.height},
-        "bounding_box": d.box.to_ratios(width, height),
+        "bounding_box": render.bounding_box(d.box.to_ratios(width, height)),
         "confidence": d.confidence,
         "detector": d.detector,
         "landmarks": {k: {"x": v[0], "y": v[1]} for k, v in analysis.landmarks.items()},
@@ -154,7 +155,10 @@ def embed(image: Path, as_json: bool, max_faces: int, detector: str | None) -> N
         "image": str(image),
         "model": engine.embedder.identity.key,
         "faces": [
-            {"bounding_box": d.box.to_ratios(w, h), "embedding": [round(float(x), 7) for x in v]}
+            {
+                "bounding_box": render.bounding_box(d.box.to_ratios(w, h)),
+                "embedding": [round(float(x), 7) for x in v],
+            }
             for d, v in zip(dets, vectors, strict=True)
         ],
     }

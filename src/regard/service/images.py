@@ -37,7 +37,7 @@ class FaceDetail:
     def of(cls, analysis: FaceAnalysis, width: int, height: int) -> FaceDetail:
         """The detail of a face analysed in pixels of a ``width`` x ``height`` image."""
         return cls(
-            bounding_box=ratios(analysis.detection.box, width, height),
+            bounding_box=analysis.detection.box.to_ratios(width, height),
             confidence=float(analysis.detection.confidence),
             landmarks={k: (x / width, y / height) for k, (x, y) in analysis.landmarks.items()},
             pose=analysis.pose,
@@ -45,13 +45,6 @@ class FaceDetail:
             eyes_open=analysis.eyes_open,
             mouth_open=analysis.mouth_open,
         )
-
-
-def ratios(box: Box, width: int, height: int) -> Box:
-    """A pixel box as fractions of the image (Rekognition's BoundingBox)."""
-    return Box(
-        left=box.left / width, top=box.top / height, width=box.width / width, height=box.height / height
-    )
 
 
 def decode(engine: Engine, image: bytes | RGBImage) -> RGBImage:
