@@ -108,7 +108,7 @@ POLICY = "src/regard/accountability/policy.py"
 AUDIT = "src/regard/accountability/audit.py"
 CALIBRATE = "src/regard/scoring/calibrate.py"
 ERASURE = "src/regard/accountability/erasure.py"
-SQL = "src/regard/store/sql.py"
+SQL_FACES = "src/regard/store/sql_faces.py"
 SQLITE = "src/regard/store/sqlite.py"
 SIGV4 = "src/regard/api/rekognition/sigv4.py"
 KEYS = "src/regard/keys.py"
@@ -460,7 +460,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "store-delete-no-row",
-        SQL,
+        SQL_FACES,
         'tx.run(f"DELETE FROM faces WHERE id IN ({_marks(len(keys))})", keys)',
         "pass",
         "DeleteFaces reports the faces deleted but leaves their rows",
@@ -468,7 +468,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "store-delete-not-logged",
-        SQL,
+        SQL_FACES,
         "                if self.log_changes:\n                    tx.many(\n"
         "                        \"INSERT INTO changes (collection, face_key, op) VALUES (?, ?, 'del')\",",
         "                if False:\n                    tx.many(\n"

@@ -1,19 +1,10 @@
 """The embedded backend: one SQLite database per data directory plus a vector index per collection.
 
 SQLite (WAL, ``synchronous=FULL``, foreign keys, ``secure_delete``) is the source of truth:
-a face acknowledged by :meth:`add_faces` has been committed and fsynced. Every change to a
-collection's templates is appended to the ``changes`` table in the same transaction; each
-process keeps one in-memory index per collection and, before a search, applies the
-changes it has not seen yet, so processes sharing a data directory stay in step.
-
-Small collections are searched with the exact numpy index; from ``ann_min_faces`` on, a
-HNSW index (faiss) over PCA-projected templates takes over; it re-ranks the candidates of
-its graph by exact distance to the whole templates it keeps in memory.
-HNSW indexes are saved to ``index/<key>-<seq>.hnsw``
-(``seq``: the last change the file reflects), loaded on open and caught up from the change
-log; a missing, unreadable or newer-than-the-database file is rebuilt from SQLite. A file is
-never written from an index that has had removals, and removing templates deletes the
-collection's files, so erased templates do not linger in index files.
+a face acknowledged by :meth:`add_faces` has been committed and fsynced. This module holds
+the connections, transactions, migrations, template encoding and maintenance (VACUUM,
+checkpoints); each collection's in-memory vector index, kept in step through the ``changes``
+table and cached in ``index/`` files, is :mod:`regard.store.sqlite_index`.
 """
 
 from __future__ import annotations
@@ -25,45 +16,48 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from regard.index.ann import AnnIndex, AnnParams
-from regard.index.exact import ExactIndex
-from regard.store.base import Neighbor, as_vector
-from regard.store.locks import SharedLock
+from regard.store.base import as_vector
 from regard.store.migrations import all_migrations, statements
-from regard.store.sql import INSERT_FACE, SqlStore, Tx, _chunks, _marks
+from regard.store.sql import INSERT_FACE, Tx
+from regard.store.sqlite_index import (
+    ANN_MIN_FACES,
+    INDEX_SUFFIX,
+    LEGACY_SUFFIX,
+    SAVE_EVERY,
+    SqliteIndexes,
+    _State,
+)
 from regard.types import Embeddings
 
+__all__ = [
+    "ANN_MIN_FACES",
+    "BUSY_TIMEOUT_MS",
+    "CACHE_KIB",
+    "DB_NAME",
+    "INDEX_SUFFIX",
+    "LEGACY_SUFFIX",
+    "MMAP_BYTES",
+    "SAVE_EVERY",
+    "SqliteStore",
+    "database_path",
+    "wal_path",
+]
+
 DB_NAME = "regard.db"
-#: Collections at least this large are searched with HNSW instead of an exact scan.
-ANN_MIN_FACES = 20_000
-#: Save an HNSW index file after this many changes since the last save.
-SAVE_EVERY = 50_000
 BUSY_TIMEOUT_MS = 60_000
-#: Index files: ``index/<collection key>-<last change applied>.hnsw``.
-INDEX_SUFFIX = ".hnsw"
-LEGACY_SUFFIX = ".usearch"
 #: Bytes of the database file each connection maps (SQLite caps it at its compile-time maximum).
 MMAP_BYTES = 1 << 32
 #: Page cache per connection, KiB (filled only as pages are read).
 CACHE_KIB = 32_768
 
 
-@dataclass
-class _State:
-    key: int
-    index: ExactIndex | AnnIndex
-    seq: int  # last change applied
-    saved_seq: int
-    lock: SharedLock  # shared: searches; exclusive: changes, rebuilds, saves
-
-
-class SqliteStore(SqlStore):
+class SqliteStore(SqliteIndexes):
     """The default store: ``data_dir/regard.db`` and ``data_dir/index/``."""
 
     def __init__(
@@ -187,196 +181,6 @@ class SqliteStore(SqlStore):
                 found[fid] = int(fk)
         return [found[r[1]] for r in rows]
 
-    # -- index files ------------------------------------------------------------------------
-    def _files(self, key: int) -> list[tuple[int, Path]]:
-        out: list[tuple[int, Path]] = []
-        for p in self.index_dir.glob(f"{key}-*{INDEX_SUFFIX}"):
-            try:
-                out.append((int(p.stem.split("-", 1)[1]), p))
-            except ValueError:
-                continue
-        return sorted(out)
-
-    def _drop_files(self, key: int) -> None:
-        for _, p in self._files(key):
-            p.unlink(missing_ok=True)
-
-    def _after_removal(self, key: int) -> None:
-        self._drop_files(key)
-        with self._states_lock:
-            state = self._states.get(key)
-        if state is not None:
-            with state.lock.exclusive():
-                if not self._collection_exists(key):
-                    with self._states_lock:
-                        self._states.pop(key, None)
-                else:
-                    self._sync(state)
-
-    def _collection_exists(self, key: int) -> bool:
-        with self._read() as tx:
-            return tx.one("SELECT 1 FROM collections WHERE id = ?", (key,)) is not None
-
-    def _save(self, state: _State) -> None:
-        if not isinstance(state.index, AnnIndex) or state.seq == state.saved_seq:
-            return
-        target = self.index_dir / f"{state.key}-{state.seq}{INDEX_SUFFIX}"
-        if not state.index.save(target):
-            return
-        # A removal committed meanwhile (or the collection's deletion) must not survive in a file.
-        with self._read() as tx:
-            removed = tx.one(
-                "SELECT 1 FROM changes WHERE collection = ? AND seq > ? AND op = 'del' LIMIT 1",
-                (state.key, state.seq),
-            )
-            alive = tx.one("SELECT 1 FROM collections WHERE id = ?", (state.key,))
-        if removed is not None or alive is None:
-            target.unlink(missing_ok=True)
-            return
-        state.saved_seq = state.seq
-        for seq, p in self._files(state.key):
-            if seq < state.seq:
-                p.unlink(missing_ok=True)
-
-    def _sweep_orphans(self) -> None:
-        """Delete index files of collections that no longer exist, and those of older versions."""
-        with self._read() as tx:
-            live = {int(r[0]) for r in tx.all("SELECT id FROM collections")}
-        for p in self.index_dir.glob(f"*{INDEX_SUFFIX}*"):
-            head = p.name.split("-", 1)[0]
-            if not head.isdigit() or int(head) not in live:
-                p.unlink(missing_ok=True)
-        # Earlier versions named their files ``.usearch``: never read again, and they may hold
-        # templates erased since, so they go (the index is rebuilt from SQLite).
-        for p in self.index_dir.glob(f"*{LEGACY_SUFFIX}*"):
-            p.unlink(missing_ok=True)
-
-    def _build(self, key: int) -> _State:
-        """Load the newest usable index file, else build from SQLite; then catch up."""
-        with self._read() as tx:
-            row = tx.one("SELECT max(seq) FROM changes WHERE collection = ?", (key,))
-        latest = int(row[0] or 0)
-        for seq, path in reversed(self._files(key)):
-            if seq > latest:
-                path.unlink(missing_ok=True)  # from a newer or discarded state of the database
-                continue
-            try:
-                ann = AnnIndex.load(path, params=self.ann_params)
-            except (OSError, ValueError, RuntimeError):
-                path.unlink(missing_ok=True)
-                continue
-            state = _State(key, ann, seq, seq, SharedLock())
-            self._sync(state)
-            return state
-        with self._read() as tx:
-            row = tx.one("SELECT max(seq) FROM changes WHERE collection = ?", (key,))
-            seq = int(row[0] or 0)
-            keys, vectors = _templates(tx.all("SELECT id, embedding FROM faces WHERE collection = ?", (key,)))
-        index: ExactIndex | AnnIndex = (
-            AnnIndex(params=self.ann_params) if len(keys) >= self.ann_min_faces else ExactIndex()
-        )
-        index.add(keys, vectors)
-        state = _State(key, index, seq, 0, SharedLock())
-        self._sync(state)
-        return state
-
-    def _sync(self, state: _State) -> None:
-        """Apply the changes committed since ``state.seq`` (caller holds ``state.lock`` exclusively)."""
-        with self._read() as tx:
-            due = self._apply(state, tx)
-        if due:
-            self._save(state)
-
-    @staticmethod
-    def _pending(state: _State, tx: Tx) -> bool:
-        """Whether ``tx`` sees changes to the collection that its index has not applied."""
-        row = tx.one("SELECT 1 FROM changes WHERE collection = ? AND seq > ? LIMIT 1", (state.key, state.seq))
-        return row is not None
-
-    def _apply(self, state: _State, tx: Tx) -> bool:
-        """Apply the changes ``tx`` sees since ``state.seq``; True if the index file is due a save."""
-        rows = tx.all(
-            "SELECT seq, face_key, op FROM changes WHERE collection = ? AND seq > ? ORDER BY seq",
-            (state.key, state.seq),
-        )
-        if not rows:
-            return False
-        last: dict[int, str] = {}
-        for _, fk, op in rows:
-            last[int(fk)] = op
-        keys, mat = _templates_by_key(tx, [k for k, op in last.items() if op == "add"])
-        added = set(keys.tolist())
-        state.index.remove(np.array([k for k in last if k not in added], dtype=np.int64))
-        if len(keys):
-            if isinstance(state.index, ExactIndex) and state.index.size + len(keys) >= self.ann_min_faces:
-                old_keys, old_vectors = state.index.vectors()
-                ann = AnnIndex(params=self.ann_params)
-                ann.add(old_keys, old_vectors)
-                state.index = ann
-            state.index.add(keys, mat)
-        state.seq = int(rows[-1][0])
-        return isinstance(state.index, AnnIndex) and state.seq - state.saved_seq >= self.save_every
-
-    def _state(self, key: int) -> _State:
-        with self._states_lock:
-            state = self._states.get(key)
-            if state is None:
-                state = self._build(key)
-                self._states[key] = state
-            return state
-
-    def nearest(self, collection_id: str, probe: Embeddings, k: int, max_distance: float) -> list[Neighbor]:
-        q = as_vector(probe)
-        while True:
-            # One snapshot: the collection, the changes applied to its index and the face rows read.
-            with self._read() as tx:
-                key = self._key(tx, collection_id)
-                with self._states_lock:
-                    state = self._states.get(key)
-                if state is not None:
-                    due = False
-                    if self._pending(state, tx):
-                        with state.lock.exclusive():
-                            due = self._apply(state, tx)
-                    with state.lock.shared():
-                        keys, dists = state.index.search(q, k)
-                    keep = dists <= max_distance
-                    keys, dists = keys[keep], dists[keep]
-                    records = self.faces_by_key(tx, [int(x) for x in keys]) if len(keys) else {}
-                    break
-            self._state(key)  # load or build the index outside any transaction, then search
-        if due:
-            with state.lock.exclusive():
-                self._save(state)
-        return [
-            Neighbor(face=records[int(fk)], distance=float(dist))
-            for fk, dist in zip(keys, dists, strict=True)
-            if int(fk) in records
-        ]
-
-    def index_stats(self, collection_id: str) -> dict[str, Any]:
-        """What the collection's in-memory index is: kind, size, memory (benchmarks, diagnostics)."""
-        with self._read() as tx:
-            key = self._key(tx, collection_id)
-        state = self._state(key)
-        with state.lock.exclusive():
-            self._sync(state)
-            return {
-                "kind": "hnsw" if isinstance(state.index, AnnIndex) else "exact",
-                "size": state.index.size,
-                "memory_bytes": state.index.memory_bytes(),
-                "seq": state.seq,
-            }
-
-    def exact_search(self, collection_id: str, probe: Embeddings, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The oracle: exact k nearest face keys and distances straight from SQLite (slow; tests, bench)."""
-        with self._read() as tx:
-            key = self._key(tx, collection_id)
-            keys, vectors = _templates(tx.all("SELECT id, embedding FROM faces WHERE collection = ?", (key,)))
-        idx = ExactIndex()
-        idx.add(keys, vectors)
-        return idx.search(as_vector(probe), k)
-
     # -- maintenance ------------------------------------------------------------------------
     def compact(self) -> None:
         """Checkpoint and VACUUM the database; rebuild HNSW indexes that have had removals and save them."""
@@ -396,10 +200,6 @@ class SqliteStore(SqlStore):
         conn.execute("VACUUM")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def _build_fresh(self, key: int) -> _State:
-        self._drop_files(key)
-        return self._build(key)
-
     def checkpoint(self) -> None:
         self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -418,20 +218,6 @@ class SqliteStore(SqlStore):
                 conn.close()
             self._conns.clear()
         self._local = threading.local()
-
-
-def _templates(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Face keys and a float32 template matrix from ``(id, embedding)`` rows."""
-    keys = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
-    return keys, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), 128)
-
-
-def _templates_by_key(tx: Tx, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The stored templates of those of ``keys`` that still exist."""
-    rows: list[Any] = []
-    for chunk in _chunks(keys):
-        rows += tx.all(f"SELECT id, embedding FROM faces WHERE id IN ({_marks(len(chunk))})", tuple(chunk))
-    return _templates(rows)
 
 
 def database_path(data_dir: Path) -> Path:
