@@ -63,7 +63,7 @@ class Mutant:
 T = "tests/"
 KILLS = T + "accountability/test_mutation_kills.py"
 SIGV4_KILLS = T + "api/test_sigv4_mutation_kills.py"
-LOOKUP = T + "unit/test_calibration_lookup.py"
+LOOKUP = T + "scoring/test_calibration_lookup.py"
 
 GUARD_TESTS = (
     KILLS + "::test_raised_threshold_is_what_the_operation_receives",
@@ -81,11 +81,11 @@ AUDIT_TESTS = (
 )
 CALIBRATION_TESTS = (
     LOOKUP,
-    T + "unit/test_calibration.py::test_similarity_scale",
-    T + "unit/test_calibration.py::test_extrapolated_tail_keeps_falling",
-    T + "unit/test_calibration.py::test_threshold_for_a_target_fmr_round_trips",
-    T + "unit/test_calibration.py::test_table_matches_the_distribution_it_was_built_from",
-    T + "unit/test_calibration.py::test_shipped_tables_are_sane",
+    T + "scoring/test_calibration.py::test_similarity_scale",
+    T + "scoring/test_calibration.py::test_extrapolated_tail_keeps_falling",
+    T + "scoring/test_calibration.py::test_threshold_for_a_target_fmr_round_trips",
+    T + "scoring/test_calibration.py::test_table_matches_the_distribution_it_was_built_from",
+    T + "scoring/test_calibration.py::test_shipped_tables_are_sane",
 )
 ERASURE_TESTS = (
     KILLS + "::test_erasure_without_a_collection_reaches_every_collection",
