@@ -62,6 +62,15 @@ class Settings:
     s3_secret_access_key: str = ""
     #: Requests one API process works on at once; more get ProvisionedThroughputExceededException.
     api_max_inflight: int = 64
+    #: Seconds a request's body may take to arrive once its headers are read (0 = no deadline);
+    #: past it the request gets HTTP 408 RequestTimeoutException and its connection is closed.
+    api_body_timeout: int = 10
+    #: Seconds an idle keep-alive connection stays open between requests (uvicorn's timeout_keep_alive).
+    api_keep_alive_timeout: int = 5
+    #: Connections (and requests) one API process accepts at once before answering HTTP 503
+    #: (uvicorn's limit_concurrency); 0 = no cap. Off by default: slow clients fill such a cap first
+    #: and lock everyone else out, see docs/http-api.md.
+    api_max_connections: int = 0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

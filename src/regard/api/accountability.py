@@ -42,6 +42,7 @@ from regard.accountability.guard import Caller, Guard, RequestInfo
 from regard.accountability.reviewing import ReviewDesk
 from regard.api.rekognition.errors import CONTENT_TYPE, SerializationError, error_response
 from regard.api.signing import authenticate as signed_by
+from regard.api.signing import closing, read_body
 from regard.errors import InvalidParameter, RegardError
 from regard.keys import AccessKey, KeyStore
 
@@ -70,8 +71,13 @@ def _json(data: Any, request_id: str) -> Response:
     )
 
 
-def review_routes(keys: KeyStore, guard_of: Callable[[], Guard]) -> list[Route]:
-    """The review queue's routes for the API app."""
+def review_routes(
+    keys: KeyStore, guard_of: Callable[[], Guard], body_timeout: float | None = None
+) -> list[Route]:
+    """The review queue's routes for the API app; a body is read as on ``POST /``
+    (:func:`regard.api.signing.read_body`: at most ``MAX_REVIEW_BODY`` bytes, refused with 413 before
+    reading when its declared length is larger, 408 past ``body_timeout`` seconds), before the
+    signature is checked."""
 
     async def authenticate(request: Request, body: bytes) -> Caller:
         return caller_of(await signed_by(keys, request, body))
@@ -97,9 +103,7 @@ def review_routes(keys: KeyStore, guard_of: Callable[[], Guard]) -> list[Route]:
         decision = request.path_params["decision"]
         operation = "ReviewConfirm" if decision == "confirm" else "ReviewReject"
         try:
-            body = await request.body()
-            if len(body) > MAX_REVIEW_BODY:
-                raise InvalidParameter("request body too large")
+            body = await read_body(request, MAX_REVIEW_BODY, body_timeout)
             caller = await authenticate(request, body)
             if decision not in ("confirm", "reject"):
                 raise InvalidParameter("use /confirm or /reject")
@@ -117,7 +121,7 @@ def review_routes(keys: KeyStore, guard_of: Callable[[], Guard]) -> list[Route]:
             return _json(lead, request_id)
         except RegardError as exc:
             note_refusal(guard, operation, request_id, None, exc)
-            return error_response(exc, request_id)
+            return closing(error_response(exc, request_id))
 
     return [
         Route("/regard/review/leads", leads, methods=["GET"]),

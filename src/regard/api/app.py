@@ -1,14 +1,14 @@
 """The ASGI application: Amazon Rekognition's AWS JSON 1.1 protocol on ``POST /``.
 
-Every request is counted against the in-flight bound, size-limited, SigV4-verified against
-:mod:`regard.keys`, routed on ``X-Amz-Target: RekognitionService.<Operation>``, validated
-against botocore's model and answered by :mod:`regard.api.rekognition.operations` inside the
-accountability guard: the steps of :mod:`regard.api.steps`, composed in
-:func:`rekognition_endpoint`. Whatever a step raises is answered by the one handler of
-:mod:`regard.api.errors_http`. Each request produces one JSON log line (logger ``regard.api``)
-with its request id, pid, operation, status, error code and timings; secrets and image data
-are never logged. ``GET /health`` answers without authentication; the review queue's
-endpoints (:func:`regard.api.accountability.review_routes`) sit beside ``POST /``.
+Every request's body is read under its size limit and deadline, SigV4-verified against
+:mod:`regard.keys`, counted against the in-flight bound, routed on
+``X-Amz-Target: RekognitionService.<Operation>``, validated against botocore's model and
+answered by :mod:`regard.api.rekognition.operations` inside the accountability guard: the steps
+of :mod:`regard.api.steps`, composed in :func:`rekognition_endpoint`. Whatever a step raises is
+answered by the one handler of :mod:`regard.api.errors_http`. Each request produces one JSON log
+line (logger ``regard.api``) with its request id, pid, operation, status, error code and timings;
+secrets and image data are never logged. ``GET /health`` answers without authentication; the
+review queue's endpoints (:func:`regard.api.accountability.review_routes`) sit beside ``POST /``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from regard.accountability.guard import Guard
 from regard.api.accountability import review_routes
 from regard.api.errors_http import ErrorHandler
 from regard.api.rekognition.s3 import S3Images
-from regard.api.signing import authenticate
+from regard.api.signing import authenticate, closing
 from regard.api.steps import (
     Exchange,
     InflightLimit,
@@ -98,18 +98,24 @@ def rekognition_endpoint(state: ApiState, guard: Guard) -> Callable[[Request], A
 
     async def endpoint(request: Request) -> Response:
         exchange = Exchange.begin(request)  # request id, X-Amz-Target
-        with inflight.hold():  # counted until the response is ready, refusals included
-            try:
-                inflight.admit()  # ProvisionedThroughputExceededException beyond the bound
-                body = await read_body(request, state.max_request_bytes)  # 413 beyond the limit
-                exchange.bytes_in = len(body)
-                key = await authenticate(state.keys, request, body)  # SigV4
-                exchange.access_key_id = key.access_key_id
-                routed = route_and_validate(exchange, body)  # operation and its parameters
-                response = await invoke(exchange, routed, key)  # guard, operation, JSON result
-                exchange.status = response.status_code
-            except Exception as exc:
-                response = await handle_error(exc, exchange)
+        try:
+            # 413 beyond the size limit, 408 past the body deadline; neither counts as in flight
+            body = await read_body(request, state.max_request_bytes, state.settings.api_body_timeout)
+            exchange.bytes_in = len(body)
+            key = await authenticate(state.keys, request, body)  # SigV4
+            exchange.access_key_id = key.access_key_id
+        except Exception as exc:
+            response = closing(await handle_error(exc, exchange))
+        else:
+            # only a read, signed request counts, until its response is ready (refusals included)
+            with inflight.hold():
+                try:
+                    inflight.admit()  # ProvisionedThroughputExceededException beyond the bound
+                    routed = route_and_validate(exchange, body)  # operation and its parameters
+                    response = await invoke(exchange, routed, key)  # guard, operation, JSON result
+                    exchange.status = response.status_code
+                except Exception as exc:
+                    response = await handle_error(exc, exchange)
         log_request(exchange)
         return response
 
@@ -149,7 +155,7 @@ def create_app(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/", rekognition_endpoint(state, guard), methods=["POST"]),
-            *review_routes(state.keys, lambda: guard),
+            *review_routes(state.keys, lambda: guard, settings.api_body_timeout),
         ],
         lifespan=lifespan,
     )

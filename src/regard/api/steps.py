@@ -4,9 +4,12 @@
 
 1. :class:`Exchange` names the request (its id, the operation in ``X-Amz-Target``) and
    collects what :func:`log_request` writes as the request's one JSON log line;
-2. :class:`InflightLimit` counts requests in flight and refuses one beyond the bound;
-3. :func:`read_body` reads the body up to the size limit;
-4. :func:`regard.api.signing.authenticate` checks the SigV4 signature against :mod:`regard.keys`;
+2. :func:`read_body` (:mod:`regard.api.signing`) reads the body up to the size limit and within
+   its deadline (``REGARD_API_BODY_TIMEOUT``);
+3. :func:`regard.api.signing.authenticate` checks the SigV4 signature against :mod:`regard.keys`;
+4. :class:`InflightLimit` counts requests in flight and refuses one beyond the bound: only requests
+   whose body has been read and whose signature holds count, so slow or unauthenticated clients
+   cannot take the slots of authenticated work;
 5. :func:`route_and_validate` finds the operation and checks the JSON against botocore's model;
 6. :class:`Invoke` runs the operation's typed call inside the accountability guard and renders
    and serialises its result.
@@ -37,12 +40,12 @@ from regard.api.rekognition import operations, shapes
 from regard.api.rekognition.errors import (
     CONTENT_TYPE,
     ProvisionedThroughputExceeded,
-    RequestTooLarge,
     SerializationError,
     UnknownOperation,
 )
 from regard.api.rekognition.operations import OPERATIONS, ApiOperation, Context
 from regard.api.rekognition.s3 import S3Images
+from regard.api.signing import read_body as read_body  # the body-reading step, shared by every route
 from regard.errors import RegardError, UnsupportedOperation
 from regard.face.engine import Engine
 from regard.keys import AccessKey
@@ -134,22 +137,6 @@ class InflightLimit:
             raise ProvisionedThroughputExceeded(
                 f"More than {self.bound} requests in flight; retry with backoff"
             )
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as its declared or received size exceeds ``limit``."""
-    too_large = f"Request body exceeds the limit of {limit} bytes"
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(too_large)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(too_large)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,11 @@ def serve(
         "timeout_graceful_shutdown": graceful_timeout,
         "access_log": False,
         "server_header": False,
+        # idle keep-alive connections are closed after this many seconds (body deadlines: the app)
+        "timeout_keep_alive": settings.api_keep_alive_timeout,
     }
+    if settings.api_max_connections > 0:
+        options["limit_concurrency"] = settings.api_max_connections
     try:
         if workers == 1:
             # uvicorn serves this very socket and closes it as shutdown begins, so new connections
