@@ -26,6 +26,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from regard import datadir
 from regard.errors import InvalidParameter, RegardError, ResourceNotFound
 
 #: Access key ids look like AWS's (20 upper-case characters) but start with this prefix.
@@ -74,6 +75,7 @@ def _now() -> str:
 def _write_private(path: Path, data: bytes) -> None:
     """Create ``path`` with mode 0600 and write ``data``, failing if it already exists."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask
     with os.fdopen(fd, "wb") as f:
         f.write(data)
 
@@ -85,9 +87,9 @@ class KeyStore:
     CACHE_SECONDS = 2.0
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.data_dir / "keys.sqlite3"
+        self.data_dir = datadir.private_dir(Path(data_dir))
+        datadir.secure(self.data_dir)  # the start-up check of the data directory's modes
+        self.db_path = datadir.private_file(self.data_dir / "keys.sqlite3")
         self.master_path = self.data_dir / "master.key"
         self._fernet = Fernet(self._master_key())
         self._cache: dict[str, tuple[float, AccessKey, str]] = {}

@@ -69,14 +69,18 @@ def test_revocation_reaches_other_processes_cache(tmp_path: Path) -> None:
 def test_cli_create_list_revoke(tmp_path: Path) -> None:
     runner = CliRunner()
     out = runner.invoke(
-        cli, ["keys", "create", "--name", "bot", "--profile", "ops", "--data-dir", str(tmp_path)]
+        cli, ["keys", "create", "--name", "bot", "--profile", "identification", "--data-dir", str(tmp_path)]
     )
     assert out.exit_code == 0, out.output
     lines = dict(line.split(" = ") for line in out.stdout.splitlines() if " = " in line)
     akid, secret = lines["aws_access_key_id"], lines["aws_secret_access_key"]
     listed = runner.invoke(cli, ["keys", "list", "--json", "--data-dir", str(tmp_path)])
     rows = json.loads(listed.stdout)
-    assert rows[0]["AccessKeyId"] == akid and rows[0]["Profile"] == "ops" and rows[0]["RevokedAt"] is None
+    assert (
+        rows[0]["AccessKeyId"] == akid
+        and rows[0]["Profile"] == "identification"
+        and rows[0]["RevokedAt"] is None
+    )
     assert secret not in listed.stdout
     gone = runner.invoke(cli, ["keys", "revoke", akid, "--data-dir", str(tmp_path)])
     assert gone.exit_code == 0 and "revoked" in gone.stdout

@@ -51,6 +51,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from regard import datadir
 from regard.errors import AccessDenied, InvalidParameter, RegardError
 
 GENESIS = "0" * 64
@@ -406,9 +407,11 @@ class AuditLog:
             else:
                 pruned = last[0] - self._anchor()[0]
                 tmp_anchor = self.anchor_path.with_suffix(".tmp")
-                tmp_anchor.write_text(json.dumps({"seq": last[0], "hash": last[1], "pruned_at": now_iso()}))
+                anchor = json.dumps({"seq": last[0], "hash": last[1], "pruned_at": now_iso()})
+                with os.fdopen(datadir.open_private(tmp_anchor, os.O_WRONLY | os.O_TRUNC), "w") as f:
+                    f.write(anchor)
                 tmp_log = self.path.with_suffix(".tmp")
-                with tmp_log.open("wb") as f:
+                with os.fdopen(datadir.open_private(tmp_log, os.O_WRONLY | os.O_TRUNC), "wb") as f:
                     f.writelines(kept)
                     f.flush()
                     os.fsync(f.fileno())
@@ -435,11 +438,21 @@ class AuditLog:
         return pruned
 
 
+#: A spreadsheet reads a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(text: str) -> str:
+    """``text`` as a spreadsheet shows it but never evaluates it: a leading quote when it could
+    start a formula (a value such as an unauthenticated request's X-Amz-Target reaches the log)."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
 def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
+        return neutralise_cell(value)
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return json.dumps(value)
@@ -452,7 +465,7 @@ def _make_dirs(path: Path) -> None:
         missing.append(path)
         path = path.parent
     for folder in reversed(missing):
-        folder.mkdir(exist_ok=True)
+        datadir.private_dir(folder)  # 0700 whatever the umask
         _fsync_dir(folder.parent)
 
 

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from regard import datadir
 from regard.catalogue import OPERATIONS_BY_NAME, served_names
 from regard.errors import AccessDenied, InvalidParameter, Throttling
 from regard.scoring.calibrate import similarity_from_fmr
@@ -308,9 +309,11 @@ class PolicyStore:
             return config
 
     def _write(self, config: PolicyConfig) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        datadir.private_dir(self.path.parent)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(to_toml(config), encoding="utf-8")
+        fd = datadir.open_private(tmp, os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(to_toml(config))
         os.replace(tmp, self.path)
         self._cached = None
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from regard import datadir
 from regard.accountability.audit import now_iso
 from regard.errors import AccessDenied, ConflictError, InvalidParameter, ResourceNotFound
 
@@ -147,8 +148,8 @@ class ReviewQueue:
     """The lead queue of one data directory; safe across threads and processes."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / "review.sqlite3"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 before SQLite opens it (its -wal and -shm files take the same mode).
+        self.path = datadir.private_file(datadir.private_dir(Path(data_dir)) / "review.sqlite3")
         self._lock = threading.Lock()
         with self._db() as db:
             db.executescript(_SCHEMA)

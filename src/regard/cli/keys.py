@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from regard.cli.audit import record_admin_change
+from regard.accountability.policy import ROLES, PolicyStore
+from regard.cli.audit import record_admin_change, resolve_data_dir
 from regard.config import Settings
 from regard.keys import KeyStore
 
@@ -38,11 +39,23 @@ def keys() -> None:
     help="Policy profile of the key: verification, identification or admin (safe by default; "
     "an admin key, which has no threshold floor, must be asked for and is audited).",
 )
-@click.option("--role", default="operator", show_default=True, help="Role: operator, verifier or admin.")
+@click.option(
+    "--role",
+    type=click.Choice(ROLES),
+    default="operator",
+    show_default=True,
+    help="Role: operator, verifier or admin.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @_data_dir_option
 def create(name: str, profile: str, role: str, as_json: bool, data_dir: Path | None) -> None:
     """Create a key and print its id and secret. The secret is shown only this once."""
+    known = sorted(PolicyStore(resolve_data_dir(data_dir)).load().profiles)
+    if profile not in known:  # a key under a profile policy.toml does not define could never be used
+        raise click.BadParameter(
+            f"unknown profile {profile!r}; the profiles of policy.toml are: {', '.join(known)}",
+            param_hint="'--profile'",
+        )
     key, secret = _store(data_dir).create(name, role=role, profile=profile)
     record_admin_change(  # audit log (regard.accountability): who created which key, never the secret
         data_dir,

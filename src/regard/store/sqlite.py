@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from regard import datadir
 from regard.index.ann import AnnIndex, AnnParams
 from regard.store.base import as_vector
 from regard.store.migrations import all_migrations, statements
@@ -68,11 +69,11 @@ class SqliteStore(SqliteIndexes):
         ann_params: AnnParams | None = None,
         save_every: int = SAVE_EVERY,
     ) -> None:
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.index_dir = self.data_dir / "index"
-        self.index_dir.mkdir(exist_ok=True)
-        self.path = self.data_dir / DB_NAME
+        self.data_dir = datadir.private_dir(Path(data_dir))
+        datadir.secure(self.data_dir)  # the start-up check of the data directory's modes
+        self.index_dir = datadir.private_dir(self.data_dir / "index")
+        # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode.
+        self.path = datadir.private_file(self.data_dir / DB_NAME)
         self.ann_min_faces = ann_min_faces
         self.ann_params = ann_params or AnnParams()
         self.save_every = save_every
@@ -180,6 +181,11 @@ class SqliteStore(SqliteIndexes):
             ):
                 found[fid] = int(fk)
         return [found[r[1]] for r in rows]
+
+    def _save(self, state: _State) -> None:
+        super()._save(state)
+        for _, p in self._files(state.key):  # index files hold templates: 0600 whatever the umask
+            datadir.restrict(p)
 
     # -- maintenance ------------------------------------------------------------------------
     def compact(self) -> None:

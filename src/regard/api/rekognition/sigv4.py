@@ -4,6 +4,11 @@ The server rebuilds the request as the client signed it (method, path, query, th
 headers named in ``SignedHeaders``, the body), lets :class:`botocore.auth.SigV4Auth`
 compute the canonical request, string to sign and signature from the stored secret,
 and compares the result with the client's in constant time.
+
+``Host``, ``X-Amz-Date``, ``X-Amz-Target`` and every other ``x-amz-*`` and ``x-regard-*`` header
+the request carries must be among the signed headers; otherwise the request is refused (HTTP 403,
+``InvalidSignatureException``) before the signature is computed, since a header outside the
+signature could have been added or changed by anyone on the way.
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ _AUTH_RE = re.compile(
     r"SignedHeaders=(?P<signed>[^,\s]+)\s*,\s*"
     r"Signature=(?P<signature>[0-9a-fA-F]+)\s*$"
 )
+#: Headers that must be signed whenever they are present: they choose the operation
+#: (X-Amz-Target), date the signature (X-Amz-Date) or are trusted and audited (x-regard-*).
+#: botocore, the AWS CLI and the AWS SDK for JavaScript sign every header they send but a few
+#: transport ones (User-Agent, Expect, X-Amzn-Trace-Id...), including headers added in ``before-sign``.
+MUST_SIGN_PREFIXES = ("x-amz-", "x-regard-")
 _BAD_SIGNATURE = (
     "The request signature we calculated does not match the signature you provided. "
     "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
@@ -58,6 +68,12 @@ class _ExactHeadersSigV4(SigV4Auth):  # type: ignore[misc]
             for value in request.headers.get_all(name) or []:
                 header_map[name] = value
         return header_map
+
+
+class UnsignedHeaders(InvalidSignature):
+    """A header that must be signed was sent outside SignedHeaders (added or changed after signing)."""
+
+    http_status = 403
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +146,11 @@ def verify(
     signed = [h.strip().lower() for h in match.group("signed").split(";") if h.strip()]
     if "host" not in signed:
         raise InvalidSignature("'Host' must be a signed header.")
+    unsigned = sorted(name for name in lower if name.startswith(MUST_SIGN_PREFIXES) and name not in signed)
+    if unsigned:
+        raise UnsignedHeaders(
+            f"There were headers present in the request which were not signed: {', '.join(unsigned)}"
+        )
     content_sha = (lower.get("x-amz-content-sha256") or [""])[0]
     if content_sha and content_sha != hashlib.sha256(body).hexdigest():
         raise InvalidSignature("The provided 'x-amz-content-sha256' header does not match what was computed.")
