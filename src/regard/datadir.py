@@ -8,10 +8,11 @@ explicitly (``chmod`` after creation, so the umask cannot widen it); SQLite's ``
 0600 before SQLite opens it.
 
 :func:`secure` is the start-up check (run when the key store or the SQLite store opens a data
-directory, so by ``regard serve`` and every command that uses one): it walks the directory and
-takes the group and other permission bits off every folder and file that has them (fix and
-log: one warning on the ``regard.datadir`` logger per path changed). Symbolic links are neither
-followed nor changed.
+directory, so by ``regard serve`` and every command that uses one): it takes the group and other
+permission bits off the directory and off each of regard's own files and folders in it (and
+everything inside those folders) that has them (fix and log: one warning on the
+``regard.datadir`` logger per path changed). Other files in the directory are left alone;
+symbolic links are neither followed nor changed.
 """
 
 from __future__ import annotations
@@ -99,13 +100,36 @@ def open_private(path: Path, flags: int) -> int:
     return fd
 
 
+#: What regard keeps at the top of a data directory (SQLite's companions and temporary files
+#: included); the folders among them are checked with everything in them.
+OWN_FILES = ("regard.db", "keys.sqlite3", "review.sqlite3", "master.key", "policy.toml", "policy.tmp")
+OWN_DIRS = ("audit", "index")
+
+
+def _own(name: str) -> bool:
+    return name in OWN_DIRS or name.startswith(OWN_FILES)
+
+
 def secure(data_dir: Path) -> list[Path]:
-    """The start-up check: make ``data_dir`` and everything in it private; the paths changed."""
+    """The start-up check: make ``data_dir`` and what regard keeps in it private; the paths changed.
+
+    Only regard's own entries (:data:`OWN_FILES`, :data:`OWN_DIRS` and what is in those folders)
+    are changed, so a data directory pointed at a folder holding other things leaves them alone.
+    """
     root = Path(data_dir)
     if not root.is_dir():
         return []
     changed: list[Path] = []
-    for path in [root, *_walk(root)]:
+    try:
+        entries = sorted(p for p in root.iterdir() if _own(p.name))
+    except OSError:
+        entries = []
+    paths = [root]
+    for entry in entries:
+        paths.append(entry)
+        if entry.name in OWN_DIRS and entry.is_dir() and not entry.is_symlink():
+            paths.extend(_walk(entry))
+    for path in paths:
         old = _tighten(path)
         if old is not None:
             log.warning("regard: %s was mode %o; made private (%o)", path, old, old & ~OTHERS)

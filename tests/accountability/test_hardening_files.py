@@ -125,7 +125,9 @@ def test_start_up_check_makes_a_loose_data_directory_private_and_logs_it(
     os.chmod(d / "index", 0o755)
     os.chmod(d / "regard.db", 0o644)
     os.chmod(d / "index" / "1-1.hnsw", 0o644)
-    os.symlink("/etc/hostname", d / "link")  # never followed or changed
+    os.symlink("/etc/hostname", d / "index" / "link")  # never followed or changed
+    (d / "notes.txt").write_text("not regard's")
+    os.chmod(d / "notes.txt", 0o644)  # not regard's: left alone
     with caplog.at_level(logging.WARNING, logger="regard.datadir"):
         KeyStore(d)
     modes = _modes(d)
@@ -133,6 +135,7 @@ def test_start_up_check_makes_a_loose_data_directory_private_and_logs_it(
     assert modes["regard.db"] == 0o600 and modes["index/1-1.hnsw"] == 0o600
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 4 and all("made private" in m for m in warned), warned
+    assert modes["notes.txt"] == 0o644
     assert datadir.secure(d) == []  # nothing left to change
 
 
