@@ -60,6 +60,9 @@ class Settings:
     s3_region: str = "us-east-1"
     s3_access_key_id: str = ""
     s3_secret_access_key: str = ""
+    #: Buckets Image.S3Object may read, comma-separated (case and spaces ignored); "" = any bucket
+    #: the credentials reach. Others get InvalidS3ObjectException without S3 being asked.
+    s3_buckets: str = ""
     #: Requests one API process works on at once; more get ProvisionedThroughputExceededException.
     api_max_inflight: int = 64
     #: Seconds a request's body may take to arrive once its headers are read (0 = no deadline);
@@ -71,6 +74,17 @@ class Settings:
     #: (uvicorn's limit_concurrency); 0 = no cap. Off by default: slow clients fill such a cap first
     #: and lock everyone else out, see docs/http-api.md.
     api_max_connections: int = 0
+    #: The region SigV4 credential scopes must name; a request signed for another region is refused
+    #: (InvalidSignatureException "Credential should be scoped to a valid region").
+    region: str = "us-east-1"
+    #: Seconds of the window in which unauthenticated refusals from one source address are counted.
+    api_refusal_interval: int = 60
+    #: Unauthenticated refusals per source and window that get an audit record each; the rest of
+    #: the window's refusals are counted in one summary record written when the window ends.
+    api_refusal_records: int = 10
+    #: Authentication refusals per source and window answered with their own error; later ones get
+    #: HTTP 429 ThrottlingException until the window ends (0 = never throttle).
+    api_refusal_throttle: int = 100
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -40,7 +40,8 @@ from starlette.routing import Route
 
 from regard.accountability.guard import Caller, Guard, RequestInfo
 from regard.accountability.reviewing import ReviewDesk
-from regard.api.rekognition.errors import CONTENT_TYPE, SerializationError, error_response
+from regard.api import jsonbody
+from regard.api.rekognition.errors import CONTENT_TYPE, error_response
 from regard.api.signing import authenticate as signed_by
 from regard.api.signing import closing, read_body
 from regard.errors import InvalidParameter, RegardError
@@ -53,14 +54,58 @@ def caller_of(key: AccessKey) -> Caller:
     return Caller(key.access_key_id, key.name, key.role, key.profile)
 
 
+def refusal_record(
+    operation: str | None,
+    request_id: str | None,
+    access_key_id: str | None,
+    exc: RegardError,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """The ``kind: access`` record of a request refused outside the guard: the fields of
+    :meth:`regard.accountability.guard.Guard.record_refusal`, plus the client's address
+    (``source``) and, for a refused signature, the access key id its credential claimed
+    (``claimed_access_key_id``: unverified, whoever sent the request chose it)."""
+    record: dict[str, Any] = {
+        "kind": "access",
+        "request_id": request_id,
+        "access_key_id": access_key_id,
+        "operation": operation,
+        "outcome": "error",
+        "error": {"code": exc.code, "message": exc.message},
+    }
+    claimed = getattr(exc, "claimed_access_key_id", None)
+    if claimed is not None and access_key_id is None:
+        record["claimed_access_key_id"] = claimed
+    if source is not None:
+        record["source"] = source
+    return record
+
+
 def note_refusal(
-    guard: Guard, operation: str | None, request_id: str, access_key_id: str | None, exc: RegardError
+    guard: Guard,
+    operation: str | None,
+    request_id: str,
+    access_key_id: str | None,
+    exc: RegardError,
+    source: str | None = None,
 ) -> None:
     """Log a request refused outside the guard (authentication, routing, body); never raises."""
     if exc.audit_recorded:
         return
     with contextlib.suppress(RegardError):  # the refusal stands even if it cannot be logged
-        guard.record_refusal(operation, RequestInfo(request_id), access_key_id, exc)
+        guard.audit.append(refusal_record(operation, request_id, access_key_id, exc, source))
+        exc.audit_recorded = True
+
+
+def write_records(guard: Guard, records: list[dict[str, Any]]) -> None:
+    """Append records made outside the guard (summaries of refusals); never raises."""
+    for record in records:
+        with contextlib.suppress(RegardError):
+            guard.audit.append(record)
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _json(data: Any, request_id: str) -> Response:
@@ -72,7 +117,10 @@ def _json(data: Any, request_id: str) -> Response:
 
 
 def review_routes(
-    keys: KeyStore, guard_of: Callable[[], Guard], body_timeout: float | None = None
+    keys: KeyStore,
+    guard_of: Callable[[], Guard],
+    body_timeout: float | None = None,
+    region: str | None = None,
 ) -> list[Route]:
     """The review queue's routes for the API app; a body is read as on ``POST /``
     (:func:`regard.api.signing.read_body`: at most ``MAX_REVIEW_BODY`` bytes, refused with 413 before
@@ -80,7 +128,7 @@ def review_routes(
     signature is checked."""
 
     async def authenticate(request: Request, body: bytes) -> Caller:
-        return caller_of(await signed_by(keys, request, body))
+        return caller_of(await signed_by(keys, request, body, region))
 
     async def leads(request: Request) -> Response:
         request_id = str(uuid.uuid4())
@@ -93,7 +141,7 @@ def review_routes(
             rows = await run_in_threadpool(desk.list, caller, RequestInfo(request_id), wanted)
             return _json({"Leads": rows}, request_id)
         except RegardError as exc:
-            note_refusal(guard, "ReviewList", request_id, None, exc)
+            note_refusal(guard, "ReviewList", request_id, None, exc, _source(request))
             return error_response(exc, request_id)
 
     async def decide(request: Request) -> Response:
@@ -107,10 +155,7 @@ def review_routes(
             caller = await authenticate(request, body)
             if decision not in ("confirm", "reject"):
                 raise InvalidParameter("use /confirm or /reject")
-            try:
-                payload = json.loads(body or b"{}")
-            except ValueError:
-                raise SerializationError("Request body is not valid JSON") from None
+            payload = jsonbody.parse(body)  # as on POST /: UTF-8, finite numbers, bounded nesting
             note = payload.get("Note") if isinstance(payload, dict) else None
             if note is not None and not isinstance(note, str):
                 raise InvalidParameter("Note must be a string")
@@ -120,7 +165,7 @@ def review_routes(
             )
             return _json(lead, request_id)
         except RegardError as exc:
-            note_refusal(guard, operation, request_id, None, exc)
+            note_refusal(guard, operation, request_id, None, exc, _source(request))
             return closing(error_response(exc, request_id))
 
     return [

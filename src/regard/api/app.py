@@ -7,12 +7,15 @@ answered by :mod:`regard.api.rekognition.operations` inside the accountability g
 of :mod:`regard.api.steps`, composed in :func:`rekognition_endpoint`. Whatever a step raises is
 answered by the one handler of :mod:`regard.api.errors_http`. Each request produces one JSON log
 line (logger ``regard.api``) with its request id, pid, operation, status, error code and timings;
-secrets and image data are never logged. ``GET /health`` answers without authentication; the
+secrets and image data are never logged. Refusals before a key is verified are recorded,
+counted or throttled per source address (:mod:`regard.api.refusals`); their summaries are
+written when a window ends and at shutdown. ``GET /health`` answers without authentication; the
 review queue's endpoints (:func:`regard.api.accountability.review_routes`) sit beside ``POST /``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -28,8 +31,9 @@ from starlette.routing import Route
 
 from regard import __version__
 from regard.accountability.guard import Guard
-from regard.api.accountability import review_routes
+from regard.api.accountability import review_routes, write_records
 from regard.api.errors_http import ErrorHandler
+from regard.api.refusals import RefusalLedger
 from regard.api.rekognition.s3 import S3Images
 from regard.api.signing import authenticate, closing
 from regard.api.steps import (
@@ -61,6 +65,8 @@ class ApiState:
     s3: S3Images
     max_request_bytes: int
     inflight: InflightLimit
+    #: Unauthenticated refusals per source address: recorded, counted or throttled.
+    refusals: RefusalLedger
     _service: Service | None = None
     _service_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -94,7 +100,8 @@ def rekognition_endpoint(state: ApiState, guard: Guard) -> Callable[[Request], A
     run, and the one error handler (:mod:`regard.api.errors_http`) for whatever a step raises."""
     inflight = state.inflight
     invoke = Invoke(guard, state.engine, state.s3, state.service)
-    handle_error = ErrorHandler(guard)
+    handle_error = ErrorHandler(guard, state.refusals)
+    region = state.settings.region or None
 
     async def endpoint(request: Request) -> Response:
         exchange = Exchange.begin(request)  # request id, X-Amz-Target
@@ -102,7 +109,7 @@ def rekognition_endpoint(state: ApiState, guard: Guard) -> Callable[[Request], A
             # 413 beyond the size limit, 408 past the body deadline; neither counts as in flight
             body = await read_body(request, state.max_request_bytes, state.settings.api_body_timeout)
             exchange.bytes_in = len(body)
-            key = await authenticate(state.keys, request, body)  # SigV4
+            key = await authenticate(state.keys, request, body, region)  # SigV4, REGARD_REGION
             exchange.access_key_id = key.access_key_id
         except Exception as exc:
             response = closing(await handle_error(exc, exchange))
@@ -137,6 +144,11 @@ def create_app(
         s3=S3Images(settings),
         max_request_bytes=default_max_request_bytes(settings),
         inflight=InflightLimit(settings.api_max_inflight),
+        refusals=RefusalLedger(
+            interval=settings.api_refusal_interval,
+            records=settings.api_refusal_records,
+            throttle=settings.api_refusal_throttle,
+        ),
     )
     # policy before, audit record after, review leads: regard.accountability (docs/accountability.md)
     guard = Guard(settings.data_dir, service_factory=state.service)
@@ -144,18 +156,34 @@ def create_app(
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})
 
+    async def flush_refusals(everything: bool = False) -> None:
+        await run_in_threadpool(write_records, guard, state.refusals.due(everything=everything))
+
+    async def flush_ended_windows() -> None:
+        """Write the summaries of windows that ended even when their source sends nothing more."""
+        while True:
+            await asyncio.sleep(max(1.0, min(5.0, settings.api_refusal_interval / 4)))
+            await flush_refusals()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if warm_up:
             await run_in_threadpool(state.warm_up)
-        yield
-        await run_in_threadpool(state.close)
+        flusher = asyncio.get_running_loop().create_task(flush_ended_windows())
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await flush_refusals(everything=True)  # at shutdown: every open window's summary
+            await run_in_threadpool(state.close)
 
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/", rekognition_endpoint(state, guard), methods=["POST"]),
-            *review_routes(state.keys, lambda: guard, settings.api_body_timeout),
+            *review_routes(state.keys, lambda: guard, settings.api_body_timeout, settings.region or None),
         ],
         lifespan=lifespan,
     )

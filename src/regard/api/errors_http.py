@@ -6,8 +6,10 @@ Handlers are registered by exception class and the most specific one wins (as in
 ``RegardError``  the operation's error in the wire format (:func:`error_response`, with the
                  modeled equivalent :func:`for_operation` picks); a refusal nobody audited yet
                  gets its audit record here.
+``ClientDisconnect``  the client went away mid-request: answered (to nobody) and logged as
+                 ``ClientDisconnected`` with status 499, like any refusal, without a traceback.
 ``Exception``    ``InternalServerError`` naming the request id; the traceback is logged, never
-                 sent.
+                 sent; a request the guard had not recorded gets a record of the failure.
 
 Both note the status and error code for the request log. Starlette's own handlers are not used:
 its catch-all for ``Exception`` re-raises to the server after answering, and these handlers need
@@ -23,11 +25,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from regard.accountability.guard import Guard
-from regard.api.accountability import note_refusal
-from regard.api.rekognition.errors import InternalServerError, error_response, for_operation
+from regard.api.accountability import note_refusal, refusal_record, write_records
+from regard.api.refusals import RefusalLedger
+from regard.api.rekognition.errors import (
+    ClientDisconnected,
+    InternalServerError,
+    RefusalsThrottled,
+    error_response,
+    for_operation,
+)
 from regard.api.steps import Exchange
 from regard.errors import RegardError
 
@@ -41,10 +51,12 @@ class ErrorHandler:
     """Exceptions to responses, by class: :meth:`__call__` runs the handler registered for the
     nearest class in the exception's MRO."""
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(self, guard: Guard, refusals: RefusalLedger) -> None:
         self.guard = guard
+        self.refusals = refusals
         self._handlers: dict[type[Exception], Handler[Any]] = {}
         self.register(RegardError, self.regard_error)
+        self.register(ClientDisconnect, self.disconnect)
         self.register(Exception, self.unexpected)
 
     def register(self, cls: type[E], handler: Handler[E]) -> None:
@@ -60,10 +72,28 @@ class ErrorHandler:
         raise exc  # unreachable while Exception has a handler
 
     async def regard_error(self, exc: RegardError, exchange: Exchange) -> Response:
-        """``{"__type": code, "message": ...}`` with the error's status; audited unless it already is."""
-        if not exc.audit_recorded:
+        """``{"__type": code, "message": ...}`` with the error's status; audited unless it already
+        is. A refusal before a key was verified goes through the per-source ledger
+        (:mod:`regard.api.refusals`): recorded, counted in a later summary, or throttled (429)."""
+        if not exc.audit_recorded and exchange.access_key_id is None:
+            exchange.claimed_access_key_id = getattr(exc, "claimed_access_key_id", None)
+            decision = self.refusals.refused(exchange.source, exc.code)
+            if decision == "throttle":
+                exc = RefusalsThrottled("Too many unauthenticated requests from this address; retry later")
+            summaries = self.refusals.due()
+            record = None
+            if decision == "record":
+                record = refusal_record(exchange.operation, exchange.request_id, None, exc, exchange.source)
+            await run_in_threadpool(write_records, self.guard, [*summaries, *([record] if record else [])])
+        elif not exc.audit_recorded:
             await run_in_threadpool(
-                note_refusal, self.guard, exchange.operation, exchange.request_id, exchange.access_key_id, exc
+                note_refusal,
+                self.guard,
+                exchange.operation,
+                exchange.request_id,
+                exchange.access_key_id,
+                exc,
+                exchange.source,
             )
         error = for_operation(exc, exchange.operation)
         exchange.status = error.http_status
@@ -71,8 +101,13 @@ class ErrorHandler:
         exchange.message = error.message
         return error_response(error, exchange.request_id)
 
+    async def disconnect(self, exc: ClientDisconnect, exchange: Exchange) -> Response:
+        """A client gone mid-request (Starlette's ``ClientDisconnect``): status 499, no traceback."""
+        return await self.regard_error(ClientDisconnected("Client disconnected"), exchange)
+
     async def unexpected(self, exc: Exception, exchange: Exchange) -> Response:
-        """``InternalServerError`` (500) naming the request id; the traceback goes to the log only."""
+        """``InternalServerError`` (500) naming the request id; the traceback goes to the log only.
+        A request the guard had not recorded gets an audit record of the failure here."""
         log.error(
             json.dumps(
                 {
@@ -84,6 +119,16 @@ class ErrorHandler:
             )
         )
         error = InternalServerError(f"Internal server error (request {exchange.request_id})")
+        if not exchange.audited:
+            await run_in_threadpool(
+                note_refusal,
+                self.guard,
+                exchange.operation,
+                exchange.request_id,
+                exchange.access_key_id,
+                error,
+                exchange.source,
+            )
         exchange.status = error.http_status
         exchange.error = error.code
         return error_response(error, exchange.request_id)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import anyio
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from regard.api.rekognition import sigv4
-from regard.api.rekognition.errors import ApiError, RequestTooLarge
+from regard.api.rekognition.errors import ApiError, ClientDisconnected, RequestTooLarge
 from regard.keys import AccessKey, KeyStore
 
 
@@ -44,11 +44,15 @@ async def read_body(request: Request, limit: int, timeout: float | None = None) 
     chunks: list[bytes] = []
     size = 0
     with anyio.move_on_after(timeout or None) as deadline:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(too_large)
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(too_large)
+                chunks.append(chunk)
+        except ClientDisconnect:
+            # the client went away mid-body: an ordinary event (logged as 499), not a server fault
+            raise ClientDisconnected(f"Client disconnected after {size} bytes of the body") from None
     if deadline.cancelled_caught:
         raise RequestTimeout(f"Request body not received within {timeout:g} seconds")
     return b"".join(chunks)
@@ -62,8 +66,9 @@ def closing(response: Response) -> Response:
     return response
 
 
-async def authenticate(keys: KeyStore, request: Request, body: bytes) -> AccessKey:
-    """The key that signed the request (SigV4, service ``rekognition``), or the error AWS returns."""
+async def authenticate(keys: KeyStore, request: Request, body: bytes, region: str | None = None) -> AccessKey:
+    """The key that signed the request (SigV4, service ``rekognition``, credential scoped to
+    ``region`` unless None), or the error AWS returns."""
     signed = await run_in_threadpool(
         sigv4.verify,
         keys,
@@ -72,5 +77,6 @@ async def authenticate(keys: KeyStore, request: Request, body: bytes) -> AccessK
         query=request.url.query,
         headers=request.headers.items(),
         body=body,
+        expected_region=region,
     )
     return signed.key

@@ -10,7 +10,9 @@
 4. :class:`InflightLimit` counts requests in flight and refuses one beyond the bound: only requests
    whose body has been read and whose signature holds count, so slow or unauthenticated clients
    cannot take the slots of authenticated work;
-5. :func:`route_and_validate` finds the operation and checks the JSON against botocore's model;
+5. :func:`route_and_validate` finds the operation, parses the body (:mod:`regard.api.jsonbody`:
+   UTF-8 JSON without NaN or Infinity, lone surrogates or nesting beyond 64) and checks it against
+   botocore's model;
 6. :class:`Invoke` runs the operation's typed call inside the accountability guard and renders
    and serialises its result.
 
@@ -35,12 +37,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from regard.accountability.guard import Guard, RequestInfo
+from regard.api import jsonbody
 from regard.api.accountability import caller_of
 from regard.api.rekognition import operations, shapes
 from regard.api.rekognition.errors import (
     CONTENT_TYPE,
     ProvisionedThroughputExceeded,
-    SerializationError,
     UnknownOperation,
 )
 from regard.api.rekognition.operations import OPERATIONS, ApiOperation, Context
@@ -68,11 +70,22 @@ class Exchange:
     operation: str | None
     started: float
     access_key_id: str | None = None
+    #: The access key id a refused signature claimed (unverified), for the refusal's record.
+    claimed_access_key_id: str | None = None
+    #: Whether the guard has been asked to write this request's audit record (it writes one
+    #: whatever the outcome), so that the error handler does not write a second.
+    audited: bool = False
     bytes_in: int | None = None
     operation_ms: float = 0.0
     status: int | None = None
     error: str | None = None
     message: str | None = None
+
+    @property
+    def source(self) -> str:
+        """The client's address as the server saw it (the proxy's, behind a proxy)."""
+        client = self.request.client
+        return client.host if client else "unknown"
 
     @classmethod
     def begin(cls, request: Request) -> Exchange:
@@ -162,11 +175,8 @@ def route_and_validate(exchange: Exchange, body: bytes) -> Routed:
                 "see docs/rekognition-coverage.md for the operations it serves"
             )
         raise UnknownOperation(f"Unknown operation {operation}")
-    try:
-        raw = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise SerializationError("Request body is not valid JSON") from None
-    return Routed(operation, op, shapes.validate(operation, raw))
+    # UTF-8 only; no NaN or Infinity, lone surrogates or nesting past jsonbody.MAX_DEPTH
+    return Routed(operation, op, shapes.validate(operation, jsonbody.parse(body)))
 
 
 class Invoke:
@@ -218,5 +228,6 @@ class Invoke:
             )
             exc.audit_recorded = True
             raise
+        exchange.audited = True  # the guard writes the record of a success or a failure
         out = operations.run(self.guard, routed.op, routed.params, caller_of(key), info, ctx)
         return operations.respond(routed.op, out, routed.params), out.headers

@@ -21,6 +21,9 @@ CONTENT_TYPE = "application/x-amz-json-1.1"
 class ApiError(RegardError):
     """An error only the HTTP layer produces (authentication, routing, transport)."""
 
+    #: The access key id a refused request's credential named, unverified (SigV4 refusals).
+    claimed_access_key_id: str | None = None
+
 
 class MissingAuthenticationToken(ApiError):
     code = "MissingAuthenticationTokenException"
@@ -67,6 +70,21 @@ class ProvisionedThroughputExceeded(ApiError):
 class InternalServerError(ApiError):
     code = "InternalServerError"
     http_status = 500
+
+
+class ClientDisconnected(ApiError):
+    """The client closed the connection before its request was read (nginx's 499; nobody reads
+    the answer)."""
+
+    code = "ClientDisconnected"
+    http_status = 499
+
+
+class RefusalsThrottled(ApiError):
+    """Too many unauthenticated refusals from one source address in the current window."""
+
+    code = "ThrottlingException"
+    http_status = 429
 
 
 #: When an operation's model does not list an error, the modeled error that means the same thing.

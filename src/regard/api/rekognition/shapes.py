@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from functools import cache
 from typing import Any
@@ -128,6 +129,8 @@ def _check(shape: Shape, value: Any, path: str) -> Any:
     if kind in {"float", "double"}:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _fail(value, path, "Member must be a number")
+        if not math.isfinite(value):
+            raise _fail(value, path, "Member must be a finite number")
         _range(value, meta, path)
         return float(value)
     if kind == "boolean":

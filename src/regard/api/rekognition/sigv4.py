@@ -26,6 +26,7 @@ from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
 
 from regard.api.rekognition.errors import (
+    ApiError,
     IncompleteSignature,
     InvalidSignature,
     MissingAuthenticationToken,
@@ -37,6 +38,8 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 #: Largest difference between the request's X-Amz-Date and the server clock AWS accepts.
 MAX_SKEW = timedelta(minutes=15)
 SERVICE = "rekognition"
+#: The longest claimed access key id kept in a refusal's record (AccessKeyId's own model bound).
+MAX_CLAIMED_KEY_ID = 128
 
 _AUTH_RE = re.compile(
     r"^AWS4-HMAC-SHA256\s+"
@@ -93,8 +96,13 @@ def verify(
     headers: Mapping[str, str] | list[tuple[str, str]],
     body: bytes,
     now: datetime | None = None,
+    expected_region: str | None = None,
 ) -> Caller:
-    """Check the request's SigV4 signature; return the caller or raise the error AWS returns."""
+    """Check the request's SigV4 signature; return the caller or raise the error AWS returns.
+
+    ``expected_region`` (``REGARD_REGION``): the region the credential scope must name (None: any).
+    An error raised once the credential names an access key id carries it as
+    ``claimed_access_key_id`` (unverified: whoever sent the request claimed it)."""
     pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
     lower: dict[str, list[str]] = {}
     for name, value in pairs:
@@ -115,6 +123,45 @@ def verify(
             f"Credential should be scoped to a valid region: {match.group('credential')}"
         )
     akid, scope_date, region, service, _ = parts
+    try:
+        return _verify_claimed(
+            keys,
+            lower,
+            match,
+            akid,
+            scope_date,
+            region,
+            service,
+            method,
+            path,
+            query,
+            body,
+            now,
+            expected_region,
+        )
+    except ApiError as exc:
+        exc.claimed_access_key_id = akid[:MAX_CLAIMED_KEY_ID]  # kept in the refusal's audit record
+        raise
+
+
+def _verify_claimed(
+    keys: KeyStore,
+    lower: dict[str, list[str]],
+    match: re.Match[str],
+    akid: str,
+    scope_date: str,
+    region: str,
+    service: str,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    now: datetime | None,
+    expected_region: str | None,
+) -> Caller:
+    """The checks of :func:`verify` once the credential names an access key id (the claimed one)."""
+    if expected_region is not None and region != expected_region:
+        raise InvalidSignature(f"Credential should be scoped to a valid region, not '{region[:64]}'.")
     if service != SERVICE:
         raise InvalidSignature(f"Credential should be scoped to correct service: '{SERVICE}'.")
 
