@@ -4,6 +4,11 @@ Settings: ``REGARD_S3_ENDPOINT_URL`` (required to use S3Object), ``REGARD_S3_REG
 and optionally ``REGARD_S3_ACCESS_KEY_ID``/``REGARD_S3_SECRET_ACCESS_KEY`` (otherwise
 botocore's usual credential chain applies). Objects larger than the image byte
 limit are refused before they are downloaded.
+
+``REGARD_S3_BUCKETS`` (comma-separated) restricts S3Object to those buckets: names are compared
+after trimming spaces and lower-casing (S3 bucket names are lower case), S3 is then asked for
+the listed name, and any other bucket is refused with ``InvalidS3ObjectException`` before S3 is
+contacted. Empty (the default) allows any bucket the configured credentials can read.
 """
 
 from __future__ import annotations
@@ -26,11 +31,22 @@ class InvalidS3Object(RegardError):
     http_status = 400
 
 
+def bucket_name(name: str) -> str:
+    """A bucket name as the allow-list compares it: no surrounding spaces, lower case."""
+    return name.strip().lower()
+
+
+def allowed_buckets(setting: str) -> frozenset[str]:
+    """The buckets named in ``REGARD_S3_BUCKETS`` (empty: no allow-list, any bucket)."""
+    return frozenset(b for b in (bucket_name(part) for part in setting.split(",")) if b)
+
+
 class S3Images:
     """Fetches image bytes from one S3-compatible endpoint; thread-safe."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.buckets = allowed_buckets(settings.s3_buckets)
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -62,6 +78,14 @@ class S3Images:
     def fetch(self, bucket: str, name: str, version: str | None = None) -> bytes:
         """The object's bytes; raises InvalidS3Object or ImageTooLarge."""
         client = self._s3()
+        if self.buckets:
+            if bucket_name(bucket) not in self.buckets:
+                raise InvalidS3Object(
+                    f"Unable to get object metadata from S3. Check object key, region and/or access "
+                    f"permissions. (s3://{bucket}/{name}: this server reads only the buckets listed "
+                    f"in REGARD_S3_BUCKETS)"
+                )
+            bucket = bucket_name(bucket)
         limit = self.settings.max_image_bytes
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": name}
         if version:
