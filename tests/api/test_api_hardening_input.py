@@ -298,3 +298,73 @@ def test_at_shutdown_the_open_windows_summaries_are_written(tmp_path: Path) -> N
     [summary] = [r for r in _records(data_dir) if r["request_id"] is None]
     assert summary["refusals"]["count"] == 5 and summary["refusals"]["total"] == 8
     assert json.dumps(summary)  # a plain JSON record
+
+
+# -- the same over a live server: a real socket, SIGTERM ---------------------------------------
+def test_live_disconnect_region_and_refusal_summary_at_shutdown(tmp_path: Path) -> None:
+    """``regard serve`` on loopback: a client that closes its socket mid-body is a 499 line, not an
+    unhandled error with a traceback; a client configured for another region gets botocore's
+    InvalidSignatureException; those two refusals and 30 unsigned requests, all from 127.0.0.1,
+    leave 3 records and, at SIGTERM, a summary of the other 29 (a day-long window, so the wall
+    clock cannot end it during the test)."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    from live_server import start_server, stop_server
+    from waiting import wait_for
+
+    env = {
+        "REGARD_WARM_UP": "0",
+        "REGARD_API_REFUSAL_INTERVAL": "86400",
+        "REGARD_API_REFUSAL_RECORDS": "3",
+    }
+    server = start_server(tmp_path / "live", env)
+    try:
+        host, port = server.endpoint.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: RekognitionService.ListCollections\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b'{"MaxResults":'
+            )
+        wait_for(lambda: any(line.get("status") == 499 for line in server.log_lines()), "the 499 line")
+        [gone] = [line for line in server.log_lines() if line.get("status") == 499]
+        assert gone["error"] == "ClientDisconnected" and gone["event"] == "request"
+        assert not [line for line in server.log_lines() if line.get("event") == "unhandled"]
+        assert "Traceback" not in server.log_path.read_text()
+
+        elsewhere = boto3.client(
+            "rekognition",
+            endpoint_url=server.endpoint,
+            region_name="eu-west-1",
+            aws_access_key_id=server.access_key_id,
+            aws_secret_access_key=server.secret,
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+        )
+        with pytest.raises(ClientError) as refused:
+            elsewhere.list_collections()
+        error = refused.value.response["Error"]
+        assert error["Code"] == "InvalidSignatureException"
+        assert error["Message"].startswith("Credential should be scoped to a valid region")
+        assert server.client().list_collections()["CollectionIds"] == []  # us-east-1: served
+
+        for _ in range(30):
+            req = urllib.request.Request(server.endpoint + "/", data=b"{}", method="POST")
+            with pytest.raises(urllib.error.HTTPError) as unsigned:
+                urllib.request.urlopen(req, timeout=30)
+            assert unsigned.value.code == 403
+            unsigned.value.close()
+    finally:
+        stop_server(server)
+    records = _records(server.data_dir)
+    refused_records = [r for r in records if r["kind"] == "access"]
+    # the disconnect and the region refusal took 2 of the 3 records; the first unsigned one the third
+    assert len(refused_records) == 4
+    [summary] = [r for r in refused_records if r["request_id"] is None]
+    assert summary["refusals"]["count"] == 29 and summary["refusals"]["total"] == 32
+    assert summary["refusals"]["by_code"] == {"MissingAuthenticationTokenException": 29}
+    assert AuditLog(server.data_dir).verify().ok
