@@ -300,6 +300,19 @@ def test_at_shutdown_the_open_windows_summaries_are_written(tmp_path: Path) -> N
     assert json.dumps(summary)  # a plain JSON record
 
 
+def test_unsigned_review_requests_are_counted_the_same_way(tmp_path: Path) -> None:
+    with _app_until_shutdown(tmp_path, api_refusal_records=2, api_refusal_throttle=5) as served:
+        served.app.state.api.refusals.clock = FakeClock()
+        statuses = [served.get("/regard/review/leads", signed=False).status for _ in range(8)]
+        assert served.get("/regard/review/leads").json() == {"Leads": []}  # signed: served
+        data_dir = served.data_dir
+    assert statuses == [403] * 5 + [429] * 3
+    refused = [r for r in _records(data_dir) if r["kind"] == "access"]
+    assert [r["operation"] for r in refused if r["request_id"]] == ["ReviewList", "ReviewList"]
+    [summary] = [r["refusals"] for r in refused if r["request_id"] is None]
+    assert (summary["count"], summary["throttled"], summary["total"]) == (6, 3, 8)
+
+
 # -- the same over a live server: a real socket, SIGTERM ---------------------------------------
 def test_live_disconnect_region_and_refusal_summary_at_shutdown(tmp_path: Path) -> None:
     """``regard serve`` on loopback: a client that closes its socket mid-body is a 499 line, not an

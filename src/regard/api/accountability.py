@@ -41,7 +41,8 @@ from starlette.routing import Route
 from regard.accountability.guard import Caller, Guard, RequestInfo
 from regard.accountability.reviewing import ReviewDesk
 from regard.api import jsonbody
-from regard.api.rekognition.errors import CONTENT_TYPE, error_response
+from regard.api.refusals import RefusalLedger
+from regard.api.rekognition.errors import CONTENT_TYPE, RefusalsThrottled, error_response
 from regard.api.signing import authenticate as signed_by
 from regard.api.signing import closing, read_body
 from regard.errors import InvalidParameter, RegardError
@@ -97,6 +98,30 @@ def note_refusal(
         exc.audit_recorded = True
 
 
+async def refuse_unauthenticated(
+    guard: Guard,
+    refusals: RefusalLedger,
+    source: str,
+    operation: str | None,
+    request_id: str,
+    exc: RegardError,
+) -> RegardError:
+    """Account for ``exc``, a refusal before any key was verified, through the per-source ledger
+    (:mod:`regard.api.refusals`): its own record, a count in the window's summary, or throttled.
+    Writes the summaries of the windows that ended; returns the error to answer with
+    (``ThrottlingException``, HTTP 429, when throttled)."""
+    decision = refusals.refused(source, exc.code)
+    answer: RegardError = exc
+    if decision == "throttle":
+        answer = RefusalsThrottled("Too many unauthenticated requests from this address; retry later")
+    records = refusals.due()
+    if decision == "record":
+        records.append(refusal_record(operation, request_id, None, exc, source))
+    await run_in_threadpool(write_records, guard, records)
+    exc.audit_recorded = answer.audit_recorded = True  # recorded or counted: no second record
+    return answer
+
+
 def write_records(guard: Guard, records: list[dict[str, Any]]) -> None:
     """Append records made outside the guard (summaries of refusals); never raises."""
     for record in records:
@@ -121,11 +146,26 @@ def review_routes(
     guard_of: Callable[[], Guard],
     body_timeout: float | None = None,
     region: str | None = None,
+    refusals: RefusalLedger | None = None,
 ) -> list[Route]:
     """The review queue's routes for the API app; a body is read as on ``POST /``
     (:func:`regard.api.signing.read_body`: at most ``MAX_REVIEW_BODY`` bytes, refused with 413 before
     reading when its declared length is larger, 408 past ``body_timeout`` seconds), before the
     signature is checked."""
+
+    async def refused(
+        guard: Guard,
+        caller: Caller | None,
+        request: Request,
+        operation: str,
+        request_id: str,
+        exc: RegardError,
+    ) -> RegardError:
+        """Record the refusal; before authentication through the per-source ledger, as on ``POST /``."""
+        if caller is None and refusals is not None and not exc.audit_recorded:
+            return await refuse_unauthenticated(guard, refusals, _source(request), operation, request_id, exc)
+        await run_in_threadpool(note_refusal, guard, operation, request_id, None, exc, _source(request))
+        return exc
 
     async def authenticate(request: Request, body: bytes) -> Caller:
         return caller_of(await signed_by(keys, request, body, region))
@@ -133,6 +173,7 @@ def review_routes(
     async def leads(request: Request) -> Response:
         request_id = str(uuid.uuid4())
         guard = guard_of()
+        caller: Caller | None = None
         try:
             caller = await authenticate(request, b"")
             status = request.query_params.get("status", "PENDING_VERIFICATION").upper()
@@ -141,8 +182,8 @@ def review_routes(
             rows = await run_in_threadpool(desk.list, caller, RequestInfo(request_id), wanted)
             return _json({"Leads": rows}, request_id)
         except RegardError as exc:
-            note_refusal(guard, "ReviewList", request_id, None, exc, _source(request))
-            return error_response(exc, request_id)
+            answer = await refused(guard, caller, request, "ReviewList", request_id, exc)
+            return error_response(answer, request_id)
 
     async def decide(request: Request) -> Response:
         request_id = str(uuid.uuid4())
@@ -150,6 +191,7 @@ def review_routes(
         lead_id = request.path_params["lead_id"]
         decision = request.path_params["decision"]
         operation = "ReviewConfirm" if decision == "confirm" else "ReviewReject"
+        caller: Caller | None = None
         try:
             body = await read_body(request, MAX_REVIEW_BODY, body_timeout)
             caller = await authenticate(request, body)
@@ -165,8 +207,8 @@ def review_routes(
             )
             return _json(lead, request_id)
         except RegardError as exc:
-            note_refusal(guard, operation, request_id, None, exc, _source(request))
-            return closing(error_response(exc, request_id))
+            answer = await refused(guard, caller, request, operation, request_id, exc)
+            return closing(error_response(answer, request_id))
 
     return [
         Route("/regard/review/leads", leads, methods=["GET"]),

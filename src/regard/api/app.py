@@ -183,7 +183,9 @@ def create_app(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/", rekognition_endpoint(state, guard), methods=["POST"]),
-            *review_routes(state.keys, lambda: guard, settings.api_body_timeout, settings.region or None),
+            *review_routes(
+                state.keys, lambda: guard, settings.api_body_timeout, settings.region or None, state.refusals
+            ),
         ],
         lifespan=lifespan,
     )

@@ -29,12 +29,11 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from regard.accountability.guard import Guard
-from regard.api.accountability import note_refusal, refusal_record, write_records
+from regard.api.accountability import note_refusal, refuse_unauthenticated
 from regard.api.refusals import RefusalLedger
 from regard.api.rekognition.errors import (
     ClientDisconnected,
     InternalServerError,
-    RefusalsThrottled,
     error_response,
     for_operation,
 )
@@ -77,14 +76,9 @@ class ErrorHandler:
         (:mod:`regard.api.refusals`): recorded, counted in a later summary, or throttled (429)."""
         if not exc.audit_recorded and exchange.access_key_id is None:
             exchange.claimed_access_key_id = getattr(exc, "claimed_access_key_id", None)
-            decision = self.refusals.refused(exchange.source, exc.code)
-            if decision == "throttle":
-                exc = RefusalsThrottled("Too many unauthenticated requests from this address; retry later")
-            summaries = self.refusals.due()
-            record = None
-            if decision == "record":
-                record = refusal_record(exchange.operation, exchange.request_id, None, exc, exchange.source)
-            await run_in_threadpool(write_records, self.guard, [*summaries, *([record] if record else [])])
+            exc = await refuse_unauthenticated(
+                self.guard, self.refusals, exchange.source, exchange.operation, exchange.request_id, exc
+            )
         elif not exc.audit_recorded:
             await run_in_threadpool(
                 note_refusal,
