@@ -196,7 +196,7 @@ def test_only_the_configured_region_is_accepted(make_app: Any) -> None:
     other = default.portal.call(
         call_asgi, default.app, "POST", "/", _signed_for(default, "eu-west-1", body), [body]
     )
-    assert (other.status, other.error_type) == (400, "InvalidSignatureException")
+    assert (other.status, other.error_type) == (403, "InvalidSignatureException")  # as AWS answers
     assert other.json()["message"] == "Credential should be scoped to a valid region, not 'eu-west-1'."
     record = _one_access_record(default, other.headers["x-amzn-requestid"], "InvalidSignatureException")
     assert record["claimed_access_key_id"] == default.access_key_id

@@ -79,6 +79,13 @@ class UnsignedHeaders(InvalidSignature):
     http_status = 403
 
 
+class WrongRegion(InvalidSignature):
+    """The credential scope names a region other than the server's (``REGARD_REGION``); AWS
+    answers this with HTTP 403 and this wording."""
+
+    http_status = 403
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who signed a request."""
@@ -161,7 +168,7 @@ def _verify_claimed(
 ) -> Caller:
     """The checks of :func:`verify` once the credential names an access key id (the claimed one)."""
     if expected_region is not None and region != expected_region:
-        raise InvalidSignature(f"Credential should be scoped to a valid region, not '{region[:64]}'.")
+        raise WrongRegion(f"Credential should be scoped to a valid region, not '{region[:64]}'.")
     if service != SERVICE:
         raise InvalidSignature(f"Credential should be scoped to correct service: '{SERVICE}'.")
 
