@@ -168,11 +168,13 @@ def test_a_client_that_disconnects_mid_body_is_logged_as_a_disconnect(
     assert record["source"] == "127.0.0.1"
 
 
-def test_a_refused_signature_keeps_the_claimed_key_id(served: InProcess) -> None:
+def test_a_refused_signature_keeps_the_claimed_key_id(served: InProcess, request_log: Any) -> None:
     real = served.access_key_id
     served.secret = "not-the-secret"
     wrong = served.post("ListCollections")
     assert wrong.error_type == "InvalidSignatureException"
+    [line] = request_log()
+    assert (line["access_key_id"], line["claimed_access_key_id"]) == (None, real)
     record = _one_access_record(served, wrong.headers["x-amzn-requestid"], "InvalidSignatureException")
     assert record["access_key_id"] is None  # nobody was authenticated
     assert record["claimed_access_key_id"] == real  # what the request claimed, unverified

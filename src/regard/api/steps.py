@@ -115,6 +115,8 @@ def log_request(exchange: Exchange) -> None:
         "operation": exchange.operation or exchange.target or None,
         "access_key_id": exchange.access_key_id,
     }
+    if exchange.claimed_access_key_id is not None:
+        record["claimed_access_key_id"] = exchange.claimed_access_key_id  # refused, unverified
     if exchange.bytes_in is not None:
         record["bytes_in"] = exchange.bytes_in
     record["status"] = exchange.status
