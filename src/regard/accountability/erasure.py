@@ -5,7 +5,10 @@ all of them: faces associated with a user are disassociated first, the user (whe
 UserId) is deleted, the faces are deleted through the store, then the store is compacted
 (checkpoint + VACUUM of the database, vector index files rebuilt without the removed vectors)
 so that the template bytes are gone from every file of the data directory. Review leads about
-the erased faces go too. The erasure is logged with FaceIds and counts only.
+the erased faces are deleted first (a plain DeleteFaces only withdraws them). Deleting through the
+service already wipes the templates from every file before it returns (secure_delete, WAL
+truncated, index files dropped); erasure adds the VACUUM and the index rebuild. The erasure is
+logged with FaceIds and counts only.
 
 :func:`subject_access` lists what is held about an ExternalImageId or UserId: face metadata
 (ids, bounding box, index time, provenance), user records, review leads and the audit records
@@ -137,6 +140,12 @@ def erase(
             faces = matching_faces(
                 service, cid, face_id=face_id, external_image_id=external_image_id, user_id=user_id
             )
+            if review is not None:
+                # Before the deletion, which would only withdraw them (CLOSED, ids wiped): erasure
+                # deletes the leads about the subject outright.
+                report.leads_deleted += review.forget_faces([f.face_id for f in faces])
+                if user_id is not None:
+                    report.leads_deleted += review.forget_users(cid, [user_id])
             by_user: dict[str, list[str]] = {}
             for f in faces:
                 if f.user_id is not None:
@@ -155,11 +164,6 @@ def erase(
                 report.collections.append(cid)
             report.face_ids.extend(deleted)
         service.compact()
-        if review is not None:
-            report.leads_deleted = review.forget_faces(report.face_ids)
-            for cid in report.collections:
-                if user_id is not None:
-                    report.leads_deleted += review.forget_users(cid, [user_id])
     except Exception as exc:
         code = getattr(exc, "code", "InternalServerError")
         message = getattr(exc, "message", type(exc).__name__)

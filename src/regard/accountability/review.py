@@ -5,7 +5,13 @@ In a profile with ``two_person_review``, each candidate a search returns is reco
 two distinct people holding the ``verifier`` role confirm it; one rejection makes it
 ``REJECTED``. The requester cannot decide on their own search's leads, and nobody decides twice
 (:class:`ReviewRefused`). People are told apart by access key id and by the key's name (its
-principal), so one person with two keys under one name still counts once.
+principal) normalised (:func:`person`: Unicode casefold, surrounding spaces stripped), so one
+person with two keys under one name, or under ``ver1`` and ``VER1``, still counts once.
+
+Deleting a face, a user or a collection (through the service: DeleteFaces, DeleteUser,
+DeleteCollection, erasure) withdraws the leads about it: a pending lead becomes ``CLOSED`` (it
+takes no decision: ConflictException) and every lead about it loses its FaceId, UserId and
+ExternalImageId, which are wiped from the file before the deletion returns.
 
 The queue stores FaceIds, similarities and estimated FMRs, never templates or images.
 """
@@ -15,7 +21,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +31,15 @@ from typing import Any
 from regard import datadir
 from regard.accountability.audit import now_iso
 from regard.errors import AccessDenied, ConflictError, InvalidParameter, ResourceNotFound
+from regard.service.base import Removal, on_removal
+from regard.store.base import Store
 
 PENDING = "PENDING_VERIFICATION"
 CONFIRMED = "CONFIRMED"
 REJECTED = "REJECTED"
-STATUSES = (PENDING, CONFIRMED, REJECTED)
+#: A lead whose face, user or collection was deleted before it was decided.
+CLOSED = "CLOSED"
+STATUSES = (PENDING, CONFIRMED, REJECTED, CLOSED)
 CONFIRMATIONS_NEEDED = 2
 VERIFIER_ROLE = "verifier"
 
@@ -62,6 +73,11 @@ CREATE TABLE IF NOT EXISTS decisions (
     PRIMARY KEY (lead_id, reviewer_key)
 );
 """
+
+
+def person(principal: str | None) -> str | None:
+    """The person a principal (a key's name) stands for: casefolded, surrounding spaces stripped."""
+    return None if principal is None else principal.strip().casefold()
 
 
 class ReviewRefused(AccessDenied):
@@ -153,6 +169,7 @@ class ReviewQueue:
         self._lock = threading.Lock()
         with self._db() as db:
             db.executescript(_SCHEMA)
+        _LIVE.add(self)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -235,7 +252,9 @@ class ReviewQueue:
         collection_id: str | None = None,
         face_ids: Sequence[str] | None = None,
         limit: int = 1000,
+        visible: Callable[[Lead], bool] | None = None,
     ) -> list[Lead]:
+        """Leads in queue order; ``visible`` (the reader's scope) is applied before ``limit``."""
         if status is not None and status not in STATUSES:
             raise InvalidParameter(f"status must be one of {', '.join(STATUSES)}")
         sql = "SELECT lead_id FROM leads WHERE 1=1"
@@ -249,10 +268,16 @@ class ReviewQueue:
         if face_ids is not None:
             sql += f" AND face_id IN ({','.join('?' * len(face_ids))})"
             args.extend(face_ids)
-        sql += " ORDER BY created_at, lead_id LIMIT ?"
-        args.append(int(limit))
+        sql += " ORDER BY created_at, lead_id"
+        out: list[Lead] = []
         with self._db() as db:
-            return [self._lead(db, r[0]) for r in db.execute(sql, args).fetchall()]
+            for r in db.execute(sql, args).fetchall():
+                if len(out) >= limit:
+                    break
+                lead = self._lead(db, r[0])
+                if visible is None or visible(lead):
+                    out.append(lead)
+        return out
 
     def decide(
         self,
@@ -280,12 +305,13 @@ class ReviewQueue:
                 lead = self._lead(db, lead_id)
                 if lead.status != PENDING:
                     raise ConflictError(f"lead {lead_id} is already {lead.status}")
+                who = person(reviewer_principal)
                 if reviewer_key == lead.requester_key or (
-                    lead.requester_principal is not None and reviewer_principal == lead.requester_principal
+                    lead.requester_principal is not None and who == person(lead.requester_principal)
                 ):
                     raise ReviewRefused("the requester of a search cannot review its own leads")
                 for d in lead.decisions:
-                    if d.reviewer_key == reviewer_key or d.reviewer_principal == reviewer_principal:
+                    if d.reviewer_key == reviewer_key or person(d.reviewer_principal) == who:
                         raise ReviewRefused(
                             f"{reviewer_principal} has already reviewed lead {lead_id}; "
                             "a second, different verifier is needed"
@@ -337,3 +363,67 @@ class ReviewQueue:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             db.execute("VACUUM")
         return n
+
+    def withdraw(self, removal: Removal) -> int:
+        """Withdraw the leads about what a deletion removed; returns how many leads it touched.
+
+        Pending ones become ``CLOSED``; all of them lose the FaceId, UserId and ExternalImageId,
+        and the file is checkpointed and vacuumed so those ids are in none of its pages.
+        """
+        where = "collection_id = ?"
+        args: list[object] = [removal.collection_id]
+        if not removal.whole_collection:
+            parts = []
+            if removal.face_ids:
+                parts.append(f"face_id IN ({','.join('?' * len(removal.face_ids))})")
+                args.extend(removal.face_ids)
+            if removal.user_ids:
+                parts.append(f"user_id IN ({','.join('?' * len(removal.user_ids))})")
+                args.extend(removal.user_ids)
+            if not parts:
+                return 0
+            where += f" AND ({' OR '.join(parts)})"
+        where += " AND (face_id IS NOT NULL OR user_id IS NOT NULL OR external_image_id IS NOT NULL)"
+        at = now_iso()
+        with self._lock, self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    f"UPDATE leads SET status = ?, decided_at = ? WHERE status = ? AND {where}",
+                    (CLOSED, at, PENDING, *args),
+                )
+                n = db.execute(
+                    "UPDATE leads SET face_id = NULL, user_id = NULL, external_image_id = NULL "
+                    f"WHERE {where}",
+                    args,
+                ).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            if n:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                db.execute("VACUUM")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return n
+
+
+#: The queues this process has opened (their data directories' leads are withdrawn on deletion).
+_LIVE: weakref.WeakSet[ReviewQueue] = weakref.WeakSet()
+
+
+@on_removal
+def _withdraw_leads(store: Store, removal: Removal) -> None:
+    """Withdraw the leads about what was deleted from ``store``, before the deletion returns.
+
+    An embedded store's queue is the one in its data directory (opened if the file exists, so a
+    process that never read the queue still withdraws); for a store without a data directory
+    (PostgreSQL), the queues this process has opened.
+    """
+    data_dir = getattr(store, "data_dir", None)
+    if isinstance(data_dir, Path):
+        if (data_dir / "review.sqlite3").exists():
+            ReviewQueue(data_dir).withdraw(removal)
+        return
+    for queue in list(_LIVE):
+        queue.withdraw(removal)

@@ -4,6 +4,11 @@
 each call is logged (kind ``review``) whether it is accepted or refused. The rule itself (two
 distinct verifiers, not the requester, one rejection closes a lead) is the queue's
 (:mod:`regard.accountability.review`); the guard only puts leads into it.
+
+Scope: a reviewer sees and decides only the leads its key's policy profile covers: the lead's
+collection matches the profile's ``collections`` and the profile allows the lead's operation
+(a 1:N search), so a key of the verification profile, whatever its role, sees no lead and
+decides none. The local operator (``regard review`` without a key) has the ``local`` profile.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from regard.accountability.audit import AuditLog
+from regard.accountability.policy import LOCAL_PROFILE, PolicyStore, Profile
 from regard.accountability.records import Record, append_failure
 from regard.accountability.request import Caller, RequestInfo
-from regard.accountability.review import ReviewQueue
+from regard.accountability.review import Lead, ReviewQueue, ReviewRefused
 from regard.errors import AccessDenied, RegardError
 
 #: The roles that may read the queue.
@@ -24,9 +30,16 @@ READERS = ("verifier", "admin")
 class ReviewDesk:
     """Decisions on leads and views of the queue, each recorded in the audit log."""
 
-    def __init__(self, audit: AuditLog, queue: ReviewQueue) -> None:
+    def __init__(self, audit: AuditLog, queue: ReviewQueue, policy: PolicyStore | None = None) -> None:
         self.audit = audit
         self.queue = queue
+        self.policy = policy or PolicyStore(queue.path.parent)
+
+    def profile(self, caller: Caller) -> Profile:
+        """The caller's policy profile (AccessDenied if policy.toml no longer defines it)."""
+        if caller.local and caller.profile == LOCAL_PROFILE.name:
+            return LOCAL_PROFILE
+        return self.policy.load().profile(caller.profile)
 
     @classmethod
     def open(cls, data_dir: Path) -> ReviewDesk:
@@ -41,6 +54,11 @@ class ReviewDesk:
         record = _record(caller, info, operation, {"lead_id": lead_id, "note": note})
         record["profile"] = caller.profile
         try:
+            if not covers(self.profile(caller), self.queue.get(lead_id)):
+                raise ReviewRefused(
+                    f"lead {lead_id} is outside profile {caller.profile}: its collections and "
+                    "1:N operations do not cover it"
+                )
             lead = self.queue.decide(
                 lead_id,
                 reviewer_key=caller.access_key_id or f"local:{caller.principal}",
@@ -71,7 +89,8 @@ class ReviewDesk:
         try:
             if caller.role not in READERS:
                 raise AccessDenied("only verifier and admin keys may read the review queue")
-            leads = self.queue.list(status=status)
+            profile = self.profile(caller)
+            leads = self.queue.list(status=status, visible=lambda lead: covers(profile, lead))
         except RegardError as exc:
             append_failure(self.audit, record, exc)
             raise
@@ -79,6 +98,12 @@ class ReviewDesk:
         record["results"] = {"leads": len(leads)}
         self.audit.append(record)
         return [lead.to_json() for lead in leads]
+
+
+def covers(profile: Profile, lead: Lead) -> bool:
+    """Whether a reviewer of ``profile`` may see and decide ``lead``: its collection and its
+    operation (the 1:N search that made it) are both the profile's."""
+    return profile.allows_collection(lead.collection_id) and profile.allows_operation(lead.operation)
 
 
 def _record(caller: Caller, info: RequestInfo, operation: str, parameters: dict[str, Any]) -> Record:

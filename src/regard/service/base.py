@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
 from regard.errors import InvalidParameter
 from regard.face.engine import Engine
 from regard.scoring.calibrate import Scorer
 from regard.service.rules import COLLECTION_ID_RE, check
 from regard.store.base import Collection, Store
 from regard.types import ModelIdentity
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What a deletion took away: some faces and users of a collection, or the whole collection."""
+
+    collection_id: str
+    face_ids: Sequence[str] = ()
+    user_ids: Sequence[str] = ()
+    whole_collection: bool = False
+
+
+#: Called after every committed deletion (DeleteFaces, DeleteUser, DeleteCollection) with the
+#: store and what went: the layers above (the review queue) forget what they hold about it.
+RemovalListener = Callable[[Store, Removal], None]
+_REMOVAL_LISTENERS: list[RemovalListener] = []
+
+
+def on_removal(listener: RemovalListener) -> RemovalListener:
+    """Register ``listener`` for every service of this process (idempotent; usable as a decorator)."""
+    if listener not in _REMOVAL_LISTENERS:
+        _REMOVAL_LISTENERS.append(listener)
+    return listener
 
 
 class ServiceBase:
@@ -78,3 +104,8 @@ class ServiceBase:
                 f"collection {c.collection_id} holds templates of {c.face_model.key}; "
                 f"this engine makes {mine.key}"
             )
+
+    def _removed(self, removal: Removal) -> None:
+        """Tell the removal listeners what a committed deletion took away."""
+        for listener in list(_REMOVAL_LISTENERS):
+            listener(self.store, removal)

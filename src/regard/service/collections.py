@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from regard.service.base import ServiceBase
+from regard.service.base import Removal, ServiceBase
 from regard.service.rules import COLLECTION_ID_RE, check, check_tags, page_size
 from regard.types import ModelIdentity
 
@@ -99,4 +99,5 @@ class CollectionOperations(ServiceBase):
         """DeleteCollection: every face, template, user and tag goes; returns the StatusCode (200)."""
         check(COLLECTION_ID_RE, collection_id, "CollectionId")
         self.store.delete_collection(collection_id)
+        self._removed(Removal(collection_id, whole_collection=True))
         return 200

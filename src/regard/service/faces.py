@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from regard.errors import ResourceNotFound
 from regard.face.imaging import image_size
-from regard.service.base import ServiceBase
+from regard.service.base import Removal, ServiceBase
 from regard.service.images import FaceDetail, decode, probe
 from regard.service.quality import check_quality_filter, quality_reasons
 from regard.service.rules import (
@@ -219,6 +219,8 @@ class FaceOperations(ServiceBase):
                 deletable.append(f)
         gone = set(self.store.delete_faces(collection_id, deletable) if deletable else [])
         deleted = [f for f in deletable if f in gone]
+        if deleted:
+            self._removed(Removal(collection_id, face_ids=deleted))
         for f in deletable:
             if f not in gone:  # deleted or associated concurrently
                 unsuccessful.append(UnsuccessfulFaceDeletion(f, None, ["FACE_NOT_FOUND"]))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from regard.errors import InvalidParameter, ResourceNotFound, ServiceQuotaExceeded
-from regard.service.base import ServiceBase
+from regard.service.base import Removal, ServiceBase
 from regard.service.idempotency import idempotent
 from regard.service.images import FaceDetail, decode, probe
 from regard.service.rules import (
@@ -127,6 +127,7 @@ class UserOperations(ServiceBase):
 
         def run() -> dict[str, Any]:
             self.store.delete_user(collection_id, user_id)
+            self._removed(Removal(collection_id, user_ids=[user_id]))
             return {}
 
         idempotent(self.store, collection_id, "DeleteUser", client_request_token, {"UserId": user_id}, run)

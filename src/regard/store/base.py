@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -181,26 +182,44 @@ def chain_hash(previous: str, operation: str, ids: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def encode_token(kind: str, scope: str, after: str) -> str:
-    """An opaque pagination token: the listing kind, its scope and the last key returned."""
-    raw = json.dumps({"k": kind, "s": scope, "a": after}, separators=(",", ":")).encode()
+#: Bytes of HMAC-SHA256 a pagination token carries.
+TOKEN_MAC_BYTES = 16
+
+
+def _token_mac(secret: bytes, kind: str, scope: str, after: str) -> bytes:
+    msg = b"\x00".join(x.encode() for x in ("regard-page-v2", kind, scope, after))
+    return hmac.new(secret, msg, hashlib.sha256).digest()[:TOKEN_MAC_BYTES]
+
+
+def encode_token(secret: bytes, kind: str, scope: str, after: str) -> str:
+    """An opaque, authenticated pagination token: the position ``after``, MACed with its listing.
+
+    The token carries only the position and an HMAC-SHA256 (keyed by the store's own secret) over
+    the listing kind, its scope (the collection) and the position; the scope is not in it. The
+    position is whatever the listing continues after (a collection's internal row number, a
+    FaceId, a UserId), never a collection's name.
+    """
+    raw = _token_mac(secret, kind, scope, after) + after.encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(token: str | None, kind: str, scope: str) -> str | None:
-    """The key to continue after, or None to start; InvalidPaginationToken if it is not ours."""
+def decode_token(secret: bytes, token: str | None, kind: str, scope: str) -> str | None:
+    """The position to continue after, or None to start; InvalidPaginationToken unless we issued it
+    for this listing (a forged, tampered or foreign token)."""
     if token is None or token == "":
         return None
     try:
         padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        raw = base64.urlsafe_b64decode(padded.encode())
+        after = raw[TOKEN_MAC_BYTES:].decode()
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise InvalidPaginationToken("the pagination token is malformed") from exc
-    if not isinstance(data, dict) or data.get("k") != kind or data.get("s") != scope:
-        raise InvalidPaginationToken("the pagination token does not belong to this listing")
-    after = data.get("a")
-    if not isinstance(after, str):
+    if base64.urlsafe_b64encode(raw).decode().rstrip("=") != token:  # one spelling per token
         raise InvalidPaginationToken("the pagination token is malformed")
+    if len(raw) < TOKEN_MAC_BYTES or not hmac.compare_digest(
+        raw[:TOKEN_MAC_BYTES], _token_mac(secret, kind, scope, after)
+    ):
+        raise InvalidPaginationToken("the pagination token was not issued for this listing")
     return after
 
 

@@ -68,6 +68,7 @@ class PostgresStore(SqlStore):
         self._conns_lock = threading.Lock()
         self._closed = False
         self._migrate()
+        self._token_secret()  # made at open, so that listing never has to write
 
     # -- connections ------------------------------------------------------------------------
     def _raw(self) -> psycopg.Connection[Any]:

@@ -7,6 +7,7 @@ and locking a collection's row, and advancing its counts, content version and ha
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -115,6 +116,28 @@ class SqlBase(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    # -- pagination tokens ------------------------------------------------------------------
+    _page_secret: bytes | None = None
+
+    def _token_secret(self) -> bytes:
+        """The key that authenticates this store's pagination tokens: made once per database
+        (``store_secrets``), so every process and worker sharing it accepts the others' tokens."""
+        if self._page_secret is None:
+            with self._read() as tx:  # a read: listing must not wait for a writer
+                row = tx.one("SELECT value FROM store_secrets WHERE name = ?", ("pagination",))
+            if row is not None:
+                self._page_secret = bytes.fromhex(str(row[0]))
+                return self._page_secret
+            with self._write() as tx:
+                tx.run(
+                    "INSERT INTO store_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                    ("pagination", secrets.token_hex(32)),
+                )
+                row = tx.one("SELECT value FROM store_secrets WHERE name = ?", ("pagination",))
+            assert row is not None
+            self._page_secret = bytes.fromhex(str(row[0]))
+        return self._page_secret
 
     # -- row helpers ------------------------------------------------------------------------
     @staticmethod

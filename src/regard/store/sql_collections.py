@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from regard.errors import ResourceAlreadyExists, ResourceNotFound
+from regard.errors import InvalidPaginationToken, ResourceAlreadyExists, ResourceNotFound
 from regard.store.base import GENESIS_HASH, Collection, Page, decode_token, encode_token, model_to_json
 from regard.store.sql_base import COLLECTION_COLUMNS, SqlBase
 from regard.types import ModelIdentity
@@ -45,15 +45,32 @@ class SqlCollections(SqlBase):
         return self._collection_from_row(row)
 
     def list_collections(self, max_results: int, token: str | None) -> Page[Collection]:
-        after = decode_token(token, "collections", "") or ""
+        # The token's position is the last collection's internal row number, never its name: a
+        # key scoped to some collections must not learn the names of the others from a NextToken.
+        secret = self._token_secret()
+        position = decode_token(secret, token, "collections", "")
         with self._read() as tx:
+            after = ""
+            if position is not None:
+                if not position.isdigit():
+                    raise InvalidPaginationToken("the pagination token is malformed")
+                last = tx.one("SELECT collection_id FROM collections WHERE id = ?", (int(position),))
+                if last is None:
+                    raise InvalidPaginationToken(
+                        "the pagination token no longer applies: its collection was deleted; list again"
+                    )
+                after = str(last[0])
             rows = tx.all(
                 f"SELECT {COLLECTION_COLUMNS} FROM collections WHERE collection_id > ? "
                 "ORDER BY collection_id LIMIT ?",
                 (after, max_results + 1),
             )
         items = [self._collection_from_row(r) for r in rows[:max_results]]
-        nxt = encode_token("collections", "", items[-1].collection_id) if len(rows) > max_results else None
+        nxt = (
+            encode_token(secret, "collections", "", str(rows[max_results - 1][0]))
+            if len(rows) > max_results
+            else None
+        )
         return Page(items, nxt)
 
     def delete_collection(self, collection_id: str) -> None:

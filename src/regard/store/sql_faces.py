@@ -106,7 +106,7 @@ class SqlFaces(SqlBase):
         token: str | None,
     ) -> Page[FaceRecord]:
         scope = collection_id
-        after = decode_token(token, "faces", scope) or ""
+        after = decode_token(self._token_secret(), token, "faces", scope) or ""
         where = "collection = ? AND face_id > ?"
         with self._read() as tx:
             key = self._key(tx, collection_id)
@@ -124,7 +124,11 @@ class SqlFaces(SqlBase):
                 (*params, max_results + 1),
             )
         items = [self._face_from_row(r) for r in rows[:max_results]]
-        nxt = encode_token("faces", scope, items[-1].face_id) if len(rows) > max_results and items else None
+        nxt = (
+            encode_token(self._token_secret(), "faces", scope, items[-1].face_id)
+            if len(rows) > max_results and items
+            else None
+        )
         return Page(items, nxt)
 
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:

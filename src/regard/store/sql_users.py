@@ -43,7 +43,7 @@ class SqlUsers(SqlBase):
         return self._user_from_row(row)
 
     def list_users(self, collection_id: str, max_results: int, token: str | None) -> Page[User]:
-        after = decode_token(token, "users", collection_id) or ""
+        after = decode_token(self._token_secret(), token, "users", collection_id) or ""
         with self._read() as tx:
             key = self._key(tx, collection_id)
             rows = tx.all(
@@ -52,7 +52,11 @@ class SqlUsers(SqlBase):
                 (key, after, max_results + 1),
             )
         items = [self._user_from_row(r) for r in rows[:max_results]]
-        nxt = encode_token("users", collection_id, items[-1].user_id) if len(rows) > max_results else None
+        nxt = (
+            encode_token(self._token_secret(), "users", collection_id, items[-1].user_id)
+            if len(rows) > max_results
+            else None
+        )
         return Page(items, nxt)
 
     def delete_user(self, collection_id: str, user_id: str) -> None:

@@ -10,6 +10,7 @@ table and cached in ``index/`` files, is :mod:`regard.store.sqlite_index`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -56,6 +57,10 @@ BUSY_TIMEOUT_MS = 60_000
 MMAP_BYTES = 1 << 32
 #: Page cache per connection, KiB (filled only as pages are read).
 CACHE_KIB = 32_768
+#: Attempts at truncating the WAL after a deletion before giving up until the next one.
+CHECKPOINT_TRIES = 40
+
+log = logging.getLogger("regard.store")
 
 
 class SqliteStore(SqliteIndexes):
@@ -84,6 +89,7 @@ class SqliteStore(SqliteIndexes):
         self._states_lock = threading.Lock()
         self._closed = False
         self._migrate()
+        self._token_secret()  # made at open, so that listing never has to write
         self._sweep_orphans()
 
     # -- connections ------------------------------------------------------------------------
@@ -187,6 +193,19 @@ class SqliteStore(SqliteIndexes):
         for _, p in self._files(state.key):  # index files hold templates: 0600 whatever the umask
             datadir.restrict(p)
 
+    # -- deletion is erasure ----------------------------------------------------------------
+    def _after_removal(self, key: int) -> None:
+        """After a commit that removed templates: index files dropped (never rewritten from an
+        index with removals), then the WAL checkpointed and truncated, so that before DeleteFaces
+        or DeleteCollection returns, the removed templates and FaceIds are in no file of the data
+        directory (``secure_delete`` has zeroed them in the database's pages)."""
+        super()._after_removal(key)
+        self.checkpoint()
+
+    def delete_user(self, collection_id: str, user_id: str) -> None:
+        super().delete_user(collection_id, user_id)
+        self.checkpoint()
+
     # -- maintenance ------------------------------------------------------------------------
     def compact(self) -> None:
         """Checkpoint and VACUUM the database; rebuild HNSW indexes that have had removals and save them."""
@@ -207,7 +226,18 @@ class SqliteStore(SqliteIndexes):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def checkpoint(self) -> None:
-        self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Copy the WAL into the database and truncate it to zero bytes.
+
+        A TRUNCATE checkpoint waits (busy timeout) for readers of older snapshots; should one
+        still hold the WAL, it is retried a bounded number of times and a warning is logged:
+        the frames are then truncated by the next checkpoint (each deletion and ``compact``)."""
+        conn = self._conn()
+        for _ in range(CHECKPOINT_TRIES):
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy is None or int(busy[0]) == 0:
+                return
+            time.sleep(0.05)
+        log.warning("regard.db-wal could not be truncated: a reader holds it; the next checkpoint will")
 
     def close(self) -> None:
         if self._closed:
