@@ -10,6 +10,7 @@ through the service, then read every file under the data directory while the sto
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,15 @@ def test_delete_reaches_the_hnsw_index_file_of_a_running_store(
     server.close()  # an index with removals is never written back
     assert _index_files_holding(data, faces[0].embedding) == []
     assert _files_holding(data, faces[0].embedding.tobytes()) == []
+
+
+def test_leads_are_withdrawn_on_either_backend(open_service: Callable[[], Service], tmp_path: Path) -> None:
+    """PostgreSQL has no data directory: the queues this process opened are told instead."""
+    service = open_service()
+    queue = ReviewQueue(tmp_path / "data")
+    service.create_collection("c")
+    face = _faces(service, "c", 2, seed=9)[0]
+    lead_id = _lead(queue, "c", face)
+    service.delete_faces("c", [face.face_id])
+    _cannot_be_confirmed(queue, lead_id)
+    assert queue.get(lead_id).face_id is None

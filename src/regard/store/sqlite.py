@@ -57,8 +57,8 @@ BUSY_TIMEOUT_MS = 60_000
 MMAP_BYTES = 1 << 32
 #: Page cache per connection, KiB (filled only as pages are read).
 CACHE_KIB = 32_768
-#: Attempts at truncating the WAL after a deletion before giving up until the next one.
-CHECKPOINT_TRIES = 40
+#: Attempts at truncating the WAL after a deletion (each waits up to the busy timeout for readers).
+CHECKPOINT_TRIES = 3
 
 log = logging.getLogger("regard.store")
 
