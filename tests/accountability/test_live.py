@@ -182,7 +182,19 @@ def test_audit_log_survives_kill_9_with_every_acknowledged_operation(
     logged = {r.get("request_id") for r in log.records()}
     missing = [rid for rid in acknowledged if rid not in logged]
     assert missing == [], f"{len(missing)} acknowledged operations are not in the audit log"
-    assert all(r["outcome"] == "success" for r in log.records() if r.get("request_id") in set(acknowledged))
+    outcomes = [
+        r for r in log.records() if r["kind"] != "intent" and r.get("request_id") in set(acknowledged)
+    ]
+    assert all(r["outcome"] == "success" for r in outcomes)
+
+    # Each state-changing request had its intent on disk before it ran: opening a guard records an
+    # outcome (unknown: interrupted) for every intent the killed server left open.
+    from regard.accountability.guard import Guard
+
+    Guard(server.data_dir)
+    closed = {r.get("intent_seq") for r in log.records() if r["kind"] != "intent"}
+    assert all(r["seq"] in closed for r in log.records() if r["kind"] == "intent")
+    assert log.orphan_intents() == [] and log.verify().ok
 
 
 @pytest.mark.slow

@@ -29,8 +29,20 @@ check out. Records older than the retention floor (default 183 days) can never b
 pruning older ones leaves an anchor (the last pruned record's seq and hash) that the chain
 continues from, and is itself recorded.
 
-The chain makes edits evident to anyone holding a later hash: ``regard audit head`` prints
-the newest hash so that it can be recorded outside regard (a ticket, a notary, a WORM store).
+The anchor is authenticated: it carries an HMAC-SHA256 under a key the log writer keeps in
+``audit/audit.key`` (0600), so a hand-written anchor (records deleted from the start of the log,
+the anchor rewritten to hide it) fails verification. Someone who can read that key and write the
+data directory can still forge an anchor, or rewrite the whole chain; against them, record heads
+outside regard (``regard audit head --append-to FILE``) and check them with
+``regard audit verify --expect SEQ:HASH`` or ``--expect-from FILE``.
+
+Every string an event carries is capped and escaped in :meth:`AuditLog.append` (:func:`sanitise`):
+control characters become ``\\uXXXX`` text and a string longer than :data:`MAX_STRING` characters
+is cut, with a marker giving its length and the sha256 of the whole.
+
+State-changing operations write an ``intent`` record (synced) before they run and their outcome
+record (``intent_seq`` names the intent) after; :meth:`AuditLog.orphan_intents` finds the intents of
+writers that died before their outcome, which the guard records as ``outcome: unknown``.
 """
 
 from __future__ import annotations
@@ -39,11 +51,14 @@ import contextlib
 import csv
 import fcntl
 import hashlib
+import hmac
 import io
 import json
 import os
+import secrets
 import threading
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,6 +74,12 @@ DEFAULT_RETENTION_FLOOR_DAYS = 183
 LOG_NAME = "audit.jsonl"
 ANCHOR_NAME = "anchor.json"
 LOCK_NAME = "audit.lock"
+KEY_NAME = "audit.key"
+WRITERS_DIR = "writers"
+#: The longest string a record keeps whole; longer ones are cut with a marker and their sha256.
+MAX_STRING = 1024
+#: The kind of the record written before a state-changing operation runs.
+INTENT_KIND = "intent"
 #: Fields every record has, in the order exports list them.
 CSV_FIELDS = (
     "seq",
@@ -116,6 +137,30 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
 
+_CONTROL = {c: f"\\u{c:04x}" for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+
+
+def sanitise_text(text: str) -> str:
+    """``text`` with control characters escaped as ``\\uXXXX`` and, when longer than
+    :data:`MAX_STRING` characters, cut with a marker naming its length and the whole's sha256."""
+    escaped = text.translate(_CONTROL)
+    if len(escaped) <= MAX_STRING:
+        return escaped
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{escaped[:MAX_STRING]}...[truncated: {len(text)} characters, sha256 {digest}]"
+
+
+def sanitise(value: Any) -> Any:
+    """``value`` with every string in it (dictionary keys too) passed through :func:`sanitise_text`."""
+    if isinstance(value, str):
+        return sanitise_text(value)
+    if isinstance(value, Mapping):
+        return {sanitise_text(str(k)) if isinstance(k, str) else k: sanitise(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sanitise(v) for v in value]
+    return value
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -158,6 +203,9 @@ class AuditLog:
         self.path = self.dir / LOG_NAME
         self.anchor_path = self.dir / ANCHOR_NAME
         self.lock_path = self.dir / LOCK_NAME
+        self.key_path = self.dir / KEY_NAME
+        self.writers_dir = self.dir / WRITERS_DIR
+        self._writer: tuple[str, int] | None = None  # (token, fd holding its flock) once it intends
         self.retention_floor_days = retention_floor_days
         self._thread_lock = threading.Lock()
         if not self.path.exists():  # create it once
@@ -184,6 +232,7 @@ class AuditLog:
         if clash:
             raise InvalidParameter(f"audit events may not set {', '.join(clash)}")
         canonical(event)  # refuse bytes/arrays before taking the lock
+        event = sanitise(event)  # capped, escaped strings: no caller writes a 14 KB value
         try:
             with self._locked():
                 return self._append_locked(event)
@@ -232,6 +281,142 @@ class AuditLog:
             return 0, GENESIS
         data = json.loads(self.anchor_path.read_text())
         return int(data["seq"]), str(data["hash"])
+
+    # -- the anchor's key -------------------------------------------------------------------
+    def _key(self, *, create: bool) -> bytes | None:
+        """The anchor's HMAC key (32 random bytes, 0600); made on first use by the writer."""
+        try:
+            return self.key_path.read_bytes()
+        except FileNotFoundError:
+            if not create:
+                return None
+        key = secrets.token_bytes(32)
+        tmp = self.key_path.with_suffix(".tmp")
+        fd = datadir.open_private(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.key_path)
+        _fsync_dir(self.dir)
+        return key
+
+    @staticmethod
+    def _anchor_mac(key: bytes, seq: int, digest: str, pruned_at: str) -> str:
+        body = canonical({"seq": seq, "hash": digest, "pruned_at": pruned_at})
+        return hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _check_anchor(self) -> str | None:
+        """Why the anchor file is not one this log's writer made, or None (or no anchor)."""
+        if not self.anchor_path.exists():
+            return None
+        try:
+            data = json.loads(self.anchor_path.read_text())
+            seq, digest, pruned_at, mac = (
+                int(data["seq"]),
+                str(data["hash"]),
+                str(data["pruned_at"]),
+                data["mac"],
+            )
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            return f"anchor file {ANCHOR_NAME} unreadable or incomplete: {exc!r}"
+        key = self._key(create=False)
+        if key is None:
+            return f"anchor file {ANCHOR_NAME} cannot be authenticated: the key {KEY_NAME} is missing"
+        if not isinstance(mac, str) or not hmac.compare_digest(
+            mac, self._anchor_mac(key, seq, digest, pruned_at)
+        ):
+            return (
+                f"anchor file {ANCHOR_NAME} is not authentic (its MAC does not match): "
+                "regard's prune did not write it"
+            )
+        return None
+
+    # -- intents ----------------------------------------------------------------------------
+    def writer_token(self) -> str:
+        """This log object's writer token; the first call takes an exclusive ``flock`` on
+        ``audit/writers/<token>.lock`` that only this process's end (or :meth:`close`) releases,
+        so that an intent whose writer's lock is free belongs to a writer that is gone."""
+        if self._writer is None:
+            if not self.writers_dir.exists():
+                _make_dirs(self.writers_dir)
+            token = uuid.uuid4().hex
+            # locked before it appears under its name, so a visible lock file free to take is a
+            # dead writer's (and may be swept), never one about to be locked
+            tmp = self.writers_dir / f"{token}.new"
+            fd = datadir.open_private(tmp, os.O_RDWR)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.replace(tmp, self.writers_dir / f"{token}.lock")
+            self._writer = (token, fd)
+        return self._writer[0]
+
+    def close(self) -> None:
+        """Release this writer's lock (what the process's end does): its intents without an
+        outcome are then orphans that the next :meth:`orphan_intents` reports."""
+        if self._writer is not None:
+            token, fd = self._writer
+            self._writer = None
+            with contextlib.suppress(OSError):
+                (self.writers_dir / f"{token}.lock").unlink()
+            os.close(fd)
+
+    def _writer_gone(self, token: str) -> bool:
+        if self._writer is not None and self._writer[0] == token:
+            return False
+        path = self.writers_dir / f"{token}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return True  # closed, or its lock file removed after reconciliation
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def orphan_intents(self) -> list[dict[str, Any]]:
+        """Intent records without an outcome record whose writer is gone (crashed, killed, or
+        failed to write the outcome and ended), oldest first."""
+        open_intents: dict[int, dict[str, Any]] = {}
+        for rec in self.records():
+            if rec.get("kind") == INTENT_KIND:
+                open_intents[int(rec["seq"])] = rec
+            elif isinstance(rec.get("intent_seq"), int):
+                open_intents.pop(rec["intent_seq"], None)
+        return [rec for rec in open_intents.values() if self._writer_gone(str(rec.get("writer", "")))]
+
+    def reconcile(self, outcome: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Append, for each intent seq of ``outcome``, its record (``intent_seq`` set), unless
+        another process recorded one meanwhile; returns the records appended."""
+        try:
+            with self._locked():
+                done = {r.get("intent_seq") for r in self.records() if r.get("kind") != INTENT_KIND}
+                out = []
+                for seq, event in sorted(outcome.items()):
+                    if seq in done:
+                        continue
+                    out.append(self._append_locked(sanitise({**event, "intent_seq": seq})))
+                self._sweep_writers()
+                return out
+        except OSError as exc:
+            raise AuditError(f"cannot write the audit log {self.path}: {exc}") from exc
+
+    def _sweep_writers(self) -> None:
+        """Remove the lock files of writers that are gone (their open intents are recorded by
+        now: call under the log lock, after reconciling)."""
+        if not self.writers_dir.exists():
+            return
+        for path in self.writers_dir.glob("*.lock"):
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDWR)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    path.unlink()  # while holding its lock: its writer is gone
+                finally:
+                    os.close(fd)
 
     def _tail(self, fd: int) -> tuple[int, str]:
         """(seq, hash) of the last complete record; seq -1 when the file ends in a torn line."""
@@ -293,24 +478,54 @@ class AuditLog:
             raise AuditError("the audit log ends in a torn record")
         return seq, h
 
-    def verify(self) -> VerifyResult:
-        """Walk the whole chain; the first record whose bytes, seq, link or hash is wrong fails it."""
+    def verify(self, expect: Iterable[tuple[int, str]] = ()) -> VerifyResult:
+        """Walk the whole chain; the first record whose bytes, seq, link or hash is wrong fails it,
+        as does an anchor regard's prune did not write, or a head in ``expect`` (seq, hash),
+        recorded earlier, that is no longer in the log as it was."""
         try:
             expected_seq, prev = self._anchor()
         except (ValueError, KeyError, OSError) as exc:
             return VerifyResult(False, 0, GENESIS, 1, 0, f"anchor file unreadable: {exc}")
+        anchor_problem = self._check_anchor()
+        if anchor_problem is not None:
+            return VerifyResult(False, 0, prev, expected_seq, 0, anchor_problem)
+        anchor_seq, anchor_hash = expected_seq, prev
+        wanted = dict(expect)
+        seen: dict[int, str] = {}
         count = 0
-        if not self.path.exists():
-            return VerifyResult(True, 0, prev)
-        with self.path.open("rb") as f:
-            for line_no, raw in enumerate(f, start=1):
-                seq = expected_seq + 1
-                reason = self._check_line(raw, seq, prev)
-                if reason is not None:
-                    return VerifyResult(False, count, prev, seq, line_no, reason)
-                prev = str(json.loads(raw)["hash"])
-                expected_seq = seq
-                count += 1
+        if self.path.exists():
+            with self.path.open("rb") as f:
+                for line_no, raw in enumerate(f, start=1):
+                    seq = expected_seq + 1
+                    reason = self._check_line(raw, seq, prev)
+                    if reason is not None:
+                        return VerifyResult(False, count, prev, seq, line_no, reason)
+                    prev = str(json.loads(raw)["hash"])
+                    if seq in wanted:
+                        seen[seq] = prev
+                    expected_seq = seq
+                    count += 1
+        for seq, digest in sorted(wanted.items()):
+            if seq == anchor_seq and anchor_seq > 0:
+                found: str | None = anchor_hash
+            else:
+                found = seen.get(seq)
+            if found is None:
+                where = (
+                    f"pruned (the anchor is at seq {anchor_seq})"
+                    if 0 < seq < anchor_seq
+                    else "not in the log"
+                )
+                return VerifyResult(False, count, prev, seq, None, f"expected head {seq}:{digest} is {where}")
+            if found != digest:
+                return VerifyResult(
+                    False,
+                    count,
+                    prev,
+                    seq,
+                    None,
+                    f"expected head {seq}:{digest} does not match: the record's hash is {found}",
+                )
         return VerifyResult(True, count, prev)
 
     @staticmethod
@@ -407,7 +622,9 @@ class AuditLog:
             else:
                 pruned = last[0] - self._anchor()[0]
                 tmp_anchor = self.anchor_path.with_suffix(".tmp")
-                anchor = json.dumps({"seq": last[0], "hash": last[1], "pruned_at": now_iso()})
+                pruned_at = now_iso()
+                mac = self._anchor_mac(self._key(create=True) or b"", last[0], last[1], pruned_at)
+                anchor = json.dumps({"seq": last[0], "hash": last[1], "pruned_at": pruned_at, "mac": mac})
                 with os.fdopen(datadir.open_private(tmp_anchor, os.O_WRONLY | os.O_TRUNC), "w") as f:
                     f.write(anchor)
                 tmp_log = self.path.with_suffix(".tmp")

@@ -19,6 +19,14 @@ result. It
 4. appends one audit record (success or error) and fsyncs it before returning, so nothing is
    acknowledged before it is logged. If the record cannot be written the request fails.
 
+A state-changing operation (one the catalogue does not call read-only) first appends an
+``intent`` record (synced) once the policy allows it and just before the typed call runs; its
+outcome record names it (``intent_seq``). So after a crash at any point every change the store
+committed has a record: opening a guard finds the intents whose writer is gone without an outcome
+(:meth:`regard.accountability.audit.AuditLog.orphan_intents`) and appends for each an
+``outcome: unknown`` record (``interrupted``) with the collection's state as found then.
+Read-only operations keep one record.
+
 The record is the same whoever calls: :mod:`regard.accountability.records` starts it from the
 parameters, :mod:`regard.accountability.results` reads matches from and summarises the typed
 result. The operator at the command line (:attr:`Caller.local`) works under
@@ -36,7 +44,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from regard.accountability import results
-from regard.accountability.audit import AuditLog
+from regard.accountability.audit import INTENT_KIND, AuditLog
 from regard.accountability.policy import LOCAL_PROFILE, PolicyStore, Profile, RateLimiter
 from regard.accountability.records import (
     Record,
@@ -116,6 +124,40 @@ class Guard:
         self._review = review
         self.service_factory = service_factory
         self.rates = RateLimiter()
+        self.reconcile()
+
+    def reconcile(self) -> list[Record]:
+        """Record, for each intent whose writer is gone without an outcome, that its outcome is
+        unknown (the operation was interrupted), with the collection's state found now."""
+        orphans = self.audit.orphan_intents()
+        outcomes: dict[int, Record] = {}
+        for intent in orphans:
+            collection = intent.get("collection")
+            try:
+                found = self._state(collection) if isinstance(collection, str) else None
+            except Exception:  # the store cannot be read now: still record the interruption
+                found = None
+            outcomes[int(intent["seq"])] = {
+                "kind": "system",
+                "request_id": intent.get("request_id"),
+                "access_key_id": intent.get("access_key_id"),
+                "principal": intent.get("principal"),
+                "operation": intent.get("operation"),
+                "collection": collection,
+                "parameters": intent.get("parameters", {}),
+                "collection_state": {
+                    "before": (intent.get("collection_state") or {}).get("before"),
+                    "found": found,
+                },
+                "results": {"interrupted": True},
+                "outcome": "unknown",
+                "error": {
+                    "code": "Interrupted",
+                    "message": "the operation was interrupted before its outcome was recorded; "
+                    "collection_state.found is the collection as found afterwards",
+                },
+            }
+        return self.audit.reconcile(outcomes)
 
     @property
     def review(self) -> ReviewQueue:
@@ -155,6 +197,8 @@ class Guard:
             if op.provenance:
                 record["parameters"]["source_note"] = info.source_note
                 record["parameters"]["legal_basis"] = info.legal_basis
+            if not op.read_only:
+                record["intent_seq"] = self._intend(record)["seq"]
             result = call(params)
             if op.name == "ListCollections" and profile.collections != ("*",):
                 result = results.only_collections(result, profile.allows_collection)
@@ -190,6 +234,17 @@ class Guard:
         )
 
     # -- steps ------------------------------------------------------------------------------
+    def _intend(self, record: Record) -> Record:
+        """Append (and sync) the intent record of the operation ``record`` starts."""
+        keep = ("request_id", "access_key_id", "principal", "role", "profile", "operation", "collection")
+        intent: Record = {k: record.get(k) for k in keep}
+        intent["kind"] = INTENT_KIND
+        intent["parameters"] = record.get("parameters", {})
+        intent["collection_state"] = {"before": (record.get("collection_state") or {}).get("before")}
+        intent["writer"] = self.audit.writer_token()
+        intent["outcome"] = "pending"
+        return self.audit.append(intent)
+
     def profile_of(self, caller: Caller) -> Profile:
         """The caller's profile: its key's, from policy.toml, or the local operator's own."""
         if caller.local:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import getpass
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from regard.accountability.audit import AuditLog, parse_time
+from regard.accountability.audit import AuditLog, now_iso, parse_time
 from regard.accountability.policy import PolicyStore
 from regard.cli.output import emit_json
 from regard.config import Settings
@@ -48,12 +49,47 @@ def audit() -> None:
     """The tamper-evident audit log of every biometric operation and administrative change."""
 
 
+def parse_head(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` (or ``SEQ HASH``, as ``regard audit head`` prints it) as (seq, hash)."""
+    parts = text.replace(":", " ").split()
+    if len(parts) != 2 or not parts[0].isdigit() or len(parts[1]) != 64:
+        raise click.BadParameter(f"not SEQ:HASH (a seq and a 64-digit sha256): {text!r}")
+    return int(parts[0]), parts[1].lower()
+
+
+def read_heads(path: Path) -> list[tuple[int, str]]:
+    """The heads a file kept by ``regard audit head --append-to`` holds: ``TIME SEQ HASH`` lines."""
+    heads = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if fields:
+            heads.append(parse_head(" ".join(fields[-2:])))
+    return heads
+
+
 @audit.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option(
+    "--expect",
+    "expected",
+    multiple=True,
+    metavar="SEQ:HASH",
+    help="A head recorded earlier (regard audit head) that must still be in the log as it was; repeatable.",
+)
+@click.option(
+    "--expect-from",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A file of heads written by `regard audit head --append-to`; each must still be in the log.",
+)
 @data_dir_option
-def verify(as_json: bool, data_dir: Path | None) -> None:
-    """Re-derive every record's hash and link; exit 1 naming the first broken record."""
-    result = open_log(data_dir).verify()
+def verify(as_json: bool, expected: tuple[str, ...], expect_from: Path | None, data_dir: Path | None) -> None:
+    """Re-derive every record's hash and link and check the anchor and any heads recorded earlier;
+    exit 1 naming the first broken record."""
+    heads = [parse_head(e) for e in expected]
+    if expect_from is not None:
+        heads += read_heads(expect_from)
+    result = open_log(data_dir).verify(heads)
     if as_json:
         emit_json(
             {
@@ -105,11 +141,25 @@ def export(
 
 
 @audit.command("head")
+@click.option(
+    "--append-to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also append `TIME SEQ HASH` to this file (outside the data directory: another disk, "
+    "a WORM mount, a file shipped off the host), synced before the command returns.",
+)
 @data_dir_option
-def head(data_dir: Path | None) -> None:
+def head(append_to: Path | None, data_dir: Path | None) -> None:
     """Print the newest record's seq and hash (record it outside regard to anchor the chain)."""
     seq, digest = open_log(data_dir).head()
     click.echo(f"{seq} {digest}")
+    if append_to is not None:
+        fd = os.open(append_to, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{now_iso()} {seq} {digest}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @audit.command("prune")
