@@ -9,6 +9,8 @@ outcome as unknown, with the collection's state as found.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,3 +163,33 @@ def test_an_operation_interrupted_before_it_changed_anything_says_so(
     record = list(AuditLog(tmp_path).records())[-1]
     assert (record["operation"], record["outcome"]) == ("DeleteCollection", "unknown")
     assert record["collection_state"]["found"] == record["collection_state"]["before"]  # unchanged
+
+
+def test_a_writer_killed_after_its_intent_is_reconciled_and_its_lock_file_swept(
+    tmp_path: Path, service: Service
+) -> None:
+    """A real process writes an intent and dies at once (``os._exit``: no cleanup, as kill -9)."""
+    child = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from regard.accountability.audit import AuditLog\n"
+        "log = AuditLog(Path(sys.argv[1]))\n"
+        "log.append({'kind': 'intent', 'operation': 'CreateUser', 'request_id': 'r-child',\n"
+        "            'collection': 'people', 'parameters': {'UserId': 'u'},\n"
+        "            'collection_state': {'before': None}, 'writer': log.writer_token(),\n"
+        "            'outcome': 'pending'})\n"
+        "os._exit(0)\n"
+    )
+    live = _guard(tmp_path, service)
+    _create_collection(live, service)
+    subprocess.run([sys.executable, "-c", child, str(tmp_path)], check=True, timeout=120)
+    writers = tmp_path / "audit" / "writers"
+    intent = list(AuditLog(tmp_path).records())[-1]
+    lock = writers / f"{intent['writer']}.lock"  # left behind by the dead writer
+    assert lock.exists()
+    _guard(tmp_path, service)
+    record = list(AuditLog(tmp_path).records())[-1]
+    assert (record["request_id"], record["outcome"]) == ("r-child", "unknown")
+    assert record["collection_state"]["found"]["user_count"] == 0
+    assert not lock.exists()
+    assert (writers / f"{live.audit.writer_token()}.lock").exists()  # a live writer's is kept
