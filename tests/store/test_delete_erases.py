@@ -174,3 +174,19 @@ def test_leads_are_withdrawn_on_either_backend(open_service: Callable[[], Servic
     service.delete_faces("c", [face.face_id])
     _cannot_be_confirmed(queue, lead_id)
     assert queue.get(lead_id).face_id is None
+
+
+def test_remembered_responses_do_not_keep_a_deleted_face_id(
+    data: Path, engine: Engine, scorer: Scorer
+) -> None:
+    service = Service(SqliteStore(data), engine, scorer=scorer)
+    service.create_collection("c")
+    face, other = _faces(service, "c", 2, seed=11)
+    service.create_user("c", "u1")
+    service.associate_faces("c", "u1", [face.face_id, other.face_id], client_request_token="tok-associate")
+    service.disassociate_faces("c", "u1", [face.face_id], client_request_token="tok-disassociate")
+    assert _files_holding(data, face.face_id.encode())
+    service.delete_faces("c", [face.face_id])
+    assert _files_holding(data, face.face_id.encode()) == []
+    assert _files_holding(data, face.embedding.tobytes()) == []
+    service.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -153,7 +154,33 @@ class SqlFaces(SqlBase):
                     )
                 deleted.extend(r[1] for r in rows)
             if deleted:
+                self._forget_responses(tx, key, deleted)
                 self._bump(tx, row, "delete", deleted, faces=-len(deleted))
         if deleted:
             self._after_removal(key)
         return deleted
+
+    @staticmethod
+    def _forget_responses(tx: Tx, key: int, face_ids: Sequence[str]) -> None:
+        """Drop the remembered responses (ClientRequestToken) that name a deleted face, so that no
+        FaceId outlives its face in the database; a retry of such a request runs again."""
+        gone = set(face_ids)
+        stale = [
+            (str(op), str(token))
+            for op, token, response in tx.all(
+                "SELECT operation, token, response FROM requests WHERE collection = ?", (key,)
+            )
+            if any(fid in gone for fid in _face_ids_in(str(response)))
+        ]
+        for op, token in stale:
+            tx.run(
+                "DELETE FROM requests WHERE collection = ? AND operation = ? AND token = ?", (key, op, token)
+            )
+
+
+def _face_ids_in(text: str) -> list[str]:
+    """The FaceIds (UUIDs) a remembered JSON response mentions."""
+    return _UUID.findall(text)
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
