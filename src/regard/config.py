@@ -20,6 +20,9 @@ class Settings:
     max_image_bytes: int = 5 * 1024 * 1024
     #: Largest decoded image accepted, in pixels (width x height).
     max_image_pixels: int = 40_000_000
+    #: Largest decoded image accepted, in bytes (width x height x bytes per pixel of the declared
+    #: mode, checked before decoding); 0 means 4 bytes per allowed pixel.
+    max_image_decoded_bytes: int = 0
     #: Face detector: "hog", "mtcnn" or "cnn" ("default" picks the measured best).
     detector: str = "default"
     #: Smallest face side, in pixels of the original image, that detection reports. 24 finds every

@@ -171,3 +171,22 @@ def test_exif_orientation_on_a_banded_image() -> None:
     out = load_image(buf.getvalue())
     assert out.shape == (1200, 1000, 3)
     assert out[2, -3, 0] > 200 and out[2, 2, 0] < 50  # the red corner is now top-right
+
+
+def test_the_engine_applies_the_decoded_bytes_setting() -> None:
+    """REGARD_MAX_IMAGE_DECODED_BYTES reaches the engine: a 16-bit picture over it is refused."""
+    import io
+
+    from PIL import Image
+
+    from regard.config import Settings
+    from regard.errors import ImageTooLarge
+    from regard.face.engine import Engine
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((100, 100), dtype=np.uint16)).save(buf, format="PNG")
+    roomy = Engine(Settings(max_image_decoded_bytes=20_000))
+    assert roomy.load_image(buf.getvalue()).shape == (100, 100, 3)
+    tight = Engine(Settings(max_image_decoded_bytes=19_999))  # 100 x 100 x 2 bytes
+    with pytest.raises(ImageTooLarge):
+        tight.load_image(buf.getvalue())

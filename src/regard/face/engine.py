@@ -166,6 +166,7 @@ class Engine:
             source,
             max_bytes=self.settings.max_image_bytes,
             max_pixels=self.settings.max_image_pixels,
+            max_decoded_bytes=self.settings.max_image_decoded_bytes or None,
         )
 
     def detect(
