@@ -428,9 +428,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "erase-keeps-leads",
         ERASURE,
-        "report.leads_deleted = review.forget_faces(report.face_ids)",
-        "report.leads_deleted = 0",
-        "review leads about erased faces stay",
+        "report.leads_deleted += review.forget_faces([f.face_id for f in faces])",
+        "report.leads_deleted += 0",
+        "review leads about erased faces are not deleted (the deletion only withdraws them)",
         ERASURE_TESTS,
     ),
     Mutant(
