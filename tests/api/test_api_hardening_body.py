@@ -76,15 +76,20 @@ def _attack(server: LiveServer, count: int) -> Iterator[list[socket.socket]]:
             sock.close()
 
 
+def _recv(sock: socket.socket) -> bytes:
+    """The next bytes the server sent; empty once it closed (or reset) the connection."""
+    try:
+        return sock.recv(65536)
+    except ConnectionResetError:
+        return b""
+
+
 def _read_all(sock: socket.socket) -> bytes:
     """Everything the server sends until it closes the connection (generous client-side limit)."""
     sock.settimeout(120)
     data = b""
     while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data
+        chunk = _recv(sock)
         if not chunk:
             return data
         data += chunk
@@ -184,10 +189,7 @@ def _read_response(sock: socket.socket) -> bytes:
                     length = int(value)
             if len(data) >= end + 4 + length:
                 return data
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data
+        chunk = _recv(sock)
         if not chunk:
             return data
         data += chunk

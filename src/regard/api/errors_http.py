@@ -80,20 +80,24 @@ class ErrorHandler:
                 self.guard, self.refusals, exchange.source, exchange.operation, exchange.request_id, exc
             )
         elif not exc.audit_recorded:
-            await run_in_threadpool(
-                note_refusal,
-                self.guard,
-                exchange.operation,
-                exchange.request_id,
-                exchange.access_key_id,
-                exc,
-                exchange.source,
-            )
+            await self._note(exchange, exc)
         error = for_operation(exc, exchange.operation)
         exchange.status = error.http_status
         exchange.error = error.code
         exchange.message = error.message
         return error_response(error, exchange.request_id)
+
+    async def _note(self, exchange: Exchange, error: RegardError) -> None:
+        """Record a refusal of a request the guard has not recorded (who, what, why)."""
+        await run_in_threadpool(
+            note_refusal,
+            self.guard,
+            exchange.operation,
+            exchange.request_id,
+            exchange.access_key_id,
+            error,
+            exchange.source,
+        )
 
     async def disconnect(self, exc: ClientDisconnect, exchange: Exchange) -> Response:
         """A client gone mid-request (Starlette's ``ClientDisconnect``): status 499, no traceback."""
@@ -114,15 +118,7 @@ class ErrorHandler:
         )
         error = InternalServerError(f"Internal server error (request {exchange.request_id})")
         if not exchange.audited:
-            await run_in_threadpool(
-                note_refusal,
-                self.guard,
-                exchange.operation,
-                exchange.request_id,
-                exchange.access_key_id,
-                error,
-                exchange.source,
-            )
+            await self._note(exchange, error)
         exchange.status = error.http_status
         exchange.error = error.code
         return error_response(error, exchange.request_id)
