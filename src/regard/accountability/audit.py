@@ -43,6 +43,11 @@ is cut, with a marker giving its length and the sha256 of the whole.
 State-changing operations write an ``intent`` record (synced) before they run and their outcome
 record (``intent_seq`` names the intent) after; :meth:`AuditLog.orphan_intents` finds the intents of
 writers that died before their outcome, which the guard records as ``outcome: unknown``.
+
+What does not depend on where the records are kept (sanitising and sealing a record, the verify
+walk over the records' exact canonical text, the anchor's MAC, select and export) is
+:class:`AuditChain`'s; :class:`AuditLog` keeps the chain in the data directory's files and
+:class:`regard.accountability.audit_pg.PgAuditLog` in the PostgreSQL database every node shares.
 """
 
 from __future__ import annotations
@@ -58,11 +63,12 @@ import os
 import secrets
 import threading
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 
@@ -176,7 +182,10 @@ def parse_time(value: str) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """What :meth:`AuditLog.verify` found: ``ok`` or the first broken record and why."""
+    """What :meth:`AuditChain.verify` found: ``ok`` or the first broken record and why.
+
+    ``broken_line`` is where the broken record is stored: its line in the log file, or its row
+    (1 for the oldest kept) in the database; ``position`` says which."""
 
     ok: bool
     records: int
@@ -184,17 +193,282 @@ class VerifyResult:
     broken_seq: int | None = None
     broken_line: int | None = None
     reason: str | None = None
+    position: str = "line"
 
     def describe(self) -> str:
         if self.ok:
             return f"audit log OK: {self.records} records, head {self.head_hash}"
         return (
-            f"audit log BROKEN at record seq {self.broken_seq} (line {self.broken_line}): {self.reason}; "
-            f"{self.records} records before it check out"
+            f"audit log BROKEN at record seq {self.broken_seq} ({self.position} {self.broken_line}): "
+            f"{self.reason}; {self.records} records before it check out"
         )
 
 
-class AuditLog:
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """One record as stored: its exact bytes (ending in the newline a line has), where it is
+    (a line or row number) and, where the store indexes records, its index columns' values
+    (which must be :func:`index_columns` of the record)."""
+
+    position: int
+    raw: bytes
+    columns: Mapping[str, Any] | None = None
+
+
+class ChainSnapshot(Protocol):
+    """What :meth:`AuditChain.verify` walks: one view of the anchor and the records."""
+
+    def anchor(self) -> tuple[int, str]:
+        """(seq, hash) the first kept record continues from: (0, :data:`GENESIS`) before any prune."""
+        ...
+
+    def anchor_problem(self) -> str | None:
+        """Why the anchor is not one regard's prune wrote, or None (also when there is none)."""
+        ...
+
+    def stored(self) -> Iterator[StoredRecord]:
+        """Every kept record in order, as stored."""
+        ...
+
+
+def index_columns(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a store indexes a record by (``seq``, ``kind``, ``intent_seq``), as stored."""
+    kind = record.get("kind")
+    intent = record.get("intent_seq")
+    return {
+        "seq": record.get("seq"),
+        "kind": kind if isinstance(kind, str) else None,
+        "intent_seq": int(intent) if isinstance(intent, int) else None,
+    }
+
+
+class AuditChain(ABC):
+    """A hash chain of audit records, wherever it is kept: the part that does not depend on where."""
+
+    retention_floor_days: int
+    #: What :attr:`VerifyResult.broken_line` counts: lines of a file or rows of a table.
+    position_name = "line"
+
+    # -- writing ----------------------------------------------------------------------------
+    def append(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Append one record for ``event``; returns it (with seq, time and hashes) once it is
+        durable (synced to disk, or committed)."""
+        clash = [k for k in _RESERVED if k in event]
+        if clash:
+            raise InvalidParameter(f"audit events may not set {', '.join(clash)}")
+        canonical(event)  # refuse bytes/arrays before taking the lock
+        return self._append_sanitised(sanitise(event))  # capped, escaped strings: no 14 KB value
+
+    @abstractmethod
+    def _append_sanitised(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Seal and store ``event`` (checked and sanitised) as the next record."""
+
+    def _seal(self, event: Mapping[str, Any], seq: int, prev: str) -> dict[str, Any]:
+        record: dict[str, Any] = dict(event)
+        record["seq"] = seq
+        record["time"] = now_iso()
+        record["prev_hash"] = prev
+        record["hash"] = record_hash(record)
+        return record
+
+    @staticmethod
+    def _anchor_mac(key: bytes, seq: int, digest: str, pruned_at: str) -> str:
+        body = canonical({"seq": seq, "hash": digest, "pruned_at": pruned_at})
+        return hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    # -- where it lives ---------------------------------------------------------------------
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the chain is kept, for logs and command output (never a password)."""
+
+    @abstractmethod
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every readable record in order (use :meth:`verify` to check them)."""
+
+    @abstractmethod
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the newest record (the anchor's when none is kept)."""
+
+    @abstractmethod
+    def _snapshot(self) -> contextlib.AbstractContextManager[ChainSnapshot]:
+        """The anchor and the records as :meth:`verify` walks them."""
+
+    # -- intents ----------------------------------------------------------------------------
+    @abstractmethod
+    def writer_token(self) -> str:
+        """This log object's writer token, alive while this object (and its process) is."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """End this writer: its intents without an outcome become orphans."""
+
+    @abstractmethod
+    def orphan_intents(self) -> list[dict[str, Any]]:
+        """Intent records without an outcome record whose writer is gone, oldest first."""
+
+    @abstractmethod
+    def reconcile(self, outcome: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Append, for each intent seq of ``outcome``, its record (``intent_seq`` set) unless one
+        is recorded already; returns the records appended."""
+
+    # -- retention --------------------------------------------------------------------------
+    @abstractmethod
+    def prune(self, before: datetime, *, actor: str, now: datetime | None = None) -> int:
+        """Delete records older than ``before``; refused inside the retention floor."""
+
+    def _check_floor(self, before: datetime, now: datetime | None) -> None:
+        """Refuse a prune that reaches inside the retention floor, or of a broken chain."""
+        current = now or datetime.now(UTC)
+        limit = current - timedelta(days=self.retention_floor_days)
+        if before > limit:
+            raise AccessDenied(
+                f"audit records younger than the retention floor of {self.retention_floor_days} days "
+                f"(before {limit.isoformat()}) cannot be deleted"
+            )
+        check = self.verify()
+        if not check.ok:
+            raise AuditError(f"refusing to prune a broken log: {check.describe()}")
+
+    def _prune_event(self, before: datetime, actor: str, pruned: int) -> dict[str, Any]:
+        """The record a prune leaves."""
+        return {
+            "kind": "admin",
+            "operation": "AuditPrune",
+            "principal": actor,
+            "parameters": {
+                "before": before.isoformat(),
+                "retention_floor_days": self.retention_floor_days,
+            },
+            "results": {"pruned": pruned},
+            "outcome": "success",
+        }
+
+    # -- reading ----------------------------------------------------------------------------
+    def verify(self, expect: Iterable[tuple[int, str]] = ()) -> VerifyResult:
+        """Walk the whole chain; the first record whose bytes, seq, link or hash is wrong fails it,
+        as does an anchor regard's prune did not write, or a head in ``expect`` (seq, hash),
+        recorded earlier, that is no longer in the log as it was."""
+        with self._snapshot() as snap:
+            return self._verify(snap, dict(expect))
+
+    def _verify(self, snap: ChainSnapshot, wanted: dict[int, str]) -> VerifyResult:
+        unit = self.position_name
+        try:
+            expected_seq, prev = snap.anchor()
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            return VerifyResult(False, 0, GENESIS, 1, 0, f"anchor unreadable: {exc}", unit)
+        anchor_problem = snap.anchor_problem()
+        if anchor_problem is not None:
+            return VerifyResult(False, 0, prev, expected_seq, 0, anchor_problem, unit)
+        anchor_seq, anchor_hash = expected_seq, prev
+        seen: dict[int, str] = {}
+        count = 0
+        for item in snap.stored():
+            seq = expected_seq + 1
+            reason = self._check_line(item.raw, seq, prev)
+            if reason is None and item.columns is not None:
+                reason = self._check_columns(json.loads(item.raw), item.columns)
+            if reason is not None:
+                return VerifyResult(False, count, prev, seq, item.position, reason, unit)
+            prev = str(json.loads(item.raw)["hash"])
+            if seq in wanted:
+                seen[seq] = prev
+            expected_seq = seq
+            count += 1
+        for seq, digest in sorted(wanted.items()):
+            if seq == anchor_seq and anchor_seq > 0:
+                found: str | None = anchor_hash
+            else:
+                found = seen.get(seq)
+            if found is None:
+                where = (
+                    f"pruned (the anchor is at seq {anchor_seq})"
+                    if 0 < seq < anchor_seq
+                    else "not in the log"
+                )
+                reason = f"expected head {seq}:{digest} is {where}"
+                return VerifyResult(False, count, prev, seq, None, reason, unit)
+            if found != digest:
+                reason = f"expected head {seq}:{digest} does not match: the record's hash is {found}"
+                return VerifyResult(False, count, prev, seq, None, reason, unit)
+        return VerifyResult(True, count, prev, position=unit)
+
+    @staticmethod
+    def _check_line(raw: bytes, seq: int, prev: str) -> str | None:
+        """Why one line is not the record ``seq`` following ``prev``, or None if it is."""
+        if not raw.endswith(b"\n"):
+            return "incomplete last line (no newline)"
+        try:
+            text = raw[:-1].decode("utf-8")
+            rec = json.loads(text)
+        except (UnicodeDecodeError, ValueError):
+            return "not valid UTF-8 JSON"
+        if not isinstance(rec, dict):
+            return "not a JSON object"
+        try:
+            ok_bytes = canonical(rec) == text
+        except (TypeError, ValueError):
+            ok_bytes = False
+        if not ok_bytes:
+            return "bytes differ from the record's canonical form"
+        if rec.get("seq") != seq:
+            return f"seq is {rec.get('seq')!r}, expected {seq}"
+        if rec.get("prev_hash") != prev:
+            return "prev_hash does not match the previous record's hash"
+        if rec.get("hash") != record_hash(rec):
+            return "hash does not match the record's content"
+        return None
+
+    @staticmethod
+    def _check_columns(rec: Mapping[str, Any], columns: Mapping[str, Any]) -> str | None:
+        """Why a store's index columns do not say what the record says, or None."""
+        expected = index_columns(rec)
+        for name, value in columns.items():
+            if expected.get(name) != value:
+                return (
+                    f"the stored {name} column ({value!r}) does not match the record's "
+                    f"({expected.get(name)!r})"
+                )
+        return None
+
+    def select(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Records with ``since <= time < until``."""
+        for rec in self.records():
+            t = parse_time(str(rec.get("time", "")))
+            if since is not None and t < since:
+                continue
+            if until is not None and t >= until:
+                continue
+            yield rec
+
+    def export(
+        self,
+        out: TextIO,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        fmt: str = "jsonl",
+    ) -> int:
+        """Write the selected records to ``out`` as JSON lines or CSV; returns how many."""
+        n = 0
+        if fmt == "jsonl":
+            for rec in self.select(since, until):
+                out.write(canonical(rec) + "\n")
+                n += 1
+            return n
+        if fmt != "csv":
+            raise InvalidParameter("format must be jsonl or csv")
+        writer = csv.writer(out)
+        writer.writerow(CSV_FIELDS)
+        for rec in self.select(since, until):
+            writer.writerow([_csv_cell(rec.get(name)) for name in CSV_FIELDS])
+            n += 1
+        return n
+
+
+class AuditLog(AuditChain):
     """The audit log of one data directory."""
 
     def __init__(self, data_dir: Path, *, retention_floor_days: int = DEFAULT_RETENTION_FLOOR_DAYS) -> None:
@@ -226,13 +500,10 @@ class AuditLog:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
 
-    def append(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """Append one record for ``event``; returns it (with seq, time and hashes) once on disk."""
-        clash = [k for k in _RESERVED if k in event]
-        if clash:
-            raise InvalidParameter(f"audit events may not set {', '.join(clash)}")
-        canonical(event)  # refuse bytes/arrays before taking the lock
-        event = sanitise(event)  # capped, escaped strings: no caller writes a 14 KB value
+    def describe(self) -> str:
+        return f"file {self.path}"
+
+    def _append_sanitised(self, event: Mapping[str, Any]) -> dict[str, Any]:
         try:
             with self._locked():
                 return self._append_locked(event)
@@ -268,14 +539,6 @@ class AuditLog:
         finally:
             os.close(fd)
 
-    def _seal(self, event: Mapping[str, Any], seq: int, prev: str) -> dict[str, Any]:
-        record: dict[str, Any] = dict(event)
-        record["seq"] = seq
-        record["time"] = now_iso()
-        record["prev_hash"] = prev
-        record["hash"] = record_hash(record)
-        return record
-
     def _anchor(self) -> tuple[int, str]:
         if not self.anchor_path.exists():
             return 0, GENESIS
@@ -301,11 +564,6 @@ class AuditLog:
         os.replace(tmp, self.key_path)
         _fsync_dir(self.dir)
         return key
-
-    @staticmethod
-    def _anchor_mac(key: bytes, seq: int, digest: str, pruned_at: str) -> str:
-        body = canonical({"seq": seq, "hash": digest, "pruned_at": pruned_at})
-        return hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def _check_anchor(self) -> str | None:
         """Why the anchor file is not one this log's writer made, or None (or no anchor)."""
@@ -478,117 +736,9 @@ class AuditLog:
             raise AuditError("the audit log ends in a torn record")
         return seq, h
 
-    def verify(self, expect: Iterable[tuple[int, str]] = ()) -> VerifyResult:
-        """Walk the whole chain; the first record whose bytes, seq, link or hash is wrong fails it,
-        as does an anchor regard's prune did not write, or a head in ``expect`` (seq, hash),
-        recorded earlier, that is no longer in the log as it was."""
-        try:
-            expected_seq, prev = self._anchor()
-        except (ValueError, KeyError, OSError) as exc:
-            return VerifyResult(False, 0, GENESIS, 1, 0, f"anchor file unreadable: {exc}")
-        anchor_problem = self._check_anchor()
-        if anchor_problem is not None:
-            return VerifyResult(False, 0, prev, expected_seq, 0, anchor_problem)
-        anchor_seq, anchor_hash = expected_seq, prev
-        wanted = dict(expect)
-        seen: dict[int, str] = {}
-        count = 0
-        if self.path.exists():
-            with self.path.open("rb") as f:
-                for line_no, raw in enumerate(f, start=1):
-                    seq = expected_seq + 1
-                    reason = self._check_line(raw, seq, prev)
-                    if reason is not None:
-                        return VerifyResult(False, count, prev, seq, line_no, reason)
-                    prev = str(json.loads(raw)["hash"])
-                    if seq in wanted:
-                        seen[seq] = prev
-                    expected_seq = seq
-                    count += 1
-        for seq, digest in sorted(wanted.items()):
-            if seq == anchor_seq and anchor_seq > 0:
-                found: str | None = anchor_hash
-            else:
-                found = seen.get(seq)
-            if found is None:
-                where = (
-                    f"pruned (the anchor is at seq {anchor_seq})"
-                    if 0 < seq < anchor_seq
-                    else "not in the log"
-                )
-                return VerifyResult(False, count, prev, seq, None, f"expected head {seq}:{digest} is {where}")
-            if found != digest:
-                return VerifyResult(
-                    False,
-                    count,
-                    prev,
-                    seq,
-                    None,
-                    f"expected head {seq}:{digest} does not match: the record's hash is {found}",
-                )
-        return VerifyResult(True, count, prev)
-
-    @staticmethod
-    def _check_line(raw: bytes, seq: int, prev: str) -> str | None:
-        """Why one line is not the record ``seq`` following ``prev``, or None if it is."""
-        if not raw.endswith(b"\n"):
-            return "incomplete last line (no newline)"
-        try:
-            text = raw[:-1].decode("utf-8")
-            rec = json.loads(text)
-        except (UnicodeDecodeError, ValueError):
-            return "not valid UTF-8 JSON"
-        if not isinstance(rec, dict):
-            return "not a JSON object"
-        try:
-            ok_bytes = canonical(rec) == text
-        except (TypeError, ValueError):
-            ok_bytes = False
-        if not ok_bytes:
-            return "bytes differ from the record's canonical form"
-        if rec.get("seq") != seq:
-            return f"seq is {rec.get('seq')!r}, expected {seq}"
-        if rec.get("prev_hash") != prev:
-            return "prev_hash does not match the previous record's hash"
-        if rec.get("hash") != record_hash(rec):
-            return "hash does not match the record's content"
-        return None
-
-    def select(
-        self, since: datetime | None = None, until: datetime | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """Records with ``since <= time < until``."""
-        for rec in self.records():
-            t = parse_time(str(rec.get("time", "")))
-            if since is not None and t < since:
-                continue
-            if until is not None and t >= until:
-                continue
-            yield rec
-
-    def export(
-        self,
-        out: TextIO,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        fmt: str = "jsonl",
-    ) -> int:
-        """Write the selected records to ``out`` as JSON lines or CSV; returns how many."""
-        n = 0
-        if fmt == "jsonl":
-            for rec in self.select(since, until):
-                out.write(canonical(rec) + "\n")
-                n += 1
-            return n
-        if fmt != "csv":
-            raise InvalidParameter("format must be jsonl or csv")
-        writer = csv.writer(out)
-        writer.writerow(CSV_FIELDS)
-        for rec in self.select(since, until):
-            writer.writerow([_csv_cell(rec.get(name)) for name in CSV_FIELDS])
-            n += 1
-        return n
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[ChainSnapshot]:
+        yield _FileSnapshot(self)
 
     # -- retention --------------------------------------------------------------------------
     def prune(self, before: datetime, *, actor: str, now: datetime | None = None) -> int:
@@ -597,16 +747,7 @@ class AuditLog:
         The chain stays verifiable: the last pruned record's seq and hash become the anchor the
         remaining records continue from. The pruning is itself recorded.
         """
-        current = now or datetime.now(UTC)
-        limit = current - timedelta(days=self.retention_floor_days)
-        if before > limit:
-            raise AccessDenied(
-                f"audit records younger than the retention floor of {self.retention_floor_days} days "
-                f"(before {limit.isoformat()}) cannot be deleted"
-            )
-        check = self.verify()
-        if not check.ok:
-            raise AuditError(f"refusing to prune a broken log: {check.describe()}")
+        self._check_floor(before, now)
         with self._locked():
             kept: list[bytes] = []
             last: tuple[int, str] | None = None
@@ -639,20 +780,28 @@ class AuditLog:
                 os.replace(tmp_anchor, self.anchor_path)
                 os.replace(tmp_log, self.path)
                 _fsync_dir(self.dir)
-        self.append(
-            {
-                "kind": "admin",
-                "operation": "AuditPrune",
-                "principal": actor,
-                "parameters": {
-                    "before": before.isoformat(),
-                    "retention_floor_days": self.retention_floor_days,
-                },
-                "results": {"pruned": pruned},
-                "outcome": "success",
-            }
-        )
+        self.append(self._prune_event(before, actor, pruned))
         return pruned
+
+
+class _FileSnapshot:
+    """The log file and its anchor file as :meth:`AuditChain.verify` walks them."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def anchor(self) -> tuple[int, str]:
+        return self.log._anchor()
+
+    def anchor_problem(self) -> str | None:
+        return self.log._check_anchor()
+
+    def stored(self) -> Iterator[StoredRecord]:
+        if not self.log.path.exists():
+            return
+        with self.log.path.open("rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                yield StoredRecord(line_no, raw)
 
 
 #: A spreadsheet reads a cell that starts with one of these as a formula (OWASP, "CSV Injection").
@@ -694,7 +843,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def export_text(log: AuditLog, fmt: str = "jsonl") -> str:
+def export_text(log: AuditChain, fmt: str = "jsonl") -> str:
     """The whole log as text (a convenience for tests and small exports)."""
     buf = io.StringIO()
     log.export(buf, fmt=fmt)
