@@ -4,6 +4,13 @@ Each access key names a profile (``regard keys create --profile``). Profiles liv
 TOML file, ``<data_dir>/policy.toml``, written with the defaults below on first use; ``regard
 policy show|set`` reads and changes it and every change is audited.
 
+With a shared PostgreSQL database (``REGARD_DATABASE_URL``, several nodes) the same TOML text is
+kept in the database's append-only ``policy_documents`` table instead: each change adds the whole
+new document as the next version, and the newest is the policy. A change made on any node takes
+effect on every node at its next policy load (every request loads it: one query for the newest
+version number, a parse only when it changed); changes from several nodes at once are serialised
+by an advisory lock, so none is lost. The older versions stay as a record of what was in force.
+
 A profile says:
 
 ``operations`` / ``collections``
@@ -42,6 +49,7 @@ import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +57,7 @@ from regard import datadir
 from regard.catalogue import OPERATIONS_BY_NAME, served_names
 from regard.errors import AccessDenied, InvalidParameter, Throttling
 from regard.scoring.calibrate import similarity_from_fmr
+from regard.shared_db import Cursor, SharedDb
 
 POLICY_NAME = "policy.toml"
 
@@ -284,15 +293,65 @@ def to_toml(config: PolicyConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-class PolicyStore:
-    """``<data_dir>/policy.toml``: read (re-read when it changes) and written atomically."""
+#: The advisory lock (a fixed 64-bit number, "regardPo") that serialises every node's policy
+#: changes on a shared database, so that two concurrent ``set`` calls never lose an update.
+POLICY_LOCK = 0x7265_6761_7264_506F
 
-    def __init__(self, data_dir: Path) -> None:
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def apply_setting(
+    config: PolicyConfig, profile: str, setting: str, value: str
+) -> tuple[PolicyConfig, Any, Any]:
+    """``config`` with one setting changed from its text form: (new config, old value, new value).
+    ``profile`` ``audit`` sets ``retention_floor_days``; a new profile name starts from the
+    defaults."""
+    if profile == "audit":
+        if setting != "retention_floor_days":
+            raise InvalidParameter("the audit table has only retention_floor_days")
+        new_days = _parse_setting("retention_floor_days", value, 0)
+        return replace(config, retention_floor_days=new_days), config.retention_floor_days, new_days
+    if setting not in _PROFILE_FIELDS:
+        raise InvalidParameter(f"unknown setting {setting!r}; one of {', '.join(_PROFILE_FIELDS)}")
+    current = config.profiles.get(profile, Profile(name=profile))
+    old = getattr(current, setting)
+    new = _coerce(setting, _parse_setting(setting, value, old), profile)
+    updated = replace(current, **{setting: new}).validate()
+    profiles = dict(config.profiles)
+    profiles[profile] = updated
+    return replace(config, profiles=profiles), old, new
+
+
+class PolicyStore:
+    """The policy: ``<data_dir>/policy.toml`` (read again when it changes, written atomically), or,
+    with ``db`` the PostgreSQL database several nodes share, that database's append-only
+    ``policy_documents`` table (the newest version is the policy; ``path`` is then unused).
+
+    Across nodes: a change made on one node is what every node's next :meth:`load` returns (each
+    load asks the database for the newest version number, and parses a document only when that
+    number changed). Changes are serialised by an advisory lock (:data:`POLICY_LOCK`), so
+    concurrent ``set`` calls on any nodes each see the others' changes and none is lost.
+    """
+
+    def __init__(self, data_dir: Path, *, db: SharedDb | None = None) -> None:
+        if db is not None and db.kind != "postgres":
+            raise ValueError("policy documents live in a database only when it is PostgreSQL")
         self.path = Path(data_dir) / POLICY_NAME
+        self.db = db
         self._lock = threading.Lock()
-        self._cached: tuple[tuple[int, int, int], PolicyConfig] | None = None
+        self._cached: tuple[object, PolicyConfig] | None = None
+
+    def describe(self) -> str:
+        """Where the policy lives (never a password)."""
+        if self.db is None:
+            return f"policy file {self.path}"
+        return f"policy documents in {self.db.describe()}"
 
     def load(self) -> PolicyConfig:
+        if self.db is not None:
+            return self._load_db()
         with self._lock:
             if not self.path.exists():
                 self._write(PolicyConfig())
@@ -320,24 +379,66 @@ class PolicyStore:
     def set(self, profile: str, setting: str, value: str) -> tuple[Any, Any]:
         """Change one setting from its text form; returns (old, new). ``profile`` ``audit`` sets
         ``retention_floor_days``. A new profile name creates a profile from the defaults."""
+        if self.db is not None:
+            return self._set_db(profile, setting, value)
         config = self.load()
-        if profile == "audit":
-            if setting != "retention_floor_days":
-                raise InvalidParameter("the audit table has only retention_floor_days")
-            new_days = _parse_setting("retention_floor_days", value, 0)
-            with self._lock:
-                self._write(replace(config, retention_floor_days=new_days))
-            return config.retention_floor_days, new_days
-        if setting not in _PROFILE_FIELDS:
-            raise InvalidParameter(f"unknown setting {setting!r}; one of {', '.join(_PROFILE_FIELDS)}")
-        current = config.profiles.get(profile, Profile(name=profile))
-        old = getattr(current, setting)
-        new = _coerce(setting, _parse_setting(setting, value, old), profile)
-        updated = replace(current, **{setting: new}).validate()
-        profiles = dict(config.profiles)
-        profiles[profile] = updated
+        updated, old, new = apply_setting(config, profile, setting, value)
         with self._lock:
-            self._write(replace(config, profiles=profiles))
+            self._write(updated)
+        return old, new
+
+    # -- the shared database ---------------------------------------------------------------
+    def _parse_document(self, version: int, text: str) -> PolicyConfig:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidParameter(f"policy document version {version}: {exc}") from exc
+        return config_from_dict(data)
+
+    def _newest(self, cur: Cursor) -> tuple[int, PolicyConfig] | None:
+        """The newest document (None when there is none): one query for its version number, a
+        second one and a parse only when it is not the version cached."""
+        (newest,) = cur.execute("SELECT max(version) FROM policy_documents").fetchone()
+        if newest is None:
+            return None
+        version = int(newest)
+        with self._lock:
+            if self._cached and self._cached[0] == version:
+                return version, self._cached[1]
+        (text,) = cur.execute("SELECT toml FROM policy_documents WHERE version = ?", (version,)).fetchone()
+        config = self._parse_document(version, str(text))
+        with self._lock:
+            self._cached = (version, config)
+        return version, config
+
+    def _append(self, cur: Cursor, config: PolicyConfig) -> tuple[int, PolicyConfig]:
+        """Write ``config`` as the next version (inside a transaction holding :data:`POLICY_LOCK`)."""
+        (version,) = cur.execute(
+            "INSERT INTO policy_documents (toml, written_at) VALUES (?, ?) RETURNING version",
+            (to_toml(config), _now()),
+        ).fetchone()
+        return int(version), config
+
+    def _load_db(self) -> PolicyConfig:
+        assert self.db is not None
+        with self.db.transaction() as cur:
+            found = self._newest(cur)
+        if found is None:  # an empty table: the first node writes the defaults, under the lock
+            with self.db.transaction(lock=POLICY_LOCK) as cur:
+                found = self._newest(cur) or self._append(cur, PolicyConfig())
+            with self._lock:
+                self._cached = found
+        return found[1]
+
+    def _set_db(self, profile: str, setting: str, value: str) -> tuple[Any, Any]:
+        assert self.db is not None
+        # Read, change and write under the lock: every node's set() sees the one before it.
+        with self.db.transaction(lock=POLICY_LOCK) as cur:
+            _, config = self._newest(cur) or self._append(cur, PolicyConfig())
+            updated, old, new = apply_setting(config, profile, setting, value)
+            written = self._append(cur, updated)
+        with self._lock:
+            self._cached = written
         return old, new
 
 
