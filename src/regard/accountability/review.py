@@ -1,4 +1,6 @@
-"""Two-person verification of 1:N search results (``<data_dir>/review.sqlite3``).
+"""Two-person verification of 1:N search results, kept in ``<data_dir>/review.sqlite3`` (one
+node) or in the ``leads`` and ``decisions`` tables of the PostgreSQL database every node shares
+(``REGARD_DATABASE_URL``; migration 5), so a lead raised through one node is decided through any.
 
 In a profile with ``two_person_review``, each candidate a search returns is recorded as an
 *investigative lead*, status ``PENDING_VERIFICATION``. A lead becomes ``CONFIRMED`` only when
@@ -11,7 +13,15 @@ person with two keys under one name, or under ``ver1`` and ``VER1``, still count
 Deleting a face, a user or a collection (through the service: DeleteFaces, DeleteUser,
 DeleteCollection, erasure) withdraws the leads about it: a pending lead becomes ``CLOSED`` (it
 takes no decision: ConflictException) and every lead about it loses its FaceId, UserId and
-ExternalImageId, which are wiped from the file before the deletion returns.
+ExternalImageId, which are wiped from the file before the deletion returns. With PostgreSQL the
+deleting node withdraws them in the shared database (whichever node raised them), and the tables
+are rewritten (``VACUUM FULL``) so the wiped ids leave their files; PostgreSQL's write-ahead log
+keeps old records until it recycles its segments, which is outside regard's control.
+
+Decisions are race-free across nodes: :meth:`ReviewQueue.decide` locks the lead's row
+(``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` serialises every writer anyway) before it
+reads the decisions already taken, so two verifiers confirming at once through two nodes both
+count, and a confirmation racing a rejection ends ``REJECTED`` either way.
 
 The queue stores FaceIds, similarities and estimated FMRs, never templates or images.
 """
@@ -22,16 +32,16 @@ import sqlite3
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regard import datadir
 from regard.accountability.audit import now_iso
 from regard.errors import AccessDenied, ConflictError, InvalidParameter, ResourceNotFound
 from regard.service.base import Removal, on_removal
+from regard.shared_db import Cursor, PostgresDb, SharedDb, SqliteDb
 from regard.store.base import Store
 
 PENDING = "PENDING_VERIFICATION"
@@ -42,7 +52,22 @@ CLOSED = "CLOSED"
 STATUSES = (PENDING, CONFIRMED, REJECTED, CLOSED)
 CONFIRMATIONS_NEEDED = 2
 VERIFIER_ROLE = "verifier"
+#: The file of a data directory that holds its queue (when there is no shared database).
+FILE_NAME = "review.sqlite3"
+#: PostgreSQL advisory lock serialising the queue's bulk writes (withdrawal, erasure) between
+#: nodes, so two of them never lock the same leads in different orders.
+REVIEW_LOCK = 0x7265766965770001
+#: The queue file's settings: wait for other writers, enforce references, write-ahead log synced
+#: at every commit, freed pages zeroed.
+SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout = 30000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA secure_delete = ON",
+)
 
+#: The SQLite file's tables (PostgreSQL's: :mod:`regard.store.migrations.m0005_review`).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leads (
     lead_id TEXT PRIMARY KEY,
@@ -158,28 +183,116 @@ _LEAD_COLUMNS = (
     "lead_id, created_at, request_id, requester_key, requester_principal, collection_id, operation, "
     "face_id, user_id, external_image_id, similarity, fmr, purpose, case_reference, status, decided_at"
 )
+_LEAD_NAMES = tuple(c.strip() for c in _LEAD_COLUMNS.split(","))
+#: Leads deleted or updated per statement by the bulk writes (well under both backends' limit on
+#: bound parameters).
+_CHUNK = 500
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _read_lead(cur: Cursor, lead_id: str, *, lock_row: str = "") -> Lead:
+    """The lead with its decisions; ``lock_row`` (`` FOR UPDATE``) locks its row until commit."""
+    row = cur.execute(f"SELECT {_LEAD_COLUMNS} FROM leads WHERE lead_id = ?{lock_row}", (lead_id,)).fetchone()
+    if row is None:
+        raise ResourceNotFound(f"lead {lead_id} does not exist")
+    decisions = tuple(
+        Decision(*d)
+        for d in cur.execute(
+            "SELECT reviewer_key, reviewer_principal, decision, note, at FROM decisions "
+            "WHERE lead_id = ? ORDER BY at, reviewer_key",
+            (lead_id,),
+        )
+    )
+    values: dict[str, Any] = dict(zip(_LEAD_NAMES, row, strict=True))
+    values["decisions"] = decisions
+    return Lead(**values)
+
+
+def _withdraw(db: SharedDb, removal: Removal) -> int:
+    """Close the pending leads about what ``removal`` took and wipe their ids, in ``db``; then
+    compact it. Returns how many leads were touched."""
+    where = "collection_id = ?"
+    args: list[object] = [removal.collection_id]
+    if not removal.whole_collection:
+        parts = []
+        if removal.face_ids:
+            parts.append(f"face_id IN ({_marks(len(removal.face_ids))})")
+            args.extend(removal.face_ids)
+        if removal.user_ids:
+            parts.append(f"user_id IN ({_marks(len(removal.user_ids))})")
+            args.extend(removal.user_ids)
+        if not parts:
+            return 0
+        where += f" AND ({' OR '.join(parts)})"
+    where += " AND (face_id IS NOT NULL OR user_id IS NOT NULL OR external_image_id IS NOT NULL)"
+    at = now_iso()
+    with db.transaction(lock=REVIEW_LOCK) as cur:
+        cur.execute(
+            f"UPDATE leads SET status = ?, decided_at = ? WHERE status = ? AND {where}",
+            (CLOSED, at, PENDING, *args),
+        )
+        n: int = cur.execute(
+            f"UPDATE leads SET face_id = NULL, user_id = NULL, external_image_id = NULL WHERE {where}",
+            args,
+        ).rowcount
+    if n:
+        _compact(db)
+    return n
+
+
+def _compact(db: SharedDb) -> None:
+    """Rewrite the queue's storage so deleted or wiped values are in none of its files.
+
+    PostgreSQL: ``VACUUM FULL`` of ``leads`` and ``decisions`` (new table and index files; the old
+    ones are unlinked). SQLite: ``secure_delete`` already zeroes freed content in the database
+    pages, but the write-ahead log still holds the pages as they were, so it is checkpointed
+    (truncated), the file vacuumed and the log truncated again.
+    """
+    if isinstance(db, PostgresDb):
+        conn = db.connection()
+        for table in ("decisions", "leads"):
+            conn.execute(f"VACUUM FULL {table}".encode())
+    elif isinstance(db, SqliteDb):
+        with closing(sqlite3.connect(db.path, timeout=30.0, isolation_level=None)) as conn:
+            for pragma in db.pragmas:
+                conn.execute(pragma)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 class ReviewQueue:
-    """The lead queue of one data directory; safe across threads and processes."""
+    """The lead queue of one data directory, or of the shared database ``db``; safe across
+    threads, processes and (with PostgreSQL) nodes.
 
-    def __init__(self, data_dir: Path) -> None:
-        # Created 0600 before SQLite opens it (its -wal and -shm files take the same mode).
-        self.path = datadir.private_file(datadir.private_dir(Path(data_dir)) / "review.sqlite3")
+    ``data_dir`` is the node's data directory. Without ``db`` the queue is its file
+    ``review.sqlite3`` (:attr:`path`); with a :class:`~regard.shared_db.PostgresDb` it is the
+    database's ``leads`` and ``decisions`` tables, and :attr:`path` only names where the file would
+    be (it is never created), so ``path.parent`` is still the data directory (prefer
+    :attr:`data_dir`). The caller that passes ``db`` closes it.
+    """
+
+    def __init__(self, data_dir: Path, *, db: SharedDb | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / FILE_NAME
+        if db is None:
+            # Created 0600 in a 0700 folder before SQLite opens it (its -wal and -shm files take the
+            # same mode).
+            db = SqliteDb(self.path, pragmas=SQLITE_PRAGMAS, schema=_SCHEMA)
+            self.path = db.path
+        self.db: SharedDb = db
+        #: Appended to the SELECT that reads the lead a decision is about: a row lock on
+        #: PostgreSQL; nothing on SQLite, where BEGIN IMMEDIATE has serialised the writers.
+        self.lock_row = " FOR UPDATE" if db.kind == "postgres" else ""
         self._lock = threading.Lock()
-        with self._db() as db:
-            db.executescript(_SCHEMA)
         _LIVE.add(self)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30.0, isolation_level=None)) as db:
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
-            db.execute("PRAGMA secure_delete = ON")
-            yield db
+    def describe(self) -> str:
+        """Where the leads are, for logs and command output (never a password)."""
+        return f"review queue in {self.db.describe()}"
 
     def add(
         self,
@@ -196,10 +309,9 @@ class ReviewQueue:
         """Record the candidates of one search as pending leads; returns their ids in order."""
         ids = [str(uuid.uuid4()) for _ in candidates]
         at = now_iso()
-        with self._db() as db:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                f"INSERT INTO leads ({_LEAD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
+        with self.db.transaction() as cur:
+            cur.executemany(
+                f"INSERT INTO leads ({_LEAD_COLUMNS}) VALUES ({_marks(15)},NULL)",
                 [
                     (
                         lead_id,
@@ -221,29 +333,11 @@ class ReviewQueue:
                     for lead_id, c in zip(ids, candidates, strict=True)
                 ],
             )
-            db.execute("COMMIT")
         return ids
 
-    def _lead(self, db: sqlite3.Connection, lead_id: str) -> Lead:
-        row = db.execute(f"SELECT {_LEAD_COLUMNS} FROM leads WHERE lead_id = ?", (lead_id,)).fetchone()
-        if row is None:
-            raise ResourceNotFound(f"lead {lead_id} does not exist")
-        decisions = tuple(
-            Decision(*d)
-            for d in db.execute(
-                "SELECT reviewer_key, reviewer_principal, decision, note, at FROM decisions "
-                "WHERE lead_id = ? ORDER BY at, reviewer_key",
-                (lead_id,),
-            )
-        )
-        names = [c.strip() for c in _LEAD_COLUMNS.split(",")]
-        values: dict[str, Any] = dict(zip(names, row, strict=True))
-        values["decisions"] = decisions
-        return Lead(**values)
-
     def get(self, lead_id: str) -> Lead:
-        with self._db() as db:
-            return self._lead(db, lead_id)
+        with self.db.transaction() as cur:
+            return _read_lead(cur, lead_id)
 
     def list(
         self,
@@ -257,6 +351,8 @@ class ReviewQueue:
         """Leads in queue order; ``visible`` (the reader's scope) is applied before ``limit``."""
         if status is not None and status not in STATUSES:
             raise InvalidParameter(f"status must be one of {', '.join(STATUSES)}")
+        if face_ids is not None and not face_ids:
+            return []
         sql = "SELECT lead_id FROM leads WHERE 1=1"
         args: list[object] = []
         if status is not None:
@@ -266,15 +362,15 @@ class ReviewQueue:
             sql += " AND collection_id = ?"
             args.append(collection_id)
         if face_ids is not None:
-            sql += f" AND face_id IN ({','.join('?' * len(face_ids))})"
+            sql += f" AND face_id IN ({_marks(len(face_ids))})"
             args.extend(face_ids)
         sql += " ORDER BY created_at, lead_id"
         out: list[Lead] = []
-        with self._db() as db:
-            for r in db.execute(sql, args).fetchall():
+        with self.db.transaction() as cur:
+            for r in cur.execute(sql, args).fetchall():
                 if len(out) >= limit:
                     break
-                lead = self._lead(db, r[0])
+                lead = _read_lead(cur, r[0])
                 if visible is None or visible(lead):
                     out.append(lead)
         return out
@@ -293,123 +389,112 @@ class ReviewQueue:
 
         Refused (:class:`ReviewRefused`) unless the reviewer holds the verifier role, is not the
         requester, and has not decided on this lead before; a decided lead takes no more
-        decisions (:class:`ConflictError`).
+        decisions (:class:`ConflictError`). The lead's row is locked before its decisions are
+        read, so decisions on one lead through any number of nodes are taken one at a time.
         """
         if decision not in ("confirm", "reject"):
             raise InvalidParameter("decision must be confirm or reject")
         if reviewer_role != VERIFIER_ROLE:
             raise ReviewRefused(f"only keys with the {VERIFIER_ROLE} role may review leads")
-        with self._lock, self._db() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                lead = self._lead(db, lead_id)
-                if lead.status != PENDING:
-                    raise ConflictError(f"lead {lead_id} is already {lead.status}")
-                who = person(reviewer_principal)
-                if reviewer_key == lead.requester_key or (
-                    lead.requester_principal is not None and who == person(lead.requester_principal)
-                ):
-                    raise ReviewRefused("the requester of a search cannot review its own leads")
-                for d in lead.decisions:
-                    if d.reviewer_key == reviewer_key or person(d.reviewer_principal) == who:
-                        raise ReviewRefused(
-                            f"{reviewer_principal} has already reviewed lead {lead_id}; "
-                            "a second, different verifier is needed"
-                        )
-                at = now_iso()
-                db.execute(
-                    "INSERT INTO decisions VALUES (?,?,?,?,?,?)",
-                    (lead_id, reviewer_key, reviewer_principal, decision, note, at),
+        with self._lock, self.db.transaction() as cur:
+            lead = _read_lead(cur, lead_id, lock_row=self.lock_row)
+            if lead.status != PENDING:
+                raise ConflictError(f"lead {lead_id} is already {lead.status}")
+            who = person(reviewer_principal)
+            if reviewer_key == lead.requester_key or (
+                lead.requester_principal is not None and who == person(lead.requester_principal)
+            ):
+                raise ReviewRefused("the requester of a search cannot review its own leads")
+            for d in lead.decisions:
+                if d.reviewer_key == reviewer_key or person(d.reviewer_principal) == who:
+                    raise ReviewRefused(
+                        f"{reviewer_principal} has already reviewed lead {lead_id}; "
+                        "a second, different verifier is needed"
+                    )
+            at = now_iso()
+            cur.execute(
+                "INSERT INTO decisions (lead_id, reviewer_key, reviewer_principal, decision, note, at) "
+                "VALUES (?,?,?,?,?,?)",
+                (lead_id, reviewer_key, reviewer_principal, decision, note, at),
+            )
+            confirmations = 1 + sum(1 for d in lead.decisions if d.decision == "confirm")
+            if decision == "reject":
+                cur.execute(
+                    "UPDATE leads SET status = ?, decided_at = ? WHERE lead_id = ?", (REJECTED, at, lead_id)
                 )
-                confirmations = 1 + sum(1 for d in lead.decisions if d.decision == "confirm")
-                if decision == "reject":
-                    db.execute(
-                        "UPDATE leads SET status = ?, decided_at = ? WHERE lead_id = ?",
-                        (REJECTED, at, lead_id),
-                    )
-                elif confirmations >= CONFIRMATIONS_NEEDED:
-                    db.execute(
-                        "UPDATE leads SET status = ?, decided_at = ? WHERE lead_id = ?",
-                        (CONFIRMED, at, lead_id),
-                    )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return self._lead(db, lead_id)
+            elif confirmations >= CONFIRMATIONS_NEEDED:
+                cur.execute(
+                    "UPDATE leads SET status = ?, decided_at = ? WHERE lead_id = ?", (CONFIRMED, at, lead_id)
+                )
+            return _read_lead(cur, lead_id)
 
     def forget_faces(self, face_ids: Sequence[str]) -> int:
-        """Delete the leads about erased faces (and compact the file); returns how many."""
+        """Delete the leads about erased faces (their decisions go with them) and compact the
+        storage (:meth:`compact`); returns how many."""
         if not face_ids:
             return 0
         n = 0
-        with self._db() as db:
-            for start in range(0, len(face_ids), 500):
-                chunk = list(face_ids[start : start + 500])
-                cur = db.execute(f"DELETE FROM leads WHERE face_id IN ({','.join('?' * len(chunk))})", chunk)
-                n += cur.rowcount
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("VACUUM")
+        with self.db.transaction(lock=REVIEW_LOCK) as cur:
+            for start in range(0, len(face_ids), _CHUNK):
+                chunk = list(face_ids[start : start + _CHUNK])
+                n += cur.execute(f"DELETE FROM leads WHERE face_id IN ({_marks(len(chunk))})", chunk).rowcount
+        self.compact()
         return n
 
     def forget_users(self, collection_id: str, user_ids: Sequence[str]) -> int:
+        """Delete the leads about erased users of ``collection_id`` and compact the storage."""
         n = 0
-        with self._db() as db:
+        with self.db.transaction(lock=REVIEW_LOCK) as cur:
             for u in user_ids:
-                cur = db.execute(
+                n += cur.execute(
                     "DELETE FROM leads WHERE collection_id = ? AND user_id = ?", (collection_id, u)
-                )
-                n += cur.rowcount
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("VACUUM")
+                ).rowcount
+        self.compact()
         return n
 
     def withdraw(self, removal: Removal) -> int:
         """Withdraw the leads about what a deletion removed; returns how many leads it touched.
 
         Pending ones become ``CLOSED``; all of them lose the FaceId, UserId and ExternalImageId,
-        and the file is checkpointed and vacuumed so those ids are in none of its pages.
+        and the storage is compacted (:meth:`compact`) so those ids are in none of its files.
         """
-        where = "collection_id = ?"
-        args: list[object] = [removal.collection_id]
-        if not removal.whole_collection:
-            parts = []
-            if removal.face_ids:
-                parts.append(f"face_id IN ({','.join('?' * len(removal.face_ids))})")
-                args.extend(removal.face_ids)
-            if removal.user_ids:
-                parts.append(f"user_id IN ({','.join('?' * len(removal.user_ids))})")
-                args.extend(removal.user_ids)
-            if not parts:
-                return 0
-            where += f" AND ({' OR '.join(parts)})"
-        where += " AND (face_id IS NOT NULL OR user_id IS NOT NULL OR external_image_id IS NOT NULL)"
-        at = now_iso()
-        with self._lock, self._db() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(
-                    f"UPDATE leads SET status = ?, decided_at = ? WHERE status = ? AND {where}",
-                    (CLOSED, at, PENDING, *args),
-                )
-                n = db.execute(
-                    "UPDATE leads SET face_id = NULL, user_id = NULL, external_image_id = NULL "
-                    f"WHERE {where}",
-                    args,
-                ).rowcount
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            if n:
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                db.execute("VACUUM")
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return n
+        with self._lock:
+            return _withdraw(self.db, removal)
+
+    def compact(self) -> None:
+        """Rewrite the storage without deleted or wiped values.
+
+        PostgreSQL: ``VACUUM FULL`` of ``leads`` and ``decisions`` (the old files are unlinked; it
+        takes the tables' exclusive lock for a moment, so other nodes' reads wait). SQLite: freed
+        pages are zeroed by ``secure_delete`` as they are freed; what is left is the write-ahead
+        log's old page images, so the log is checkpointed and truncated around a ``VACUUM``.
+        """
+        _compact(self.db)
 
 
-#: The queues this process has opened (their data directories' leads are withdrawn on deletion).
+#: The queues this process has opened (their leads are withdrawn on deletion).
 _LIVE: weakref.WeakSet[ReviewQueue] = weakref.WeakSet()
+
+
+def _database(url: str) -> tuple[str, ...]:
+    """What tells PostgreSQL databases apart in a connection URL: host, port and database name
+    (the user and password may differ between two URLs of one database)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(url)
+    except Exception:  # an unparseable URL only equals itself
+        return ("", url)
+    return (
+        str(info.get("host") or ""),
+        str(info.get("port") or "5432"),
+        str(info.get("dbname") or info.get("user") or ""),
+    )
+
+
+def _open(db: SharedDb) -> bool:
+    """Whether ``db`` still takes transactions (a closed PostgresDb does not)."""
+    return not bool(getattr(db, "_closed", False))
 
 
 @on_removal
@@ -417,13 +502,34 @@ def _withdraw_leads(store: Store, removal: Removal) -> None:
     """Withdraw the leads about what was deleted from ``store``, before the deletion returns.
 
     An embedded store's queue is the one in its data directory (opened if the file exists, so a
-    process that never read the queue still withdraws); for a store without a data directory
-    (PostgreSQL), the queues this process has opened.
+    process that never read the queue still withdraws). A PostgreSQL store's queue is the one in
+    the same database: through a queue this process has open on it, else through a connection
+    opened for the purpose, so the deleting node withdraws the leads whichever node raised them.
+    The file queues this process has opened are told too (a queue kept beside a PostgreSQL store).
     """
     data_dir = getattr(store, "data_dir", None)
     if isinstance(data_dir, Path):
-        if (data_dir / "review.sqlite3").exists():
+        if (data_dir / FILE_NAME).exists():
             ReviewQueue(data_dir).withdraw(removal)
         return
+    url = getattr(store, "url", None)
+    same: ReviewQueue | None = None
     for queue in list(_LIVE):
-        queue.withdraw(removal)
+        if isinstance(queue.db, PostgresDb):
+            if (
+                same is None
+                and isinstance(url, str)
+                and _open(queue.db)
+                and _database(queue.db.url) == _database(url)
+            ):
+                same = queue
+        else:
+            queue.withdraw(removal)
+    if same is not None:
+        same.withdraw(removal)
+    elif isinstance(url, str):
+        db = PostgresDb(url)
+        try:
+            _withdraw(db, removal)
+        finally:
+            db.close()
