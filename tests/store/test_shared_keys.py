@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,6 +166,72 @@ def test_the_check_value_is_stored_by_the_first_node_even_without_keys(pg_url: s
         assert nodes.node("c").list() == []
     finally:
         nodes.close()
+
+
+#: A child process: a node opening the shared key table with the master key it is given. It says
+#: "ready" once its database connection is open and opens the key store when the test writes a
+#: line to its stdin, so that two children race to claim an empty database.
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from regard.keys import KeyStore, KeyStoreCorrupt
+    from regard.shared_db import PostgresDb
+
+    db = PostgresDb(sys.argv[1])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    try:
+        KeyStore(Path(sys.argv[2]), db=db, master_key=sys.argv[3].encode())
+    except KeyStoreCorrupt:
+        print("refused", flush=True)
+    else:
+        print("opened", flush=True)
+    db.close()
+    """
+)
+
+
+@pytest.mark.postgres
+def test_two_nodes_with_different_master_keys_racing_for_an_empty_database(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Whichever node stores its check value first owns the database; the other is refused."""
+    masters = [Fernet.generate_key(), Fernet.generate_key()]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, pg_url, str(tmp_path / f"node{i}"), master.decode()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i, master in enumerate(masters)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        outs = [child.communicate(timeout=120)[0].strip() for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert sorted(outs) == ["opened", "refused"], outs
+    winner = masters[outs.index("opened")]
+    db = PostgresDb(pg_url)
+    try:
+        with db.transaction() as cur:
+            (value,) = cur.execute(
+                "SELECT value FROM shared_settings WHERE name = ?", (MASTER_CHECK_NAME,)
+            ).fetchone()
+        assert value == master_key_check(winner)
+        assert KeyStore(tmp_path / "later", db=db, master_key=winner).list() == []  # the winner opens it
+    finally:
+        db.close()
 
 
 def _table_text(url: str) -> str:
