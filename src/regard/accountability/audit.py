@@ -263,10 +263,11 @@ class AuditChain(ABC):
     def _append_sanitised(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """Seal and store ``event`` (checked and sanitised) as the next record."""
 
-    def _seal(self, event: Mapping[str, Any], seq: int, prev: str) -> dict[str, Any]:
+    def _seal(self, event: Mapping[str, Any], seq: int, prev: str, time: str | None = None) -> dict[str, Any]:
+        """``event`` as record ``seq`` following ``prev``, stamped ``time`` (default: now)."""
         record: dict[str, Any] = dict(event)
         record["seq"] = seq
-        record["time"] = now_iso()
+        record["time"] = time or now_iso()
         record["prev_hash"] = prev
         record["hash"] = record_hash(record)
         return record
