@@ -63,6 +63,7 @@ class NewFace:
     sharpness: float | None = None
     source_note: str | None = None  # provenance: where the image came from (free text)
     legal_basis: str | None = None  # provenance: the legal basis for processing it
+    image_sha256: str | None = None  # sha256 (hex) of the encoded image the face was indexed from
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,11 @@ class Store(Protocol):
         token: str | None,
     ) -> Page[FaceRecord]: ...
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> list[str]: ...
+    def indexed_images(self, collection_id: str, external_image_ids: Sequence[str]) -> dict[str, set[str]]:
+        """ExternalImageId -> the sha256 of each image indexed under it that still has a face in the
+        collection (faces without a recorded hash are left out); ids with none are absent."""
+        ...
+
     def nearest(
         self, collection_id: str, probe: Embeddings, k: int, max_distance: float
     ) -> list[Neighbor]: ...

@@ -44,6 +44,12 @@ class SqlFaces(SqlBase):
                     for f in faces
                 ]
                 face_keys = self._insert_faces(tx, key, params)
+                # The image hash (migration 7) is set by FaceId in the same transaction, so that
+                # the backends' insert statement stays the one both share.
+                tx.many(
+                    "UPDATE faces SET image_sha256 = ? WHERE collection = ? AND face_id = ?",
+                    [(f.image_sha256, key, f.face_id) for f in faces if f.image_sha256 is not None],
+                )
                 if self.log_changes:
                     tx.many(
                         "INSERT INTO changes (collection, face_key, op) VALUES (?, ?, 'add')",
@@ -86,6 +92,20 @@ class SqlFaces(SqlBase):
                 for r in rows:
                     rec = self._face_from_row(r)
                     found[rec.face_id] = rec
+        return found
+
+    def indexed_images(self, collection_id: str, external_image_ids: Sequence[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        with self._read() as tx:
+            key = self._key(tx, collection_id)
+            for chunk in _chunks(sorted(set(external_image_ids))):
+                rows = tx.all(
+                    "SELECT DISTINCT external_image_id, image_sha256 FROM faces WHERE collection = ? "
+                    f"AND image_sha256 IS NOT NULL AND external_image_id IN ({_marks(len(chunk))})",
+                    (key, *chunk),
+                )
+                for ext, digest in rows:
+                    found.setdefault(str(ext), set()).add(str(digest))
         return found
 
     def faces_by_key(self, tx: Tx, keys: Sequence[int]) -> dict[int, FaceRecord]:
