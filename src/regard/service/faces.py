@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from regard.errors import ResourceNotFound
+from regard.errors import InvalidParameter, ResourceNotFound
+from regard.face.engine import Engine
 from regard.face.imaging import image_size
 from regard.service.base import Removal, ServiceBase
 from regard.service.images import FaceDetail, decode, probe
@@ -23,8 +25,32 @@ from regard.service.rules import (
     page_size,
 )
 from regard.service.search import FaceMatch, match_faces
-from regard.store.base import FaceRecord, NewFace, as_vector
-from regard.types import Box, Embeddings, Face, RGBImage
+from regard.store.base import Collection, FaceRecord, NewFace, as_vector
+from regard.types import Box, Embeddings, Face, ModelIdentity, RGBImage
+
+
+@dataclass(frozen=True, slots=True)
+class DetectedImage:
+    """What the engine found in one image for IndexFaces: every face (largest first, analysed and
+    embedded), the image's size in pixels, the sha256 of its encoded bytes (None when it came
+    decoded) and the model that made the templates. Plain data: it crosses process boundaries
+    (batch enrolment's workers make it, the process holding the store and the audit log stores it)."""
+
+    width: int
+    height: int
+    faces: list[Face]
+    sha256: str | None
+    model: ModelIdentity
+
+
+def detect_image(engine: Engine, image: bytes | RGBImage) -> DetectedImage:
+    """Decode ``image`` (the engine's limits apply) and detect, analyse and embed every face in one
+    batch: IndexFaces' engine work, which :meth:`FaceOperations.index_detected` then stores."""
+    digest = hashlib.sha256(image).hexdigest() if isinstance(image, bytes | bytearray | memoryview) else None
+    rgb = decode(engine, image)
+    width, height = image_size(rgb)
+    faces = engine.faces(rgb, max_faces=MAX_INDEX_FACES)
+    return DetectedImage(width, height, faces, digest, engine.model_identity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,21 +143,71 @@ class FaceOperations(ServiceBase):
         """IndexFaces: detect faces (largest first), leave out those under the QualityFilter bar or
         beyond MaxFaces (reported in UnindexedFaces with reasons), store the rest atomically.
 
-        ``source_note`` and ``legal_basis`` are optional provenance kept with each face.
+        ``source_note`` and ``legal_basis`` are optional provenance kept with each face; the sha256
+        of encoded ``image`` bytes is kept with each face too (:attr:`NewFace.image_sha256`).
         """
+        c = self._index_checks(collection_id, external_image_id, max_faces, quality_filter)
+        self._check_model(c)
+        detected = detect_image(self.engine, image)
+        return self._index_detected(
+            c, detected, external_image_id, max_faces, quality_filter, source_note, legal_basis
+        )
+
+    def index_detected(
+        self,
+        collection_id: str,
+        detected: DetectedImage,
+        *,
+        external_image_id: str | None = None,
+        max_faces: int | None = None,
+        quality_filter: str = "AUTO",
+        source_note: str | None = None,
+        legal_basis: str | None = None,
+    ) -> IndexFacesResult:
+        """IndexFaces on an image another engine has already run on (:func:`detect_image`, e.g. on
+        a batch-enrolment worker, :mod:`regard.enrol`): the same checks, filters and store as
+        :meth:`index_faces`. InvalidParameter unless ``detected`` was made by the collection's model.
+        """
+        c = self._index_checks(collection_id, external_image_id, max_faces, quality_filter)
+        model = detected.model
+        if (model.name, model.version, model.weights_sha256) != (
+            c.face_model.name,
+            c.face_model.version,
+            c.face_model.weights_sha256,
+        ):
+            raise InvalidParameter(
+                f"collection {c.collection_id} holds templates of {c.face_model.key}; "
+                f"the image was embedded with {model.key}"
+            )
+        return self._index_detected(
+            c, detected, external_image_id, max_faces, quality_filter, source_note, legal_basis
+        )
+
+    def _index_checks(
+        self, collection_id: str, external_image_id: str | None, max_faces: int | None, quality_filter: str
+    ) -> Collection:
         c = self._collection(collection_id)
         if external_image_id is not None:
             check(EXTERNAL_IMAGE_ID_RE, external_image_id, "ExternalImageId")
         if max_faces is not None:
             check_range(max_faces, 1, MAX_INDEX_FACES, "MaxFaces")
         check_quality_filter(quality_filter)
-        self._check_model(c)
-        rgb = decode(self.engine, image)
-        width, height = image_size(rgb)
+        return c
+
+    def _index_detected(
+        self,
+        c: Collection,
+        detected: DetectedImage,
+        external_image_id: str | None,
+        max_faces: int | None,
+        quality_filter: str,
+        source_note: str | None,
+        legal_basis: str | None,
+    ) -> IndexFacesResult:
+        width, height = detected.width, detected.height
         kept: list[tuple[Face, FaceDetail]] = []
         unindexed: list[UnindexedFace] = []
-        # the engine answers once: every face detected, analysed and embedded in one batch
-        for face in self.engine.faces(rgb, max_faces=MAX_INDEX_FACES):
+        for face in detected.faces:
             detail = FaceDetail.of(face.analysis, width, height)
             reasons = quality_reasons(face.analysis, quality_filter)
             if reasons:
@@ -157,14 +233,23 @@ class FaceOperations(ServiceBase):
                     sharpness=float(face.analysis.quality.sharpness),
                     source_note=source_note,
                     legal_basis=legal_basis,
+                    image_sha256=detected.sha256,
                 )
                 for face, detail in kept
             ]
-            stored = self.store.add_faces(collection_id, new)
+            stored = self.store.add_faces(c.collection_id, new)
             records = [IndexedFace(s, d) for s, (_, d) in zip(stored, kept, strict=True)]
         return IndexFacesResult(
             face_records=records, unindexed_faces=unindexed, face_model_version=self.model_version(c)
         )
+
+    def indexed_images(self, collection_id: str, external_image_ids: Sequence[str]) -> dict[str, set[str]]:
+        """ExternalImageId -> sha256 of each image indexed under it that still has a face in the
+        collection (not a Rekognition operation: batch enrolment's skip rule, :mod:`regard.enrol`)."""
+        self._collection(collection_id)
+        for e in external_image_ids:
+            check(EXTERNAL_IMAGE_ID_RE, e, "ExternalImageId")
+        return self.store.indexed_images(collection_id, external_image_ids)
 
     def add_templates(self, collection_id: str, faces: Sequence[NewFace]) -> list[FaceRecord]:
         """Store ready-made templates (not a Rekognition operation: imports, tests and benchmarks).
