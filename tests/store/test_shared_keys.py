@@ -97,18 +97,20 @@ def test_list_keeps_the_order_keys_were_made_in_across_nodes(nodes: Nodes) -> No
 
 def test_a_clashing_access_key_id_is_drawn_again(nodes: Nodes, monkeypatch: pytest.MonkeyPatch) -> None:
     """The id is random; a clash with a stored id (the database's unique violation) draws another."""
+    import secrets
+
     import regard.keys as keys_module
 
     a, b = nodes.node("a"), nodes.node("b")
     first, _ = a.create("first")
     wanted = list(first.access_key_id[len(keys_module.KEY_PREFIX) :]) + list("B" * 16)
     drawn = iter(wanted)
-    real_choice = keys_module.secrets.choice
+    real_choice = secrets.choice
 
     def choice(alphabet: Any) -> Any:
         return next(drawn) if alphabet == keys_module._ID_ALPHABET else real_choice(alphabet)
 
-    monkeypatch.setattr(keys_module.secrets, "choice", choice)
+    monkeypatch.setattr(secrets, "choice", choice)
     second, secret = b.create("second")
     assert second.access_key_id == keys_module.KEY_PREFIX + "B" * 16
     assert [k.name for k in a.list()] == ["first", "second"]
