@@ -138,6 +138,33 @@ def test_a_lead_raised_through_one_node_is_listed_and_read_by_another(node: Node
     assert b.list(face_ids=[]) == []
 
 
+def _queue_order(queue: ReviewQueue, lead_ids: list[str]) -> list[str]:
+    """``lead_ids`` in queue order (created_at, then lead_id), read one lead at a time."""
+    return sorted(lead_ids, key=lambda i: (queue.get(i).created_at, i))
+
+
+def test_listing_attaches_each_lead_its_own_decisions_in_queue_order(node: Nodes) -> None:
+    a, b = node(), node()
+    first, second, third = _queue_order(a, _raise(a, 3))
+    _decide(a, first, VERA)
+    _decide(b, third, VICTOR, "reject")
+    listed = b.list(status=None)
+    assert [lead.lead_id for lead in listed] == [first, second, third]
+    assert [[d.reviewer_principal for d in lead.decisions] for lead in listed] == [["vera"], [], ["victor"]]
+    assert [lead.status for lead in listed] == [PENDING, PENDING, REJECTED]
+    assert [x.lead_id for x in a.list(status=None, limit=2, visible=lambda x: x.lead_id != second)] == [
+        first,
+        third,
+    ]
+    # Past one page of the batched read: the scope filter still applies before the limit.
+    many = _raise(a, 510)
+    hidden = set(many[:5])
+    expected = [i for i in _queue_order(a, [first, second, *many]) if i not in hidden][:504]
+    shown = b.list(status=PENDING, limit=504, visible=lambda x: x.lead_id not in hidden)
+    assert [x.lead_id for x in shown] == expected
+    assert all(x.decisions == () for x in shown if x.lead_id != first)
+
+
 def test_two_verifiers_confirming_at_once_through_two_nodes_both_count(node: Nodes) -> None:
     a, b = node(), node()
     leads = _raise(a, ROUNDS)

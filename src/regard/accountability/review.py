@@ -193,22 +193,40 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+def _lead_of(row: Sequence[Any], decisions: Sequence[Decision]) -> Lead:
+    values: dict[str, Any] = dict(zip(_LEAD_NAMES, row, strict=True))
+    values["decisions"] = tuple(decisions)
+    return Lead(**values)
+
+
 def _read_lead(cur: Cursor, lead_id: str, *, lock_row: str = "") -> Lead:
     """The lead with its decisions; ``lock_row`` (`` FOR UPDATE``) locks its row until commit."""
     row = cur.execute(f"SELECT {_LEAD_COLUMNS} FROM leads WHERE lead_id = ?{lock_row}", (lead_id,)).fetchone()
     if row is None:
         raise ResourceNotFound(f"lead {lead_id} does not exist")
-    decisions = tuple(
+    decisions = [
         Decision(*d)
         for d in cur.execute(
             "SELECT reviewer_key, reviewer_principal, decision, note, at FROM decisions "
             "WHERE lead_id = ? ORDER BY at, reviewer_key",
             (lead_id,),
         )
-    )
-    values: dict[str, Any] = dict(zip(_LEAD_NAMES, row, strict=True))
-    values["decisions"] = decisions
-    return Lead(**values)
+    ]
+    return _lead_of(row, decisions)
+
+
+def _read_leads(cur: Cursor, rows: Sequence[Sequence[Any]]) -> list[Lead]:
+    """The leads of ``rows`` (their columns in ``_LEAD_COLUMNS`` order) with their decisions, read
+    in one query (one round trip to PostgreSQL, not one a lead)."""
+    by_lead: dict[str, list[Decision]] = {str(r[0]): [] for r in rows}
+    if by_lead:
+        for d in cur.execute(
+            "SELECT lead_id, reviewer_key, reviewer_principal, decision, note, at FROM decisions "
+            f"WHERE lead_id IN ({_marks(len(by_lead))}) ORDER BY at, reviewer_key",
+            list(by_lead),
+        ):
+            by_lead[d[0]].append(Decision(*d[1:]))
+    return [_lead_of(r, by_lead[str(r[0])]) for r in rows]
 
 
 def _withdraw(db: SharedDb, removal: Removal) -> int:
@@ -353,7 +371,7 @@ class ReviewQueue:
             raise InvalidParameter(f"status must be one of {', '.join(STATUSES)}")
         if face_ids is not None and not face_ids:
             return []
-        sql = "SELECT lead_id FROM leads WHERE 1=1"
+        sql = f"SELECT {_LEAD_COLUMNS} FROM leads WHERE 1=1"
         args: list[object] = []
         if status is not None:
             sql += " AND status = ?"
@@ -367,12 +385,15 @@ class ReviewQueue:
         sql += " ORDER BY created_at, lead_id"
         out: list[Lead] = []
         with self.db.transaction() as cur:
-            for r in cur.execute(sql, args).fetchall():
+            rows = cur.execute(sql, args).fetchall()
+            for start in range(0, len(rows), _CHUNK):
                 if len(out) >= limit:
                     break
-                lead = _read_lead(cur, r[0])
-                if visible is None or visible(lead):
-                    out.append(lead)
+                for lead in _read_leads(cur, rows[start : start + _CHUNK]):
+                    if len(out) >= limit:
+                        break
+                    if visible is None or visible(lead):
+                        out.append(lead)
         return out
 
     def decide(
