@@ -253,12 +253,12 @@ class KeyStore:
         sql = f"SELECT {_COLUMNS} FROM access_keys"
         if not include_revoked:
             sql += " WHERE revoked_at IS NULL"
-        with self.db.transaction() as cur:
+        with self.db.transaction(readonly=True) as cur:
             rows = cur.execute(f"{sql} ORDER BY {self._order}").fetchall()
         return [self._row(r) for r in rows]
 
     def get(self, access_key_id: str) -> AccessKey:
-        with self.db.transaction() as cur:
+        with self.db.transaction(readonly=True) as cur:
             row = cur.execute(
                 f"SELECT {_COLUMNS} FROM access_keys WHERE access_key_id = ?", (access_key_id,)
             ).fetchone()
@@ -290,7 +290,7 @@ class KeyStore:
             hit = self._cache.get(access_key_id)
             if hit is not None and now - hit[0] < self.CACHE_SECONDS:
                 return hit[1], hit[2]
-        with self.db.transaction() as cur:
+        with self.db.transaction(readonly=True) as cur:
             row = cur.execute(
                 f"SELECT {_COLUMNS}, secret_encrypted FROM access_keys "
                 "WHERE access_key_id = ? AND revoked_at IS NULL",

@@ -67,11 +67,12 @@ class SharedDb(ABC):
     kind: str
 
     @abstractmethod
-    def transaction(self, *, lock: int | None = None) -> Any:
+    def transaction(self, *, lock: int | None = None, readonly: bool = False) -> Any:
         """A context manager yielding a :class:`Cursor` inside one transaction, committed when
         the block ends without an exception. ``lock`` (a 64-bit number) serialises the block with
         every other block taking the same lock, on any node (SQLite: every write transaction is
-        serialised anyway)."""
+        serialised anyway). ``readonly`` blocks only read: on SQLite they then take no write lock
+        (a deferred transaction), so readers never queue behind each other."""
 
     @abstractmethod
     def is_unique_violation(self, exc: BaseException) -> bool:
@@ -84,6 +85,11 @@ class SharedDb(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close the connections this object holds."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a closed PostgreSQL database takes no transactions)."""
+        return False
 
 
 class SqliteDb(SharedDb):
@@ -105,9 +111,9 @@ class SqliteDb(SharedDb):
         return db
 
     @contextmanager
-    def transaction(self, *, lock: int | None = None) -> Iterator[Cursor]:
+    def transaction(self, *, lock: int | None = None, readonly: bool = False) -> Iterator[Cursor]:
         with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
             try:
                 yield Cursor(db.cursor(), postgres=False)
             except BaseException:
@@ -171,7 +177,7 @@ class PostgresDb(SharedDb):
         return conn
 
     @contextmanager
-    def transaction(self, *, lock: int | None = None) -> Iterator[Cursor]:
+    def transaction(self, *, lock: int | None = None, readonly: bool = False) -> Iterator[Cursor]:
         conn = self.connection()
         with conn.transaction(), conn.cursor() as cur:
             if lock is not None:
@@ -183,6 +189,10 @@ class PostgresDb(SharedDb):
 
     def describe(self) -> str:
         return f"PostgreSQL {redact_url(self.url)}"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         self._closed = True

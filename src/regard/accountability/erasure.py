@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from regard.accountability.audit import AuditLog
+from regard.accountability.audit import AuditChain
 from regard.accountability.guard import admin_record
 from regard.accountability.review import ReviewQueue
 from regard.errors import InvalidParameter, ResourceNotFound
@@ -121,7 +121,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
 
 def erase(
     service: Service,
-    audit: AuditLog,
+    audit: AuditChain,
     *,
     actor: str,
     collection_id: str | None = None,
@@ -197,7 +197,7 @@ def _face_json(f: FaceRecord) -> dict[str, Any]:
 
 def subject_access(
     service: Service,
-    audit: AuditLog,
+    audit: AuditChain,
     *,
     actor: str,
     collection_id: str | None = None,

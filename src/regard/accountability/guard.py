@@ -23,7 +23,7 @@ A state-changing operation (one the catalogue does not call read-only) first app
 ``intent`` record (synced) once the policy allows it and just before the typed call runs; its
 outcome record names it (``intent_seq``). So after a crash at any point every change the store
 committed has a record: opening a guard finds the intents whose writer is gone without an outcome
-(:meth:`regard.accountability.audit.AuditLog.orphan_intents`) and appends for each an
+(:meth:`regard.accountability.audit.AuditChain.orphan_intents`) and appends for each an
 ``outcome: unknown`` record (``interrupted``) with the collection's state as found then.
 Read-only operations keep one record.
 
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from regard.accountability import results
-from regard.accountability.audit import INTENT_KIND, AuditLog
+from regard.accountability.audit import INTENT_KIND, AuditChain, AuditLog
 from regard.accountability.policy import LOCAL_PROFILE, PolicyStore, Profile, RateLimiter
 from regard.accountability.records import (
     Record,
@@ -112,16 +112,19 @@ class Guard:
         data_dir: Path,
         *,
         service_factory: Callable[[], Service] | None = None,
-        audit: AuditLog | None = None,
+        audit: AuditChain | None = None,
         policies: PolicyStore | None = None,
-        review: ReviewQueue | None = None,
+        review: ReviewQueue | Callable[[], ReviewQueue] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.policies = policies or PolicyStore(self.data_dir)
         if audit is None:
             audit = AuditLog(self.data_dir, retention_floor_days=self.policies.load().retention_floor_days)
-        self.audit = audit
-        self._review = review
+        self.audit: AuditChain = audit
+        self._review = review if isinstance(review, ReviewQueue) else None
+        self._open_review: Callable[[], ReviewQueue] = (
+            review if callable(review) and not isinstance(review, ReviewQueue) else self._data_dir_review
+        )
         self.service_factory = service_factory
         self.rates = RateLimiter()
         self.reconcile()
@@ -163,8 +166,11 @@ class Guard:
     def review(self) -> ReviewQueue:
         """The lead queue, opened on first use (a guard that never makes leads leaves no file)."""
         if self._review is None:
-            self._review = ReviewQueue(self.data_dir)
+            self._review = self._open_review()
         return self._review
+
+    def _data_dir_review(self) -> ReviewQueue:
+        return ReviewQueue(self.data_dir)
 
     # -- the wrapper ------------------------------------------------------------------------
     def run(

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Callable
-from pathlib import Path
 
-from regard.accountability.audit import AuditLog
+from regard.accountability.audit import DEFAULT_RETENTION_FLOOR_DAYS
 from regard.accountability.guard import Guard
 from regard.accountability.policy import LOCAL_PROFILE
 from regard.accountability.request import Caller
 from regard.service import Service
+from regard.workspace import Workspace
 
 #: The role the local operator holds (the local profile admits it alone).
 LOCAL_ROLE = "admin"
@@ -36,8 +36,15 @@ def local_caller(principal: str | None = None) -> Caller:
     return Caller(None, principal or local_principal(), LOCAL_ROLE, LOCAL_PROFILE.name)
 
 
-def local_guard(data_dir: Path, service_factory: Callable[[], Service]) -> Guard:
-    """The guard of the command line's work on ``data_dir``: it reads no policy file and opens
-    no review queue (the local profile needs neither), so a data directory used only from the
-    shell gains neither file."""
-    return Guard(data_dir, service_factory=service_factory, audit=AuditLog(data_dir))
+def local_guard(workspace: Workspace, service_factory: Callable[[], Service]) -> Guard:
+    """The guard of the command line's work on ``workspace``: it reads no policy and opens no
+    review queue (the local profile needs neither), so a data directory used only from the shell
+    gains neither file. Its audit records go to the workspace's chain (the shared one on
+    PostgreSQL), under the default retention floor (pruning is ``regard audit prune``'s)."""
+    return Guard(
+        workspace.data_dir,
+        service_factory=service_factory,
+        audit=workspace.audit(DEFAULT_RETENTION_FLOOR_DAYS),
+        policies=workspace.policies(),
+        review=workspace.review,
+    )

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from regard.accountability.audit import AuditLog
+from regard.accountability.audit import AuditChain
 from regard.accountability.request import Caller, Params, RequestInfo
 from regard.catalogue import OPERATIONS_BY_NAME
 from regard.errors import RegardError
@@ -100,7 +100,7 @@ def failure(exc: BaseException) -> dict[str, str]:
     return {"code": "InternalServerError", "message": type(exc).__name__}
 
 
-def append_failure(audit: AuditLog, record: Record, exc: BaseException) -> None:
+def append_failure(audit: AuditChain, record: Record, exc: BaseException) -> None:
     """Append ``record`` as a failed operation and mark ``exc`` as recorded, so that an outer
     layer that logs refusals (the API's error handler) does not write a second record."""
     record["outcome"] = "error"
@@ -111,7 +111,7 @@ def append_failure(audit: AuditLog, record: Record, exc: BaseException) -> None:
 
 
 def admin_record(
-    audit: AuditLog,
+    audit: AuditChain,
     operation: str,
     *,
     principal: str,

@@ -354,7 +354,7 @@ class ReviewQueue:
         return ids
 
     def get(self, lead_id: str) -> Lead:
-        with self.db.transaction() as cur:
+        with self.db.transaction(readonly=True) as cur:
             return _read_lead(cur, lead_id)
 
     def list(
@@ -384,7 +384,7 @@ class ReviewQueue:
             args.extend(face_ids)
         sql += " ORDER BY created_at, lead_id"
         out: list[Lead] = []
-        with self.db.transaction() as cur:
+        with self.db.transaction(readonly=True) as cur:
             rows = cur.execute(sql, args).fetchall()
             for start in range(0, len(rows), _CHUNK):
                 if len(out) >= limit:
@@ -515,7 +515,7 @@ def _database(url: str) -> tuple[str, ...]:
 
 def _open(db: SharedDb) -> bool:
     """Whether ``db`` still takes transactions (a closed PostgresDb does not)."""
-    return not bool(getattr(db, "_closed", False))
+    return not db.closed
 
 
 @on_removal

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from regard.accountability.audit import AuditLog
+from regard.accountability.audit import AuditChain, AuditLog
 from regard.accountability.policy import LOCAL_PROFILE, PolicyStore, Profile
 from regard.accountability.records import Record, append_failure
 from regard.accountability.request import Caller, RequestInfo
@@ -30,10 +30,12 @@ READERS = ("verifier", "admin")
 class ReviewDesk:
     """Decisions on leads and views of the queue, each recorded in the audit log."""
 
-    def __init__(self, audit: AuditLog, queue: ReviewQueue, policy: PolicyStore | None = None) -> None:
+    def __init__(self, audit: AuditChain, queue: ReviewQueue, policy: PolicyStore | None = None) -> None:
         self.audit = audit
         self.queue = queue
-        self.policy = policy or PolicyStore(queue.path.parent)
+        # the queue's own database holds the policy when it is the shared one
+        shared = queue.db if queue.db.kind == "postgres" else None
+        self.policy = policy or PolicyStore(queue.data_dir, db=shared)
 
     def profile(self, caller: Caller) -> Profile:
         """The caller's policy profile (AccessDenied if policy.toml no longer defines it)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -48,6 +49,9 @@ from regard.config import Settings
 from regard.face.engine import Engine
 from regard.keys import KeyStore
 from regard.service import Service
+from regard.workspace import Workspace
+
+logger = logging.getLogger("regard.workspace")
 
 
 def default_max_request_bytes(settings: Settings) -> int:
@@ -60,6 +64,8 @@ class ApiState:
     """Everything one server process shares between requests."""
 
     settings: Settings
+    #: Where the state is: the data directory, or the PostgreSQL database every node shares.
+    workspace: Workspace
     keys: KeyStore
     engine: Engine
     s3: S3Images
@@ -74,10 +80,7 @@ class ApiState:
         """The collection service, opened on first use."""
         with self._service_lock:
             if self._service is None:
-                database_url = getattr(self.settings, "database_url", None) or None
-                self._service = Service.open(
-                    self.settings.data_dir, engine=self.engine, database_url=database_url
-                )
+                self._service = self.workspace.service(self.engine)
             return self._service
 
     def warm_up(self) -> None:
@@ -93,6 +96,7 @@ class ApiState:
             if self._service is not None:
                 self._service.close()
             self._service = None
+        self.workspace.close()
 
 
 def rekognition_endpoint(state: ApiState, guard: Guard) -> Callable[[Request], Awaitable[Response]]:
@@ -137,9 +141,11 @@ def create_app(
     With ``warm_up`` the models load before the server accepts requests.
     """
     settings = settings or Settings.from_env()
+    workspace = Workspace(settings)
     state = ApiState(
         settings=settings,
-        keys=KeyStore(settings.data_dir),
+        workspace=workspace,
+        keys=workspace.keys(),
         engine=engine or Engine(settings),
         s3=S3Images(settings),
         max_request_bytes=default_max_request_bytes(settings),
@@ -151,7 +157,8 @@ def create_app(
         ),
     )
     # policy before, audit record after, review leads: regard.accountability (docs/accountability.md)
-    guard = Guard(settings.data_dir, service_factory=state.service)
+    guard = workspace.guard(state.service)
+    logger.info("regard: state in %s", workspace.describe())
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})

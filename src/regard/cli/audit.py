@@ -2,46 +2,15 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
 from pathlib import Path
 
 import click
 
-from regard.accountability.audit import AuditLog, now_iso, parse_time
-from regard.accountability.policy import PolicyStore
+from regard.accountability.audit import now_iso, parse_time
+from regard.cli.common import actor_option, resolve_actor, workspace, workspace_options
 from regard.cli.output import emit_json
-from regard.config import Settings
-
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data directory (default: REGARD_DATA_DIR or the platform's user data dir).",
-)
-actor_option = click.option(
-    "--actor", default=None, help="Who makes this change, for the audit log (default: the OS user)."
-)
-
-
-def resolve_data_dir(data_dir: Path | None) -> Path:
-    return data_dir or Settings.from_env().data_dir
-
-
-def resolve_actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return f"local:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "local:unknown"
-
-
-def open_log(data_dir: Path | None) -> AuditLog:
-    root = resolve_data_dir(data_dir)
-    days = PolicyStore(root).load().retention_floor_days
-    return AuditLog(root, retention_floor_days=days)
 
 
 @click.group("audit")
@@ -82,14 +51,14 @@ def read_heads(path: Path) -> list[tuple[int, str]]:
     default=None,
     help="A file of heads written by `regard audit head --append-to`; each must still be in the log.",
 )
-@data_dir_option
-def verify(as_json: bool, expected: tuple[str, ...], expect_from: Path | None, data_dir: Path | None) -> None:
+@workspace_options
+def verify(as_json: bool, expected: tuple[str, ...], expect_from: Path | None) -> None:
     """Re-derive every record's hash and link and check the anchor and any heads recorded earlier;
     exit 1 naming the first broken record."""
     heads = [parse_head(e) for e in expected]
     if expect_from is not None:
         heads += read_heads(expect_from)
-    result = open_log(data_dir).verify(heads)
+    result = workspace().audit().verify(heads)
     if as_json:
         emit_json(
             {
@@ -112,12 +81,10 @@ def verify(as_json: bool, expected: tuple[str, ...], expect_from: Path | None, d
 @click.option("--until", default=None, help="ISO 8601 date or time (exclusive).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@data_dir_option
-def export(
-    since: str | None, until: str | None, fmt: str, output: Path | None, data_dir: Path | None
-) -> None:
+@workspace_options
+def export(since: str | None, until: str | None, fmt: str, output: Path | None) -> None:
     """Export records for an auditor (to stdout or --output)."""
-    log = open_log(data_dir)
+    log = workspace().audit()
     check = log.verify()
     if not check.ok:  # export anyway (the auditor needs it) but say what does not check out
         click.echo(f"warning: {check.describe()}", err=True)
@@ -148,10 +115,10 @@ def export(
     help="Also append `TIME SEQ HASH` to this file (outside the data directory: another disk, "
     "a WORM mount, a file shipped off the host), synced before the command returns.",
 )
-@data_dir_option
-def head(append_to: Path | None, data_dir: Path | None) -> None:
+@workspace_options
+def head(append_to: Path | None) -> None:
     """Print the newest record's seq and hash (record it outside regard to anchor the chain)."""
-    seq, digest = open_log(data_dir).head()
+    seq, digest = workspace().audit().head()
     click.echo(f"{seq} {digest}")
     if append_to is not None:
         fd = os.open(append_to, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -165,26 +132,11 @@ def head(append_to: Path | None, data_dir: Path | None) -> None:
 @audit.command("prune")
 @click.option("--before", required=True, help="Delete records older than this ISO 8601 date or time.")
 @actor_option
-@data_dir_option
-def prune(before: str, actor: str | None, data_dir: Path | None) -> None:
+@workspace_options
+def prune(before: str, actor: str | None) -> None:
     """Delete old records; refused inside the retention floor (policy: audit.retention_floor_days)."""
-    n = open_log(data_dir).prune(parse_time(before), actor=resolve_actor(actor))
+    n = workspace().audit().prune(parse_time(before), actor=resolve_actor(actor))
     click.echo(f"{n} records pruned")
 
 
 commands = [audit]
-
-
-def record_admin_change(
-    data_dir: Path | None,
-    operation: str,
-    parameters: dict[str, object],
-    results: dict[str, object] | None = None,
-    actor: str | None = None,
-) -> None:
-    """Log an administrative change made from the command line (keys, collections...)."""
-    from regard.accountability.guard import admin_record
-
-    admin_record(
-        open_log(data_dir), operation, principal=resolve_actor(actor), parameters=parameters, results=results
-    )

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from regard.accountability.policy import ROLES, PolicyStore
-from regard.cli.audit import record_admin_change, resolve_data_dir
-from regard.config import Settings
-from regard.keys import KeyStore
-
-
-def _store(data_dir: Path | None) -> KeyStore:
-    return KeyStore(data_dir or Settings.from_env().data_dir)
-
-
-_data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data directory (default: REGARD_DATA_DIR or the platform's user data dir).",
-)
+from regard.accountability.policy import ROLES
+from regard.cli.common import record_admin_change, workspace, workspace_options
 
 
 @click.group("keys")
@@ -47,18 +32,17 @@ def keys() -> None:
     help="Role: operator, verifier or admin.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@_data_dir_option
-def create(name: str, profile: str, role: str, as_json: bool, data_dir: Path | None) -> None:
+@workspace_options
+def create(name: str, profile: str, role: str, as_json: bool) -> None:
     """Create a key and print its id and secret. The secret is shown only this once."""
-    known = sorted(PolicyStore(resolve_data_dir(data_dir)).load().profiles)
-    if profile not in known:  # a key under a profile policy.toml does not define could never be used
+    known = sorted(workspace().policies().load().profiles)
+    if profile not in known:  # a key under a profile the policy does not define could never be used
         raise click.BadParameter(
-            f"unknown profile {profile!r}; the profiles of policy.toml are: {', '.join(known)}",
+            f"unknown profile {profile!r}; the profiles of the policy are: {', '.join(known)}",
             param_hint="'--profile'",
         )
-    key, secret = _store(data_dir).create(name, role=role, profile=profile)
+    key, secret = workspace().keys().create(name, role=role, profile=profile)
     record_admin_change(  # audit log (regard.accountability): who created which key, never the secret
-        data_dir,
         "CreateAccessKey",
         {"Name": name, "Role": role, "Profile": profile},
         {"AccessKeyId": key.access_key_id},
@@ -83,10 +67,10 @@ def create(name: str, profile: str, role: str, as_json: bool, data_dir: Path | N
 
 @keys.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@_data_dir_option
-def list_keys(as_json: bool, data_dir: Path | None) -> None:
+@workspace_options
+def list_keys(as_json: bool) -> None:
     """List keys (never their secrets)."""
-    rows = _store(data_dir).list()
+    rows = workspace().keys().list()
     if as_json:
         click.echo(
             json.dumps(
@@ -113,13 +97,11 @@ def list_keys(as_json: bool, data_dir: Path | None) -> None:
 
 @keys.command("revoke")
 @click.argument("access_key_id")
-@_data_dir_option
-def revoke(access_key_id: str, data_dir: Path | None) -> None:
+@workspace_options
+def revoke(access_key_id: str) -> None:
     """Revoke a key; requests signed with it are refused from then on."""
-    key = _store(data_dir).revoke(access_key_id)
-    record_admin_change(
-        data_dir, "RevokeAccessKey", {"AccessKeyId": access_key_id}, {"RevokedAt": key.revoked_at}
-    )
+    key = workspace().keys().revoke(access_key_id)
+    record_admin_change("RevokeAccessKey", {"AccessKeyId": access_key_id}, {"RevokedAt": key.revoked_at})
     click.echo(f"{key.access_key_id} revoked at {key.revoked_at}")
 
 

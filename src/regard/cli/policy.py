@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 import click
 
 from regard.accountability.guard import admin_record
-from regard.accountability.policy import PolicyStore, to_toml
-from regard.cli.audit import actor_option, data_dir_option, open_log, resolve_actor, resolve_data_dir
+from regard.accountability.policy import to_toml
+from regard.cli.common import actor_option, resolve_actor, workspace, workspace_options
 from regard.cli.output import emit_json
 
 
@@ -21,10 +20,10 @@ def policy() -> None:
 @policy.command("show")
 @click.argument("profile", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
-@data_dir_option
-def show(profile: str | None, as_json: bool, data_dir: Path | None) -> None:
+@workspace_options
+def show(profile: str | None, as_json: bool) -> None:
     """Print every profile (or one) with its settings."""
-    config = PolicyStore(resolve_data_dir(data_dir)).load()
+    config = workspace().policies().load()
     if profile is not None:
         p = config.profile(profile)
         data = {k: v for k, v in asdict(p).items()}
@@ -50,16 +49,16 @@ def show(profile: str | None, as_json: bool, data_dir: Path | None) -> None:
 @click.argument("setting")
 @click.argument("value")
 @actor_option
-@data_dir_option
-def set_(profile: str, setting: str, value: str, actor: str | None, data_dir: Path | None) -> None:
+@workspace_options
+def set_(profile: str, setting: str, value: str, actor: str | None) -> None:
     """Change one SETTING of PROFILE (lists comma-separated); ``audit retention_floor_days N`` sets the
     log's retention floor. The change is recorded in the audit log."""
-    root = resolve_data_dir(data_dir)
-    log = open_log(root)
+    ws = workspace()
+    log = ws.audit()
     who = resolve_actor(actor)
     params = {"profile": profile, "setting": setting, "value": value}
     try:
-        old, new = PolicyStore(root).set(profile, setting, value)
+        old, new = ws.policies().set(profile, setting, value)
     except Exception as exc:
         admin_record(
             log,

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import click
 
 from regard.accountability.request import Caller, RequestInfo
 from regard.accountability.review import STATUSES
 from regard.accountability.reviewing import ReviewDesk
-from regard.cli.audit import data_dir_option, resolve_data_dir
+from regard.cli.common import workspace, workspace_options
 from regard.cli.output import emit_json, emit_table
 from regard.errors import AccessDenied
-from regard.keys import KeyStore
 
 
-def _caller(data_dir: Path, access_key_id: str) -> Caller:
-    key = KeyStore(data_dir).get(access_key_id)
+def _caller(access_key_id: str) -> Caller:
+    key = workspace().keys().get(access_key_id)
     if not key.active:
         raise AccessDenied(f"access key {access_key_id} is revoked")
     return Caller(key.access_key_id, key.name, key.role, key.profile)
+
+
+def _desk() -> ReviewDesk:
+    ws = workspace()
+    return ReviewDesk(ws.audit(), ws.review(), ws.policies())
 
 
 _key_option = click.option(
@@ -45,12 +48,11 @@ def review() -> None:
 )
 @_key_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@data_dir_option
-def list_leads(status: str, access_key_id: str, as_json: bool, data_dir: Path | None) -> None:
+@workspace_options
+def list_leads(status: str, access_key_id: str, as_json: bool) -> None:
     """List leads (reading the queue is logged)."""
-    root = resolve_data_dir(data_dir)
     wanted = None if status == "all" else status.upper()
-    leads = ReviewDesk.open(root).list(_caller(root, access_key_id), RequestInfo(str(uuid.uuid4())), wanted)
+    leads = _desk().list(_caller(access_key_id), RequestInfo(str(uuid.uuid4())), wanted)
     if as_json:
         emit_json(leads)
         return
@@ -73,11 +75,8 @@ def list_leads(status: str, access_key_id: str, as_json: bool, data_dir: Path | 
     )
 
 
-def _decide(decision: str, lead_id: str, access_key_id: str, note: str | None, data_dir: Path | None) -> None:
-    root = resolve_data_dir(data_dir)
-    lead = ReviewDesk.open(root).decide(
-        lead_id, decision, _caller(root, access_key_id), RequestInfo(str(uuid.uuid4())), note
-    )
+def _decide(decision: str, lead_id: str, access_key_id: str, note: str | None) -> None:
+    lead = _desk().decide(lead_id, decision, _caller(access_key_id), RequestInfo(str(uuid.uuid4())), note)
     click.echo(f"lead {lead_id}: {lead['Status']}")
 
 
@@ -85,20 +84,20 @@ def _decide(decision: str, lead_id: str, access_key_id: str, note: str | None, d
 @click.argument("lead_id")
 @_key_option
 @click.option("--note", default=None, help="Why (kept in the queue and the audit log).")
-@data_dir_option
-def confirm(lead_id: str, access_key_id: str, note: str | None, data_dir: Path | None) -> None:
+@workspace_options
+def confirm(lead_id: str, access_key_id: str, note: str | None) -> None:
     """Confirm a lead; it becomes CONFIRMED at the second distinct verifier."""
-    _decide("confirm", lead_id, access_key_id, note, data_dir)
+    _decide("confirm", lead_id, access_key_id, note)
 
 
 @review.command("reject")
 @click.argument("lead_id")
 @_key_option
 @click.option("--note", default=None, help="Why (kept in the queue and the audit log).")
-@data_dir_option
-def reject(lead_id: str, access_key_id: str, note: str | None, data_dir: Path | None) -> None:
+@workspace_options
+def reject(lead_id: str, access_key_id: str, note: str | None) -> None:
     """Reject a lead (one rejection closes it)."""
-    _decide("reject", lead_id, access_key_id, note, data_dir)
+    _decide("reject", lead_id, access_key_id, note)
 
 
 commands = [review]

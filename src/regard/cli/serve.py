@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from regard.config import Settings
+from regard.workspace import Workspace
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -50,6 +51,13 @@ def log_config(level: str) -> dict[str, Any]:
     default=None,
     help="Data directory with keys and collections (default: REGARD_DATA_DIR or the user data dir).",
 )
+@click.option(
+    "--database-url",
+    envvar="REGARD_DATABASE_URL",
+    default=None,
+    help="postgresql://... shared by every node (default: REGARD_DATABASE_URL; unset: the embedded "
+    "store in the data directory). See docs/deployment.md.",
+)
 @click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
 @click.option(
     "--graceful-timeout",
@@ -60,7 +68,13 @@ def log_config(level: str) -> dict[str, Any]:
 )
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["info", "warning"]))
 def serve(
-    host: str, port: int, data_dir: Path | None, workers: int, graceful_timeout: int, log_level: str
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    database_url: str | None,
+    workers: int,
+    graceful_timeout: int,
+    log_level: str,
 ) -> None:
     """Serve Amazon Rekognition's face API (AWS JSON 1.1, SigV4) on HOST:PORT.
 
@@ -75,14 +89,17 @@ def serve(
     if data_dir is not None:
         # Worker processes read their settings from the environment.
         os.environ["REGARD_DATA_DIR"] = str(data_dir.expanduser().resolve())
+    if database_url:
+        os.environ["REGARD_DATABASE_URL"] = database_url
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    where = Workspace(settings)
     # Bind here, so that port 0 works and the address actually bound is reported before any
     # worker starts; uvicorn serves the socket (shared by every worker) through its descriptor.
     listener = _listen(host, port)
     bound = listener.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"regard: serving {settings.data_dir} ({workers} worker(s))", err=True)
+    click.echo(f"regard: serving {where.describe()} ({workers} worker(s))", err=True)
     click.echo(f"regard: listening on http://{shown}:{bound}", err=True)
     options: dict[str, Any] = {
         "factory": True,
