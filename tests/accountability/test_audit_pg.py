@@ -224,6 +224,21 @@ def test_an_append_inside_another_transaction_is_refused(db: PostgresDb, log: Pg
     assert log.append({"kind": "admin", "operation": "Test"})["seq"] == 1
 
 
+def test_appends_read_what_committed_before_the_lock_whatever_the_default_isolation(pg_url: str) -> None:
+    (name,) = _sql(pg_url, "SELECT current_database()")[0]
+    _sql(pg_url, f"ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'")
+    db = PostgresDb(pg_url)
+    try:
+        log = PgAuditLog(db, anchor_key=KEY)
+        assert db.connection().execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
+        with log._appending() as cur:
+            assert cur.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
+        _fill(log, 3)
+        assert log.verify().ok and log.head()[0] == 3
+    finally:
+        db.close()
+
+
 def test_bytes_and_reserved_fields_are_refused_and_strings_sanitised(log: PgAuditLog) -> None:
     with pytest.raises(TypeError, match="never go into the audit log"):
         log.append({"kind": "admin", "template": b"\x00\x01"})

@@ -7,8 +7,10 @@ Each is a row of ``audit_records`` holding its exact canonical text, plus ``kind
 
 Appends are serialised across threads, processes and nodes by a transaction-scoped advisory
 lock (:data:`AUDIT_LOCK`): under it the append reads the newest row (or the anchor), seals the
-record and inserts it, and the transaction commits before :meth:`PgAuditLog.append` returns, so an
-acknowledged operation's record is in the database. An append therefore needs a transaction of
+record and inserts it, and the transaction (READ COMMITTED, so that what it reads after the lock
+is what committed before it) commits before :meth:`PgAuditLog.append` returns, so an acknowledged
+operation's record is in the database; a lock not granted within :data:`LOCK_TIMEOUT` fails the
+append (closed). An append therefore needs a transaction of
 its own: called while this thread's connection is inside another, it fails (the record would
 otherwise commit, or roll back, with the caller's transaction). A record's ``time`` is the
 database server's clock, read under the lock, so times follow seq whichever node appends. There is
@@ -135,6 +137,10 @@ class PgAuditLog(AuditChain):
                     "database connection is inside another"
                 )
             with self.db.transaction() as cur:
+                # READ COMMITTED whatever the database's default: each statement after the lock
+                # sees every append committed before it was granted (under REPEATABLE READ the
+                # snapshot would predate the lock, and the newest row read would be stale).
+                cur.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
                 cur.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
                 cur.execute("SELECT pg_advisory_xact_lock(?)", (AUDIT_LOCK,))
                 yield cur
