@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -506,3 +507,73 @@ def test_an_intent_names_no_intent_and_an_unknown_writer_is_gone(log: PgAuditLog
     assert log.orphan_intents() == [record]
     assert log.append({"kind": INTENT_KIND, "operation": "X", "writer": log.writer_token()})["seq"] == 2
     assert log.orphan_intents() == [record]  # this log's own writer is alive
+
+
+# -- through the guard and the command line -------------------------------------------------
+def test_the_guard_writes_intents_and_outcomes_into_the_shared_chain_and_reconciles_a_dead_writer(
+    tmp_path: Path, db: PostgresDb, log: PgAuditLog
+) -> None:
+    from regard.accountability.guard import Guard
+    from regard.accountability.request import RequestInfo
+    from regard.service import Service
+
+    from .helpers import ADMIN
+
+    with Service.open(tmp_path) as service:
+        guard = Guard(tmp_path, service_factory=lambda: service, audit=PgAuditLog(db, anchor_key=KEY))
+        guard.run(
+            "CreateCollection",
+            {"CollectionId": "people"},
+            ADMIN,
+            RequestInfo(request_id="create-people"),
+            lambda p: service.create_collection(p["CollectionId"]),
+        )
+        intent, outcome = log.records()
+        assert (intent["kind"], intent["outcome"]) == (INTENT_KIND, "pending")
+        assert (outcome["intent_seq"], outcome["outcome"]) == (intent["seq"], "success")
+        # a writer that died between its intent and its outcome: the next guard records it
+        dead = PgAuditLog(db, anchor_key=KEY)
+        fields = {k: v for k, v in intent.items() if k not in ("seq", "time", "prev_hash", "hash")}
+        dead.append({**fields, "request_id": "r-dead", "writer": dead.writer_token()})
+        dead.close()
+        Guard(tmp_path, service_factory=lambda: service, audit=PgAuditLog(db, anchor_key=KEY))
+        guard.audit.close()
+    last = list(log.records())[-1]
+    assert (last["request_id"], last["outcome"], last["intent_seq"]) == ("r-dead", "unknown", 3)
+    assert last["collection_state"]["found"] is not None  # the collection as found afterwards
+    assert log.orphan_intents() == [] and log.verify().ok
+
+
+def test_regard_audit_verify_and_head_check_the_shared_chain_from_any_node(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from regard.cli.main import main
+    from regard.workspace import Workspace
+
+    monkeypatch.setenv("REGARD_MASTER_KEY", Fernet.generate_key().decode())
+    a, b = tmp_path / "node-a", tmp_path / "node-b"
+    nodes = [Workspace.open(data_dir=d, database_url=pg_url) for d in (a, b)]
+    chains = [ws.audit() for ws in nodes]
+    assert all(isinstance(c, PgAuditLog) for c in chains)
+    _fill(chains[0], 5)
+    _fill(chains[1], 5)
+    assert chains[1].prune(datetime.now(UTC), actor="ops", now=FUTURE) == 10  # anchor signed by B
+
+    def cli(data_dir: Path, *args: str) -> tuple[int, str]:
+        code = main(["audit", *args, "--data-dir", str(data_dir), "--database-url", pg_url])
+        return code, capsys.readouterr().out
+
+    code, out = cli(a, "head")
+    assert code == 0 and out.split() == [str(n) for n in chains[0].head()]
+    code, out = cli(a, "verify", "--json", "--expect", f"{out.split()[0]}:{out.split()[1]}")
+    assert code == 0 and json.loads(out)["ok"] is True  # A checks B's anchor with the same derived key
+    _sql(pg_url, "UPDATE audit_records SET record = replace(record, 'ops', 'someone else') WHERE seq = 11")
+    code, out = cli(b, "verify", "--json")
+    report = json.loads(out)
+    assert code == 1 and (report["ok"], report["broken_seq"], report["broken_line"]) == (False, 11, 1)
+    for ws in nodes:
+        db = ws.db()
+        assert db is not None
+        db.close()
