@@ -441,6 +441,21 @@ def test_a_live_writers_open_intent_is_not_an_orphan_until_it_closes(db: Postgre
     node.db.close()
 
 
+def test_a_writer_whose_connection_died_takes_a_new_token(pg_url: str, db: PostgresDb) -> None:
+    """As after a server restart: the old token's intents are orphans, new intents are not."""
+    writer = PgAuditLog(db, anchor_key=KEY)
+    node = PgAuditLog(PostgresDb(pg_url), anchor_key=KEY)
+    old = _intent(writer, "r-old")
+    assert writer._writer is not None
+    pid = writer._writer[1].info.backend_pid
+    assert _sql(pg_url, "SELECT pg_terminate_backend(%s, 60000)", (pid,)) == [(True,)]  # waits for its end
+    new = _intent(writer, "r-new")
+    assert new["writer"] != old["writer"]
+    assert node.orphan_intents() == [old]
+    writer.close()
+    node.db.close()
+
+
 def test_a_writer_killed_with_sigkill_leaves_an_orphan_that_is_reconciled_once(
     pg_url: str, db: PostgresDb, log: PgAuditLog
 ) -> None:

@@ -27,6 +27,11 @@ a dedicated connection holds for the writer's life: when the process dies, its c
 and the server releases the lock; an open intent whose writer's lock can be taken
 (``pg_try_advisory_lock``, released again at once) is an orphan. A node that vanishes without
 closing its socket is noticed through TCP keepalives (set on that connection), not at once.
+That connection needs a session of its own for its life: behind a pooler in transaction mode
+(PgBouncer's ``pool_mode = transaction``) session advisory locks do not hold, so point regard at
+PostgreSQL or at a session-mode pool. A writer whose connection dies while its process lives
+(the server restarted) loses its lock: another node may then record its open intent's outcome
+as unknown, and the real outcome record follows it, naming the same intent.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ LOCK_TIMEOUT = "30s"
 #: Rows read per page or per fetch of a server-side cursor.
 PAGE = 1000
 #: Keepalives on a writer's liveness connection: a vanished node's lock goes within about 2 minutes.
-WRITER_KEEPALIVES = (
+WRITER_SETTINGS = (
     "SET tcp_keepalives_idle = 60",
     "SET tcp_keepalives_interval = 10",
     "SET tcp_keepalives_count = 6",
@@ -223,13 +228,19 @@ class PgAuditLog(AuditChain):
     # -- intents ----------------------------------------------------------------------------
     def writer_token(self) -> str:
         """This log object's writer token; the first call opens a connection that holds the
-        token's session-level advisory lock until :meth:`close` or the process's end (a broken
-        connection has lost it: a new token and connection replace it)."""
+        token's session-level advisory lock until :meth:`close` or the process's end.
+
+        Each call checks that connection with one round trip: one that died (the server
+        restarted, or it was terminated) has lost the lock, and the intents written under its
+        token are orphans to every other node now, so a new token and connection replace it
+        rather than letting the next intent look abandoned from the start."""
         with self._writer_lock:
             if self._writer is not None:
                 token, conn = self._writer
-                if not conn.closed and not conn.broken:
-                    return token
+                with contextlib.suppress(psycopg.Error):
+                    if not conn.closed:
+                        conn.execute(b"SELECT 1")
+                        return token
                 self._writer = None
                 with contextlib.suppress(psycopg.Error):
                     conn.close()
@@ -237,8 +248,10 @@ class PgAuditLog(AuditChain):
             try:
                 conn = psycopg.connect(self.db.url, autocommit=True, application_name="regard audit writer")
                 try:
-                    for setting in WRITER_KEEPALIVES:
+                    for setting in WRITER_SETTINGS:
                         conn.execute(setting.encode())
+                    if conn.info.server_version >= 140000:  # an idle writer is a live one
+                        conn.execute(b"SET idle_session_timeout = 0")
                     conn.execute("SELECT pg_advisory_lock(%s, %s)", writer_lock_keys(token))
                 except BaseException:
                     conn.close()
