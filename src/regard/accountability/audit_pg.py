@@ -10,12 +10,12 @@ lock (:data:`AUDIT_LOCK`): under it the append reads the newest row (or the anch
 record and inserts it, and the transaction (READ COMMITTED, so that what it reads after the lock
 is what committed before it) commits before :meth:`PgAuditLog.append` returns, so an acknowledged
 operation's record is in the database; a lock not granted within :data:`LOCK_TIMEOUT` fails the
-append (closed). An append therefore needs a transaction of
-its own: called while this thread's connection is inside another, it fails (the record would
-otherwise commit, or roll back, with the caller's transaction). A record's ``time`` is the
-database server's clock, read under the lock, so times follow seq whichever node appends. There is
-no torn tail here: a record is a row that a transaction inserts whole or not at all, so the file
-log's repair step does not exist on PostgreSQL.
+append (closed). An append therefore needs a transaction of its own: called while this thread's
+connection is inside another, it fails (the record would otherwise commit, or roll back, with the
+caller's transaction). A record's ``time`` is the database server's clock, read under the lock:
+one clock for every node, not each node's own. There is no torn tail here: a record is a row that
+a transaction inserts whole or not at all, so the file log's repair step does not exist on
+PostgreSQL.
 
 A prune deletes the oldest rows, writes the single ``audit_anchor`` row (the last pruned record's
 seq and hash, when, and an HMAC-SHA256 under ``anchor_key`` over the same fields as the file
