@@ -151,6 +151,16 @@ def test_two_nodes_share_faces_keys_and_one_audit_chain(cluster: Cluster, photos
         listed = _face_ids(node.client("admin"), "gallery")
         assert sorted(listed) == sorted(acknowledged)
 
+    # a NextToken from A pages on through B; a ClientRequestToken retried on B is the same request
+    page = a.client("admin").list_faces(CollectionId="gallery", MaxResults=4)
+    rest = b.client("admin").list_faces(CollectionId="gallery", MaxResults=100, NextToken=page["NextToken"])
+    paged = [f["FaceId"] for f in page["Faces"] + rest["Faces"]]
+    assert sorted(paged) == sorted(acknowledged)
+    for node in (a, b):
+        node.client("admin").create_user(CollectionId="gallery", UserId="u1", ClientRequestToken="tok-1")
+    users = b.client("admin").list_users(CollectionId="gallery")["Users"]
+    assert [u["UserId"] for u in users] == ["u1"]
+
     # delete through B: neither node lists or finds those faces any more
     gone = [f for f, n in acknowledged.items() if n == "a"][:3]
     deleted = b.client("admin").delete_faces(CollectionId="gallery", FaceIds=gone)["DeletedFaces"]
