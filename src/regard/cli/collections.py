@@ -9,11 +9,10 @@ and are not recorded.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,18 @@ from regard.api.rekognition.operations import ApiOperation, Context
 from regard.api.rekognition.s3 import S3Images
 from regard.cli.output import emit_json, emit_table
 from regard.config import Settings
-from regard.errors import RegardError
-from regard.service import IndexFacesResult, Service, render
+from regard.enrol import (
+    DEFAULT_BATCH_SIZE,
+    SKIPPED,
+    Options,
+    Outcome,
+    Summary,
+    enrol_local,
+    enrol_ray,
+    items_from_manifest,
+    items_from_paths,
+)
+from regard.service import Service, render
 
 R = TypeVar("R")
 
@@ -191,16 +200,21 @@ def delete(
 
 
 # -- index and search ----------------------------------------------------------------------------
-def _default_external_id(path: Path) -> str:
-    return re.sub(r"[^a-zA-Z0-9_.\-:]", "_", path.name)[:255]
-
-
 @click.command("index")
 @click.argument("collection_id")
-@click.argument(
-    "images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+@click.argument("images", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV (path[,external_image_id]) or JSON lines file listing images, paths relative to it.",
 )
-@click.option("--external-id", default=None, help="ExternalImageId for every face (default: the file name).")
+@click.option(
+    "--external-id",
+    default=None,
+    help="ExternalImageId for every face (default: the file name; in a folder or manifest, its path "
+    "with ':' between folders).",
+)
 @click.option("--max-faces", type=int, default=None, help="Index at most this many faces per image.")
 @click.option(
     "--quality-filter",
@@ -214,87 +228,134 @@ def _default_external_id(path: Path) -> str:
     "--jobs",
     type=click.IntRange(min=1),
     default=None,
-    help="Images processed at once (default: one per CPU core). Results keep the given order.",
+    help="Images processed at once (default: one per CPU core); with --ray, the Ray workers "
+    "(default: one per CPU of the cluster).",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="ADDRESS",
+    help='Run detection and embedding on Ray workers (needs regard[ray]): "local" starts Ray on '
+    "this machine, anything else is a cluster address for ray.init (e.g. auto, ray://head:10001).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Images per Ray task.",
+)
+@click.option("--jsonl", is_flag=True, help="One JSON line per image as it finishes, then a summary line.")
+@click.option("--stop-after", type=click.IntRange(min=1), default=None, hidden=True)
 @common
 def index(
     collection_id: str,
     images: tuple[Path, ...],
+    manifest: Path | None,
     external_id: str | None,
     max_faces: int | None,
     quality_filter: str,
     source_note: str | None,
     legal_basis: str | None,
     jobs: int | None,
+    ray_address: str | None,
+    batch_size: int,
+    jsonl: bool,
+    stop_after: int | None,
     data_dir: Path | None,
     database_url: str | None,
     as_json: bool,
 ) -> None:
-    """Index the faces in one or more images into a collection.
+    """Index the faces in images, folders of images or a manifest's images into a collection.
 
-    Several images are decoded, detected and embedded at once (``--jobs``): the networks spend
-    part of each image's time in single-threaded steps, so two images in flight keep two cores
-    busy. Every face is committed as its image finishes.
+    An image whose ExternalImageId and content (sha256) already have a face in the collection is
+    skipped, so an interrupted run resumes where it stopped. Errors are reported per image and
+    never stop the others. Several images are processed at once (``--jobs``), or on Ray workers
+    (``--ray``), which load the models once and send back what they found; this process stores
+    every image through IndexFaces under the guard, so each gets its audit record
+    (:mod:`regard.enrol`).
     """
-    results: list[dict[str, Any]] = []
-    failed = 0
-    workers = min(len(images), jobs or os.cpu_count() or 1)
-    provenance = Provenance(source_note, legal_basis)
+    if not images and manifest is None:
+        raise click.UsageError("give IMAGES (files or folders) or --manifest")
+    items = items_from_paths(images, external_id)
+    if manifest is not None:
+        items += items_from_manifest(manifest, external_id)
+    if ray_address is not None:
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:
+            raise click.ClickException("--ray needs Ray: pip install 'regard[ray]'") from exc
+    options = Options(collection_id, max_faces, quality_filter, Provenance(source_note, legal_basis))
+    summary = Summary()
+    results: list[Outcome] = []
+    interrupted = False
     with _service(data_dir, database_url) as local:
-
-        def one(path: Path) -> IndexFacesResult | RegardError:
-            params = _given(
-                CollectionId=collection_id,
-                Image={"Bytes": path.read_bytes()},
-                ExternalImageId=external_id or _default_external_id(path),
-                MaxFaces=max_faces,
-                QualityFilter=quality_filter,
+        if ray_address is not None:
+            outcomes = enrol_ray(
+                local, items, options, address=ray_address, workers=jobs, batch_size=batch_size
             )
-            try:
-                return local.run(operations.index_faces, params, provenance)
-            except RegardError as exc:
-                return exc
+        else:
+            workers = max(1, min(len(items), jobs or os.cpu_count() or 1))
+            outcomes = enrol_local(local, items, options, workers)
+        bar = tqdm(total=len(items), desc="indexing", unit="image", disable=len(items) < 2, leave=False)
+        try:
+            for out in outcomes:
+                summary.add(out)
+                bar.update()
+                if jsonl:
+                    click.echo(json.dumps(out.as_json()))
+                else:
+                    results.append(out)
+                if stop_after is not None and summary.images >= stop_after:
+                    raise KeyboardInterrupt  # as an operator's ^C: the test hook of an interruption
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            outcomes.close()
+            bar.close()
+    _report(summary, results, as_json=as_json, jsonl=jsonl, interrupted=interrupted)
+    if len(items) == 1 and results and results[0].error is not None:  # one image: its error
+        if results[0].exception is not None:
+            raise results[0].exception
+        code, message = results[0].error
+        raise click.ClickException(f"{code}: {message}")
+    if interrupted:
+        click.echo("regard: interrupted; run the same command again to resume", err=True)
+        raise click.exceptions.Exit(130)
+    if summary.errors:
+        raise click.ClickException(f"{summary.errors} of {len(items)} images failed")
 
-        with ThreadPoolExecutor(workers, thread_name_prefix="regard-index") as pool:
-            outcomes = tqdm(
-                pool.map(one, images),
-                total=len(images),
-                desc="indexing",
-                unit="image",
-                disable=len(images) < 2,
-                leave=False,
-            )
-            for path, out in zip(images, outcomes, strict=True):
-                if isinstance(out, RegardError):
-                    if len(images) == 1:
-                        raise out
-                    failed += 1
-                    results.append({"Image": str(path), "Error": out.code, "Message": out.message})
-                    continue
-                results.append(
-                    {
-                        "Image": str(path),
-                        "FaceRecords": [
-                            render.face(r.face, out.face_model_version) for r in out.face_records
-                        ],
-                        "UnindexedFaces": [{"Reasons": u.reasons} for u in out.unindexed_faces],
-                    }
-                )
-    if as_json:
-        emit_json({"Results": results})
+
+def _report(
+    summary: Summary, results: list[Outcome], *, as_json: bool, jsonl: bool, interrupted: bool
+) -> None:
+    totals = {**summary.as_json(), "Interrupted": interrupted}
+    if jsonl:
+        click.echo(json.dumps({"Summary": totals}))
+    elif as_json:
+        emit_json({"Results": [r.as_json() for r in results], "Summary": totals})
     else:
-        rows = []
+        rows: list[tuple[str, str, str]] = []
         for r in results:
-            if "Error" in r:
-                rows.append((r["Image"], "-", f"{r['Error']}: {r['Message']}"))
-                continue
-            rows.extend((r["Image"], f["FaceId"], "indexed") for f in r["FaceRecords"])
-            rows.extend((r["Image"], "-", "skipped: " + ",".join(u["Reasons"])) for u in r["UnindexedFaces"])
-            if not r["FaceRecords"] and not r["UnindexedFaces"]:
-                rows.append((r["Image"], "-", "no face"))
+            path = r.item.path
+            if r.error is not None:
+                rows.append((path, "-", f"{r.error[0]}: {r.error[1]}"))
+            elif r.status == SKIPPED:
+                rows.append((path, "-", "skipped: already indexed"))
+            elif r.result is not None:
+                rows.extend((path, f.face.face_id, "indexed") for f in r.result.face_records)
+                rows.extend((path, "-", "skipped: " + ",".join(u.reasons)) for u in r.result.unindexed_faces)
+                if not r.result.face_records and not r.result.unindexed_faces:
+                    rows.append((path, "-", "no face"))
         emit_table(["IMAGE", "FACE ID", "RESULT"], rows)
-    if failed:
-        raise click.ClickException(f"{failed} of {len(images)} images failed")
+    if summary.images > 1 or interrupted:
+        click.echo(
+            f"regard: {summary.images} images: {summary.indexed} indexed ({summary.faces} faces), "
+            f"{summary.no_face} without a face indexed, {summary.skipped} skipped (already indexed), "
+            f"{summary.errors} failed; {totals['ImagesPerSecond']} images/s",
+            err=True,
+        )
 
 
 @click.command("search")
