@@ -189,6 +189,8 @@ def test_ray_reports_a_corrupt_file_and_indexes_the_others(
 
 
 # -- the dataset: a few hundred portraits, interrupted and resumed ------------------------------
+@pytest.mark.dataset
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_ray_enrolment_of_a_dataset_interrupted_and_resumed_ends_with_one_face_per_image(
     local_ray: Any,
