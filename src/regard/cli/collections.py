@@ -9,6 +9,7 @@ and are not recorded.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import uuid
@@ -281,11 +282,8 @@ def index(
     items = items_from_paths(images, external_id)
     if manifest is not None:
         items += items_from_manifest(manifest, external_id)
-    if ray_address is not None:
-        try:
-            import ray  # noqa: F401
-        except ImportError as exc:
-            raise click.ClickException("--ray needs Ray: pip install 'regard[ray]'") from exc
+    if ray_address is not None and importlib.util.find_spec("ray") is None:
+        raise click.ClickException("--ray needs Ray: pip install 'regard[ray]'")
     options = Options(collection_id, max_faces, quality_filter, Provenance(source_note, legal_basis))
     summary = Summary()
     results: list[Outcome] = []
