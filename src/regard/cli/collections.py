@@ -272,10 +272,10 @@ def index(
 
     An image whose ExternalImageId and content (sha256) already have a face in the collection is
     skipped, so an interrupted run resumes where it stopped. Errors are reported per image and
-    never stop the others. Several images are processed at once (``--jobs``), or on Ray workers
-    (``--ray``), which load the models once and send back what they found; this process stores
-    every image through IndexFaces under the guard, so each gets its audit record
-    (:mod:`regard.enrol`).
+    never stop the others. Several images are processed at once (--jobs), or on Ray workers
+    (--ray), which load the models once and send back what they found; this process stores every
+    image through IndexFaces under the guard, so each gets its audit record (design notes: the
+    regard.enrol module).
     """
     if not images and manifest is None:
         raise click.UsageError("give IMAGES (files or folders) or --manifest")
