@@ -51,6 +51,7 @@ class Workspace:
         self.settings = settings
         self._db: PostgresDb | None = None
         self._master: bytes | None = None
+        self._chains: list[AuditChain] = []  # closed with the workspace (their writer locks)
         self._lock = threading.Lock()
 
     @classmethod
@@ -141,14 +142,19 @@ class Workspace:
             else self.policies().load().retention_floor_days
         )
         db = self.db()
+        chain: AuditChain
         if db is None:
             from regard.accountability.audit import AuditLog
 
-            return AuditLog(self.data_dir, retention_floor_days=days)
-        from regard.accountability.audit_pg import PgAuditLog
+            chain = AuditLog(self.data_dir, retention_floor_days=days)
+        else:
+            from regard.accountability.audit_pg import PgAuditLog
 
-        anchor_key = hmac.new(self.master_key(), ANCHOR_KEY_LABEL, hashlib.sha256).digest()
-        return PgAuditLog(db, anchor_key=anchor_key, retention_floor_days=days)
+            anchor_key = hmac.new(self.master_key(), ANCHOR_KEY_LABEL, hashlib.sha256).digest()
+            chain = PgAuditLog(db, anchor_key=anchor_key, retention_floor_days=days)
+        with self._lock:
+            self._chains.append(chain)
+        return chain
 
     def review(self) -> ReviewQueue:
         from regard.accountability.review import ReviewQueue
@@ -169,7 +175,11 @@ class Workspace:
         )
 
     def close(self) -> None:
+        """Close the audit chains opened here (releasing their writer locks) and the database."""
         with self._lock:
+            for chain in self._chains:
+                chain.close()
+            self._chains.clear()
             if self._db is not None:
                 self._db.close()
             self._db = None

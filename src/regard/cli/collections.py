@@ -28,8 +28,8 @@ from regard.accountability.request import Caller, Params, Provenance, RequestInf
 from regard.api.rekognition import operations
 from regard.api.rekognition.operations import ApiOperation, Context
 from regard.api.rekognition.s3 import S3Images
+from regard.cli.common import workspace, workspace_options
 from regard.cli.output import emit_json, emit_table
-from regard.config import Settings
 from regard.enrol import (
     DEFAULT_BATCH_SIZE,
     SKIPPED,
@@ -45,27 +45,11 @@ from regard.service import Service, render
 
 R = TypeVar("R")
 
-_options = [
-    click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Data directory (default: REGARD_DATA_DIR or the user data dir).",
-    ),
-    click.option(
-        "--database-url",
-        envvar="REGARD_DATABASE_URL",
-        default=None,
-        help="postgresql://... to use PostgreSQL + pgvector instead of the embedded store.",
-    ),
-    click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
-]
-
 
 def common(f: Any) -> Any:
-    for option in reversed(_options):
-        f = option(f)
-    return f
+    """``--data-dir``, ``--database-url`` (:func:`regard.cli.common.workspace_options`) and ``--json``."""
+    f = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+    return workspace_options(f)
 
 
 @dataclass
@@ -86,18 +70,18 @@ class Local:
 
 
 @contextmanager
-def _service(data_dir: Path | None, database_url: str | None) -> Iterator[Local]:
-    settings = Settings.from_env()
-    root = data_dir.expanduser() if data_dir is not None else settings.data_dir
-    service = Service.open(root, database_url=database_url)
+def _service() -> Iterator[Local]:
+    """The command's workspace (:func:`regard.cli.common.workspace`) as the local operator."""
+    ws = workspace()
+    service = ws.service()
 
     def service_factory() -> Service:
         return service
 
     try:
-        ctx = Context(engine=service.engine, s3=S3Images(settings), service_factory=service_factory)
+        ctx = Context(engine=service.engine, s3=S3Images(ws.settings), service_factory=service_factory)
         # every change and search made from the shell goes to the audit log (regard.accountability)
-        yield Local(service, local_guard(root, service_factory), ctx, local_caller())
+        yield Local(service, local_guard(ws, service_factory), ctx, local_caller())
     finally:
         service.close()
 
@@ -127,12 +111,10 @@ def collections() -> None:
 @click.argument("collection_id")
 @click.option("--tag", "tags", multiple=True, help="KEY=VALUE (repeatable).")
 @common
-def create(
-    collection_id: str, tags: tuple[str, ...], data_dir: Path | None, database_url: str | None, as_json: bool
-) -> None:
+def create(collection_id: str, tags: tuple[str, ...], as_json: bool) -> None:
     """Create a collection."""
     params = _given(CollectionId=collection_id, Tags=_parse_tags(tags) or None)
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         out = local.run(operations.create_collection, params)
     if as_json:
         emit_json(operations.create_collection.render(out, params))
@@ -142,10 +124,10 @@ def create(
 
 @collections.command("list")
 @common
-def list_(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
+def list_(as_json: bool) -> None:
     """List every collection."""
     rows: list[tuple[str, str]] = []
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         token: str | None = None
         while True:
             page = local.service.list_collections(max_results=1000, next_token=token)
@@ -162,9 +144,9 @@ def list_(data_dir: Path | None, database_url: str | None, as_json: bool) -> Non
 @collections.command("describe")
 @click.argument("collection_id")
 @common
-def describe(collection_id: str, data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
+def describe(collection_id: str, as_json: bool) -> None:
     """Faces, users, model and content version of a collection."""
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         d = local.service.describe_collection(collection_id)
     data = {
         "CollectionARN": d.collection_arn,
@@ -185,14 +167,12 @@ def describe(collection_id: str, data_dir: Path | None, database_url: str | None
 @click.argument("collection_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @common
-def delete(
-    collection_id: str, yes: bool, data_dir: Path | None, database_url: str | None, as_json: bool
-) -> None:
+def delete(collection_id: str, yes: bool, as_json: bool) -> None:
     """Delete a collection with all of its faces, templates and users."""
     if not yes and not as_json:
         click.confirm(f"Delete collection {collection_id} and every face in it?", abort=True)
     params = {"CollectionId": collection_id}
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         out = local.run(operations.delete_collection, params)
     if as_json:
         emit_json(operations.delete_collection.render(out, params))
@@ -264,8 +244,6 @@ def index(
     batch_size: int,
     jsonl: bool,
     stop_after: int | None,
-    data_dir: Path | None,
-    database_url: str | None,
     as_json: bool,
 ) -> None:
     """Index the faces in images, folders of images or a manifest's images into a collection.
@@ -288,7 +266,7 @@ def index(
     summary = Summary()
     results: list[Outcome] = []
     interrupted = False
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         if ray_address is not None:
             outcomes = enrol_ray(
                 local, items, options, address=ray_address, workers=jobs, batch_size=batch_size
@@ -367,8 +345,6 @@ def search(
     image: Path,
     threshold: float,
     max_faces: int,
-    data_dir: Path | None,
-    database_url: str | None,
     as_json: bool,
 ) -> None:
     """Search a collection for the largest face in IMAGE."""
@@ -378,7 +354,7 @@ def search(
         "MaxFaces": max_faces,
         "FaceMatchThreshold": threshold,
     }
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         out = local.run(operations.search_faces_by_image, params)
     if as_json:
         emit_json(operations.search_faces_by_image.render(out, params))
@@ -402,11 +378,9 @@ def users() -> None:
 @click.argument("collection_id")
 @click.argument("user_id")
 @common
-def user_create(
-    collection_id: str, user_id: str, data_dir: Path | None, database_url: str | None, as_json: bool
-) -> None:
+def user_create(collection_id: str, user_id: str, as_json: bool) -> None:
     """Create a user."""
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         local.run(operations.create_user, {"CollectionId": collection_id, "UserId": user_id})
     emit_json({}) if as_json else click.echo(f"created user {user_id}")
 
@@ -415,11 +389,9 @@ def user_create(
 @click.argument("collection_id")
 @click.argument("user_id")
 @common
-def user_delete(
-    collection_id: str, user_id: str, data_dir: Path | None, database_url: str | None, as_json: bool
-) -> None:
+def user_delete(collection_id: str, user_id: str, as_json: bool) -> None:
     """Delete a user (its faces stay in the collection)."""
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         local.run(operations.delete_user, {"CollectionId": collection_id, "UserId": user_id})
     emit_json({}) if as_json else click.echo(f"deleted user {user_id}")
 
@@ -427,10 +399,10 @@ def user_delete(
 @users.command("list")
 @click.argument("collection_id")
 @common
-def user_list(collection_id: str, data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
+def user_list(collection_id: str, as_json: bool) -> None:
     """List a collection's users."""
     found = []
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         token: str | None = None
         while True:
             page = local.service.list_users(collection_id, next_token=token)
@@ -455,8 +427,6 @@ def user_associate(
     user_id: str,
     face_ids: tuple[str, ...],
     threshold: float,
-    data_dir: Path | None,
-    database_url: str | None,
     as_json: bool,
 ) -> None:
     """Associate faces with a user."""
@@ -466,7 +436,7 @@ def user_associate(
         "FaceIds": list(face_ids),
         "UserMatchThreshold": threshold,
     }
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         out = local.run(operations.associate_faces, params)
     unsuccessful = render.unsuccessful_faces(out.unsuccessful, with_confidence=True)
     if as_json:
@@ -486,13 +456,11 @@ def user_disassociate(
     collection_id: str,
     user_id: str,
     face_ids: tuple[str, ...],
-    data_dir: Path | None,
-    database_url: str | None,
     as_json: bool,
 ) -> None:
     """Disassociate faces from a user."""
     params = {"CollectionId": collection_id, "UserId": user_id, "FaceIds": list(face_ids)}
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         out = local.run(operations.disassociate_faces, params)
     if as_json:
         emit_json(operations.disassociate_faces.render(out, params))
@@ -517,15 +485,13 @@ def user_search(
     face_id: str | None,
     threshold: float,
     max_users: int,
-    data_dir: Path | None,
-    database_url: str | None,
     as_json: bool,
 ) -> None:
     """Find users like an image's largest face, a user or a face (give exactly one)."""
     if sum(x is not None for x in (image, user_id, face_id)) != 1:
         raise click.UsageError("give exactly one of --image, --user-id and --face-id")
     limits = {"CollectionId": collection_id, "UserMatchThreshold": threshold, "MaxUsers": max_users}
-    with _service(data_dir, database_url) as local:
+    with _service() as local:
         if image is not None:
             by_image = {**limits, "Image": {"Bytes": image.read_bytes()}}
             matches = local.run(operations.search_users_by_image, by_image).user_matches
