@@ -42,9 +42,8 @@ Accountability on Ray: the driver stores
     The cost is that image bytes travel back to the driver (the object store on one machine; on a
     cluster about 100 kB per photo, little beside the detection time), and storing is serial on
     the driver: measured at 0.11-0.14 s per image (guarded IndexFaces on PostgreSQL, loaded 2-core
-    machine), about 60% of it the scoring parameters' hash recomputed four times per call
-    (``ScoreNormalizer.sha256``), so beyond a handful of workers the driver is the limit until
-    that hash is cached.
+    machine) while the scoring parameters' hash was recomputed four times per call; it is now
+    computed once (``ScoreNormalizer.sha256``, ~22 ms a time), which removed most of that.
     The templates are IndexFaces' own: each image's faces are embedded in one batch, as
     IndexFaces does; batching chips across images was left out so a template never depends on
     which images shared its batch.
