@@ -572,8 +572,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "keys-revoked-accepted",
         KEYS,
-        '"FROM access_keys WHERE access_key_id = ? AND revoked_at IS NULL",',
-        '"FROM access_keys WHERE access_key_id = ?",',
+        '"WHERE access_key_id = ? AND revoked_at IS NULL",',
+        '"WHERE access_key_id = ?",',
         "a revoked key still signs requests",
         KEY_TESTS,
     ),
