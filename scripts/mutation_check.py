@@ -64,6 +64,7 @@ T = "tests/"
 KILLS = T + "accountability/test_mutation_kills.py"
 SIGV4_KILLS = T + "api/test_sigv4_mutation_kills.py"
 LOOKUP = T + "scoring/test_calibration_lookup.py"
+REVIEW_PG = T + "accountability/test_review_pg.py"
 
 GUARD_TESTS = (
     KILLS + "::test_raised_threshold_is_what_the_operation_receives",
@@ -584,6 +585,58 @@ MUTANTS: tuple[Mutant, ...] = (
         "if hit is not None:",
         "a cached secret never expires: a key revoked by another process keeps working",
         KEY_TESTS,
+    ),
+    # -- the state nodes share in PostgreSQL (issue 16) --
+    Mutant(
+        "shared-master-key-unchecked",
+        KEYS,
+        "if row is None or not hmac.compare_digest(str(row[0]), mine):",
+        "if row is None:",
+        "a node with another master key opens the shared key table (and fails every signature later)",
+        (T + "store/test_shared_keys.py::test_a_node_with_another_master_key_fails_at_open",),
+    ),
+    Mutant(
+        "shared-audit-unlocked",
+        "src/regard/accountability/audit_pg.py",
+        'cur.execute("SELECT pg_advisory_xact_lock(?)", (AUDIT_LOCK,))',
+        'cur.execute("SELECT 1")',
+        "nodes append to the shared chain without the lock: two records claim one seq or one prev_hash",
+        (
+            T + "accountability/test_audit_pg.py::"
+            "test_two_processes_and_threads_append_at_once_into_one_gapless_chain",
+        ),
+    ),
+    Mutant(
+        "shared-anchor-unauthenticated",
+        "src/regard/accountability/audit_pg.py",
+        "if not isinstance(mac, str) or not hmac.compare_digest(mac, expected):",
+        "if not isinstance(mac, str):",
+        "a forged anchor row hides records deleted from the start of the shared chain",
+        (
+            T + "accountability/test_audit_pg.py::"
+            "test_deleting_the_first_rows_and_forging_the_anchor_fails_naming_the_anchor",
+        ),
+    ),
+    Mutant(
+        "shared-review-no-row-lock",
+        "src/regard/accountability/review.py",
+        'self.lock_row = " FOR UPDATE" if db.kind == "postgres" else ""',
+        'self.lock_row = ""',
+        "two verifiers deciding at once on two nodes: one decision is lost or a rejection is overridden",
+        (
+            REVIEW_PG + "::test_two_verifiers_confirming_at_once_through_two_nodes_both_count",
+            REVIEW_PG + "::test_a_confirmation_racing_a_rejection_ends_rejected",
+        ),
+    ),
+    Mutant(
+        "shared-policy-set-unlocked",
+        "src/regard/accountability/policy.py",
+        "        # Read, change and write under the lock: every node's set() sees the one before it.\n"
+        "        with self.db.transaction(lock=POLICY_LOCK) as cur:",
+        "        # Read, change and write under the lock: every node's set() sees the one before it.\n"
+        "        with self.db.transaction() as cur:",
+        "two nodes changing the policy at once: one change is lost",
+        (T + "store/test_shared_policy.py::test_concurrent_changes_from_two_processes_lose_nothing",),
     ),
 )
 

@@ -421,7 +421,7 @@ class PolicyStore:
 
     def _load_db(self) -> PolicyConfig:
         assert self.db is not None
-        with self.db.transaction() as cur:
+        with self.db.transaction(readonly=True) as cur:
             found = self._newest(cur)
         if found is None:  # an empty table: the first node writes the defaults, under the lock
             with self.db.transaction(lock=POLICY_LOCK) as cur:
