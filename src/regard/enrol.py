@@ -53,7 +53,7 @@ Per-file errors
     cannot be decoded or fails in the engine is reported on its own (status ``error`` with the
     Rekognition error code) and the batch goes on. Decoding and engine errors have an audit
     record (as IndexFaces on the API); unreadable and oversized files never reach the service.
-    A Ray worker that dies (a crash in native code, out of memory) is restarted by Ray; the images
+    A Ray worker that dies (a crash in native code, out of memory) is replaced by a new actor; the images
     of its batch are retried one by one, and one that kills a worker again is reported as failed.
 
 Local path
@@ -500,17 +500,29 @@ def enrol_ray(
 
 
 class _Workers:
-    """The run's Ray actors. Ray restarts one that dies (its engine is built again); the batch it
-    held is then retried image by image, so only an image that kills a worker twice is lost."""
+    """The run's Ray actors. One that dies is replaced by a new one (its engine is built again);
+    the batch it held is then retried image by image, so only an image that kills a worker twice
+    is lost."""
 
     def __init__(self, ray: Any, settings: Settings) -> None:
         self.ray = ray
         self.settings = settings
-        self.remote = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(EnrolWorker)
+        self.remote = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(EnrolWorker)
         self.actors: list[Any] = []
 
     def start(self, count: int) -> None:
         self.actors = [self.remote.remote(self.settings) for _ in range(count)]
+
+    def replace(self, actor: Any) -> Any:
+        """A new worker in place of ``actor``, which died. Calls on a new actor wait until its
+        engine is built; a restarted one (Ray's ``max_restarts``) instead refuses calls while it
+        restarts, so the image retried after a crash could be reported lost though it never ran
+        (seen on a loaded machine)."""
+        with contextlib.suppress(Exception):
+            self.ray.kill(actor, no_restart=True)
+        fresh = self.remote.remote(self.settings)
+        self.actors = [fresh if a is actor else a for a in self.actors]
+        return fresh
 
     def stop(self) -> None:
         for a in self.actors:
@@ -569,7 +581,7 @@ def _drive(
                 early.extend(Outcome(item, ERROR, error=("InternalServerError", lost)) for item in batch)
             else:
                 retry.extend(batch)
-            feed(actor)
+            feed(pool.replace(actor))
             continue
         feed(actor)
         for scan in scans:

@@ -356,7 +356,7 @@ def test_a_worker_that_dies_loses_only_the_image_that_kills_it(
     try:
         service.create_collection("people")
         pool = _Workers(local_ray, worker_settings(service.engine.settings))
-        pool.remote = local_ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(CrashingWorker)
+        pool.remote = local_ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(CrashingWorker)
         pool.start(1)
         try:  # one batch of three: the worker dies on it, then each image is retried alone
             outs = list(_drive(Unguarded(service), items_from_paths([folder]), Options("people"), pool, 3))
