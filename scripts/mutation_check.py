@@ -629,6 +629,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        "shared-compact-no-snapshot-wait",
+        "src/regard/store/postgres.py",
+        "        self._wait_for_older_snapshots(conn)\n",
+        "",
+        "VACUUM FULL runs while another session's snapshot still sees the erased rows: it copies them",
+        (T + "store/test_erasure.py::test_compaction_waits_for_a_snapshot_that_still_sees_the_erased_rows",),
+    ),
+    Mutant(
         "shared-policy-set-unlocked",
         "src/regard/accountability/policy.py",
         "        # Read, change and write under the lock: every node's set() sees the one before it.\n"

@@ -82,3 +82,52 @@ def test_deleted_faces_leave_the_postgres_table_files(
         assert np.asarray(r.embedding, np.float32).tobytes() not in base
     assert any(np.asarray(r.embedding, np.float32).tobytes() in base for r in records[5:])
     service.close()
+
+
+@pytest.mark.postgres
+def test_compaction_waits_for_a_snapshot_that_still_sees_the_erased_rows(
+    pg_server: Any, pg_url: str, engine: Engine, scorer: Scorer
+) -> None:
+    """A session that took its snapshot before the deletion (another node's long read) would make
+    VACUUM FULL copy the deleted rows into the new table file. Compaction waits for it to end."""
+    import threading
+    import time
+
+    import psycopg
+
+    service = Service.open(Path("unused"), engine=engine, database_url=pg_url, scorer=scorer)
+    service.create_collection("c")
+    records = service.add_templates("c", new_faces(people(6, 2, seed=13, spread=0.6)))
+    erased = records[:4]
+    reader = psycopg.connect(pg_url)
+    reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    reader.execute("SELECT 1")  # its snapshot, taken now, sees every face (no table lock held)
+    service.delete_faces("c", [r.face_id for r in erased])
+
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (service.compact(), done.set()), daemon=True)
+    worker.start()
+    # Wait until compaction is looking at the reader's snapshot: then it cannot have rewritten yet.
+    with psycopg.connect(pg_url, autocommit=True) as watch:
+        while not done.is_set():
+            rows = watch.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid NOT IN (%s, pg_backend_pid()) AND query LIKE '%%pg_stat_activity%%'",
+                (reader.info.backend_pid,),
+            ).fetchall()
+            if rows:
+                break
+            time.sleep(0.05)
+    assert not done.is_set(), "compaction finished while an older snapshot could still see rows"
+    reader.rollback()
+    reader.close()
+    worker.join()
+    assert done.is_set()
+
+    conn = service.store._conn()  # type: ignore[attr-defined]
+    conn.execute("CHECKPOINT")
+    base = b"".join(p.read_bytes() for p in (Path(pg_server.pgdata) / "base").rglob("*") if p.is_file())
+    for r in erased:
+        assert np.asarray(r.embedding, np.float32).tobytes() not in base
+    assert any(np.asarray(r.embedding, np.float32).tobytes() in base for r in records[4:])
+    service.close()

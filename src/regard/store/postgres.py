@@ -15,6 +15,7 @@ its segments, which is outside regard's control (see docs).
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -30,6 +31,19 @@ from regard.store.base import Neighbor, as_vector
 from regard.store.migrations import all_migrations, statements
 from regard.store.sql import FACE_COLUMNS, INSERT_FACE, SqlStore, Tx
 from regard.types import Embeddings
+
+log = logging.getLogger(__name__)
+
+#: How long :meth:`PostgresStore.compact` waits for older snapshots to end (seconds).
+SNAPSHOT_WAIT_S = 120.0
+#: Other sessions of this database whose snapshot or transaction began before a given xid.
+OLDER_SNAPSHOTS = """
+SELECT pid, backend_type, coalesce(query, '') FROM pg_stat_activity
+WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND pid <> pg_backend_pid()
+  AND ((backend_xmin IS NOT NULL AND age(backend_xmin) > age(%s::xid8::xid))
+    OR (backend_xid IS NOT NULL AND age(backend_xid) > age(%s::xid8::xid)))
+"""
 
 #: Advisory lock id that serialises migrations between servers.
 MIGRATION_LOCK = 0x7265676172640001
@@ -216,10 +230,37 @@ class PostgresStore(SqlStore):
 
     # -- maintenance ------------------------------------------------------------------------
     def compact(self) -> None:
-        """Rewrite the tables without deleted rows (VACUUM FULL)."""
+        """Rewrite the tables without deleted rows (VACUUM FULL).
+
+        VACUUM FULL copies a deleted row into the new table file while any transaction of this
+        database still holds a snapshot that could see it (another node's long read, an
+        autovacuum ANALYZE). So it first waits, up to :data:`SNAPSHOT_WAIT_S`, until every
+        other session's snapshot is newer than the deletions; if one is still older then, the
+        rewrite runs anyway and the sessions are logged, so that the operator can run
+        ``regard erase`` again once they have ended.
+        """
         conn = self._conn()
+        self._wait_for_older_snapshots(conn)
         for table in ("faces", "users", "changes", "requests", "tags", "collections"):
             conn.execute(f"VACUUM FULL {table}".encode())
+
+    def _wait_for_older_snapshots(self, conn: psycopg.Connection[Any]) -> None:
+        row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+        assert row is not None
+        horizon = row[0].split(":")[1]  # xmax: every deletion committed before it
+        deadline = time.monotonic() + SNAPSHOT_WAIT_S
+        while True:
+            rows = conn.execute(OLDER_SNAPSHOTS, (horizon, horizon)).fetchall()
+            if not rows:
+                return
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "compacting while sessions hold snapshots older than the erasure, so their "
+                    "deleted rows may survive this rewrite; run the erasure again when they end: %s",
+                    ", ".join(f"pid {pid} ({kind}: {query[:60]!r})" for pid, kind, query in rows),
+                )
+                return
+            time.sleep(0.2)
 
     def close(self) -> None:
         self._closed = True
