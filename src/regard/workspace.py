@@ -30,6 +30,9 @@ from typing import TYPE_CHECKING
 from regard.config import Settings
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from regard.accountability.assessment import AssessmentStore
     from regard.accountability.audit import AuditChain
     from regard.accountability.guard import Guard
     from regard.accountability.policy import PolicyStore
@@ -160,6 +163,12 @@ class Workspace:
         from regard.accountability.review import ReviewQueue
 
         return ReviewQueue(self.data_dir, db=self.db())
+
+    def assessments(self, clock: Callable[[], datetime] | None = None) -> AssessmentStore:
+        """The human-rights impact assessments (``assessments.sqlite3`` or the shared database)."""
+        from regard.accountability.assessment import AssessmentStore, system_clock
+
+        return AssessmentStore(self.data_dir, db=self.db(), clock=clock or system_clock)
 
     def guard(self, service_factory: Callable[[], Service] | None = None) -> Guard:
         """The guard (policy, audit, review) of this workspace's operations."""

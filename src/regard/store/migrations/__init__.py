@@ -43,5 +43,18 @@ def all_migrations() -> list[Migration]:
 
 
 def statements(script: str) -> list[str]:
-    """A script split into statements (no semicolons inside our statements)."""
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """A script split into statements at its semicolons, except those inside a dollar-quoted
+    ``$f$ ... $f$`` function body (no other semicolons inside our statements)."""
+    out: list[str] = []
+    current = ""
+    for i, part in enumerate(script.split("$f$")):
+        if i % 2:  # inside a function body: kept whole
+            current += "$f$" + part + "$f$"
+            continue
+        pieces = part.split(";")
+        current += pieces[0]
+        for piece in pieces[1:]:
+            out.append(current)
+            current = piece
+    out.append(current)
+    return [s.strip() for s in out if s.strip()]
