@@ -170,7 +170,11 @@ class Workspace:
 
         return AssessmentStore(self.data_dir, db=self.db(), clock=clock or system_clock)
 
-    def guard(self, service_factory: Callable[[], Service] | None = None) -> Guard:
+    def guard(
+        self,
+        service_factory: Callable[[], Service] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> Guard:
         """The guard (policy, audit, review) of this workspace's operations."""
         from regard.accountability.guard import Guard
 
@@ -181,6 +185,7 @@ class Workspace:
             audit=self.audit(policies.load().retention_floor_days),
             policies=policies,
             review=self.review,  # opened on first use: a guard that never makes leads opens none
+            assessments=self.assessments(clock),
         )
 
     def close(self) -> None:

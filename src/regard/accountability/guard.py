@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from regard.accountability import results
+from regard.accountability.assessment import AssessmentStore
 from regard.accountability.audit import INTENT_KIND, AuditChain, AuditLog
 from regard.accountability.policy import LOCAL_PROFILE, PolicyStore, Profile, RateLimiter
 from regard.accountability.records import (
@@ -115,9 +116,12 @@ class Guard:
         audit: AuditChain | None = None,
         policies: PolicyStore | None = None,
         review: ReviewQueue | Callable[[], ReviewQueue] | None = None,
+        assessments: AssessmentStore | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.policies = policies or PolicyStore(self.data_dir)
+        #: The human-rights impact assessments the gate reads (the data directory's when not given).
+        self.assessments = assessments or AssessmentStore(self.data_dir)
         if audit is None:
             audit = AuditLog(self.data_dir, retention_floor_days=self.policies.load().retention_floor_days)
         self.audit: AuditChain = audit

@@ -35,6 +35,15 @@ A profile says:
     whether IndexFaces must carry ``x-regard-source`` and ``x-regard-legal-basis``;
 ``two_person_review``
     whether 1:N search results become investigative leads pending two verifiers;
+``require_assessment``
+    whether the profile's 1:N searches (and IndexFaces into its collections, the watch lists)
+    need a current human-rights impact assessment approved by an assessor
+    (:mod:`regard.accountability.assessment`; ``regard assess``);
+``suspend_on_drift`` / ``drift_window`` / ``drift_alpha``
+    the drift signal: when, over the last ``drift_window`` leads reviewers decided, the share
+    they rejected is higher than the assessment predicted (one-sided binomial test at level
+    ``drift_alpha``), an audit record says so and, with ``suspend_on_drift``, the assessment is
+    suspended (the gate closes) until a new one is approved;
 ``rate_per_second`` / ``burst``
     a token bucket per access key (per server process); beyond it ThrottlingException.
 """
@@ -61,7 +70,7 @@ from regard.shared_db import Cursor, SharedDb
 
 POLICY_NAME = "policy.toml"
 
-ROLES = ("admin", "operator", "verifier")
+ROLES = ("admin", "operator", "verifier", "assessor")
 ON_LOW = ("deny", "raise")
 
 
@@ -73,7 +82,7 @@ class Profile:
     description: str = ""
     operations: tuple[str, ...] = ()
     collections: tuple[str, ...] = ("*",)
-    roles: tuple[str, ...] = ROLES
+    roles: tuple[str, ...] = ("admin", "operator", "verifier")
     max_fmr: float = 1e-4
     max_fpir: float = 0.0  # 0: no FPIR floor (max_fmr alone applies to searches too)
     on_low_threshold: str = "deny"
@@ -81,6 +90,10 @@ class Profile:
     require_case_reference: bool = False
     require_provenance: bool = False
     two_person_review: bool = False
+    require_assessment: bool = False
+    suspend_on_drift: bool = False
+    drift_window: int = 50
+    drift_alpha: float = 0.01
     rate_per_second: float = 20.0
     burst: int = 40
 
@@ -113,6 +126,8 @@ class Profile:
                 raise InvalidParameter(f"profile {self.name}: unknown role {r!r} (roles: {', '.join(ROLES)})")
         if not (0.0 <= self.max_fmr <= 1.0) or not (0.0 <= self.max_fpir <= 1.0):
             raise InvalidParameter(f"profile {self.name}: max_fmr and max_fpir are rates between 0 and 1")
+        if self.drift_window < 1 or not (0.0 < self.drift_alpha < 1.0):
+            raise InvalidParameter(f"profile {self.name}: drift_window >= 1 and 0 < drift_alpha < 1")
         if self.rate_per_second < 0 or self.burst < 0:
             raise InvalidParameter(f"profile {self.name}: rate_per_second and burst must be >= 0")
         return self
@@ -170,6 +185,19 @@ DEFAULT_PROFILES: dict[str, Profile] = {
         require_case_reference=True,
         require_provenance=True,
         two_person_review=True,
+        require_assessment=True,
+        suspend_on_drift=True,
+        rate_per_second=5.0,
+        burst=10,
+    ),
+    "assessment": Profile(
+        name="assessment",
+        description=(
+            "Independent assessors: approve or reject human-rights impact assessments "
+            "(/regard/assessments, regard assess approve|reject); no biometric operation."
+        ),
+        operations=(),
+        roles=("assessor",),
         rate_per_second=5.0,
         burst=10,
     ),
