@@ -122,8 +122,10 @@ OLD_LOCAL_BIOMETRIC = {  # local._BIOMETRIC
     "DisassociateFaces",
     "AddTemplates",
 }
-#: sha256 of the policy.toml that PolicyConfig() wrote before the catalogue.
-OLD_DEFAULT_POLICY_SHA256 = "09263bcc1ec6081246ef233769f38e47eed629faf03305bae2befdfd0e972ffe"
+#: sha256 of the policy.toml that PolicyConfig() writes: the one written before the catalogue
+#: (09263bcc...) plus, since issue 17, the assessment profile and the settings require_assessment,
+#: suspend_on_drift, drift_window and drift_alpha. A change of the defaults must change this on purpose.
+OLD_DEFAULT_POLICY_SHA256 = "8f5e3884748c16ad2055e4393e04b518ccd3807673bf31bbe00013c83b39a7d3"
 
 #: The kind of each operation (new with the catalogue; read-only follows from it).
 KINDS = {
@@ -332,7 +334,7 @@ def _profile_table() -> dict[str, dict[str, str]]:
     section = text.split("## Policy profiles", 1)[1].split("\n\n| setting |", 1)[1]
     rows = ("| setting |" + section.split("\n\n", 1)[0]).splitlines()
     header = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert header == ["setting", "verification", "identification", "admin"]
+    assert header == ["setting", "verification", "identification", "assessment", "admin"]
     table: dict[str, dict[str, str]] = {}
     for row in rows[2:]:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -359,12 +361,17 @@ def test_documented_profiles_agree_with_the_policy_and_the_catalogue() -> None:
     table = _profile_table()
     for name, profile in DEFAULT_PROFILES.items():
         expected = catalogue.served_names() if profile.operations == ("*",) else set(profile.operations)
-        assert _documented_operations(table["`operations`"][name]) == expected, name
+        cell = table["`operations`"][name]
+        assert (set() if cell == "none" else _documented_operations(cell)) == expected, name
         assert {r.strip() for r in table["`roles`"][name].split(",")} == set(profile.roles), name
         assert table["`on_low_threshold`"][name] == profile.on_low_threshold
         rate, burst = (float(x) for x in table["`rate_per_second` / `burst`"][name].split("/"))
         assert (rate, burst) == (profile.rate_per_second, profile.burst)
         assert table["`two_person_review`"][name] == _yes_no(profile.two_person_review)
+        assert table["`require_assessment`"][name] == _yes_no(profile.require_assessment)
+        drift = table["`suspend_on_drift` (`drift_window` 50, `drift_alpha` 0.01)"][name]
+        assert drift == _yes_no(profile.suspend_on_drift)
+        assert (profile.drift_window, profile.drift_alpha) == (50, 0.01)
         assert table["`require_provenance` (IndexFaces)"][name] == _yes_no(profile.require_provenance)
         assert profile.require_purpose == profile.require_case_reference
         assert table["`require_purpose`, `require_case_reference`"][name] == _yes_no(profile.require_purpose)
