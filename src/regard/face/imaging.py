@@ -25,7 +25,7 @@ import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from regard.errors import ImageTooLarge, InvalidImageFormat
-from regard.types import RGBImage
+from regard.types import Box, RGBImage
 
 #: Formats regard decodes (Pillow's names).
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "PPM", "MPO"})
@@ -174,4 +174,26 @@ def to_png_bytes(image: RGBImage) -> bytes:
     """Encode an RGB array as PNG (for drawing and tests)."""
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+#: A face crop's margin around the detected box, as a share of the box's larger side.
+CROP_MARGIN = 0.25
+
+
+def face_crop_jpeg(image: RGBImage, box: Box, *, max_side: int = 320, quality: int = 90) -> bytes:
+    """The face in ``box`` (pixels) with a margin, scaled down to at most ``max_side`` pixels a
+    side, as JPEG: what a reviewer sees of a face, never the whole image."""
+    width, height = image_size(image)
+    pad = CROP_MARGIN * max(box.width, box.height)
+    left = max(0, int(box.left - pad))
+    top = max(0, int(box.top - pad))
+    right = min(width, round(box.right + pad))
+    bottom = min(height, round(box.bottom + pad))
+    if right <= left or bottom <= top:
+        raise ValueError("the face box lies outside the image")
+    crop = Image.fromarray(image[top:bottom, left:right])
+    crop.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    crop.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()

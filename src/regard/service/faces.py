@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from regard.errors import InvalidParameter, ResourceNotFound
 from regard.face.engine import Engine
-from regard.face.imaging import image_size
+from regard.face.imaging import face_crop_jpeg, image_size
 from regard.service.base import Removal, ServiceBase
 from regard.service.images import FaceDetail, decode, probe
 from regard.service.quality import check_quality_filter, quality_reasons
@@ -41,16 +41,20 @@ class DetectedImage:
     faces: list[Face]
     sha256: str | None
     model: ModelIdentity
+    #: Each face as a small JPEG (same order as ``faces``): the enrolled crop a reviewer sees
+    #: when the collection requires review. None when not made (``detect_image(crops=False)``).
+    crops: list[bytes] | None = None
 
 
-def detect_image(engine: Engine, image: bytes | RGBImage) -> DetectedImage:
+def detect_image(engine: Engine, image: bytes | RGBImage, *, crops: bool = True) -> DetectedImage:
     """Decode ``image`` (the engine's limits apply) and detect, analyse and embed every face in one
     batch: IndexFaces' engine work, which :meth:`FaceOperations.index_detected` then stores."""
     digest = hashlib.sha256(image).hexdigest() if isinstance(image, bytes | bytearray | memoryview) else None
     rgb = decode(engine, image)
     width, height = image_size(rgb)
     faces = engine.faces(rgb, max_faces=MAX_INDEX_FACES)
-    return DetectedImage(width, height, faces, digest, engine.model_identity)
+    made = [face_crop_jpeg(rgb, f.detection.box) for f in faces] if crops else None
+    return DetectedImage(width, height, faces, digest, engine.model_identity, made)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,8 @@ class IndexedFace:
 
     face: FaceRecord
     face_detail: FaceDetail
+    #: The face as a small JPEG (evidence for review; never rendered into a response).
+    crop: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +130,8 @@ class SearchFacesByImageResult:
     searched_face_confidence: float
     face_matches: list[FaceMatch]
     face_model_version: str
+    #: The searched face as a small JPEG (evidence for review; never rendered).
+    searched_face_crop: bytes | None = None
 
 
 class FaceOperations(ServiceBase):
@@ -207,13 +215,16 @@ class FaceOperations(ServiceBase):
         width, height = detected.width, detected.height
         kept: list[tuple[Face, FaceDetail]] = []
         unindexed: list[UnindexedFace] = []
-        for face in detected.faces:
+        crop_of: dict[int, bytes] = {}
+        for i, face in enumerate(detected.faces):
             detail = FaceDetail.of(face.analysis, width, height)
             reasons = quality_reasons(face.analysis, quality_filter)
             if reasons:
                 unindexed.append(UnindexedFace(reasons, detail))
             else:
                 kept.append((face, detail))
+                if detected.crops is not None:
+                    crop_of[id(face)] = detected.crops[i]
         if max_faces is not None and len(kept) > max_faces:
             kept.sort(key=lambda fd: fd[0].detection.box.area, reverse=True)
             unindexed.extend(UnindexedFace(["EXCEEDS_MAX_FACES"], d) for _, d in kept[max_faces:])
@@ -238,7 +249,7 @@ class FaceOperations(ServiceBase):
                 for face, detail in kept
             ]
             stored = self.store.add_faces(c.collection_id, new)
-            records = [IndexedFace(s, d) for s, (_, d) in zip(stored, kept, strict=True)]
+            records = [IndexedFace(s, d, crop_of.get(id(f))) for s, (f, d) in zip(stored, kept, strict=True)]
         return IndexFacesResult(
             face_records=records, unindexed_faces=unindexed, face_model_version=self.model_version(c)
         )
@@ -355,6 +366,7 @@ class FaceOperations(ServiceBase):
             searched_face_confidence=found.detail.confidence,
             face_matches=matches,
             face_model_version=self.model_version(c),
+            searched_face_crop=found.crop,
         )
 
     def search_faces_by_vector(

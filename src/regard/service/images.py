@@ -12,7 +12,7 @@ import numpy as np
 
 from regard.errors import InvalidParameter
 from regard.face.engine import Engine
-from regard.face.imaging import image_size
+from regard.face.imaging import face_crop_jpeg, image_size
 from regard.service.quality import check_quality_filter, quality_reasons
 from regard.store.base import as_vector
 from regard.types import Box, Embeddings, FaceAnalysis, Flag, Point, Pose, Quality, RGBImage
@@ -64,6 +64,9 @@ class ProbeFace:
     detail: FaceDetail
     embedding: Embeddings
     others: list[FaceDetail] = field(default_factory=list)  # largest first
+    #: The face as a small JPEG (:func:`regard.face.imaging.face_crop_jpeg`): evidence a
+    #: reviewer may see when the search raises a lead; never rendered into a response.
+    crop: bytes | None = None
 
 
 def probe(engine: Engine, image: RGBImage, quality_filter: str, *, others: bool = False) -> ProbeFace:
@@ -81,4 +84,5 @@ def probe(engine: Engine, image: RGBImage, quality_filter: str, *, others: bool 
         detail=FaceDetail.of(found.face.analysis, width, height),
         embedding=as_vector(found.face.embedding),
         others=[FaceDetail.of(a, width, height) for a in found.others],
+        crop=face_crop_jpeg(image, found.face.detection.box),
     )

@@ -100,6 +100,8 @@ class SearchUsersByImageResult:
     face_model_version: str
     searched_face: FaceDetail
     unsearched_faces: list[UnsearchedFace]
+    #: The searched face as a small JPEG (evidence for review; never rendered).
+    searched_face_crop: bytes | None = None
 
 
 class UserOperations(ServiceBase):
@@ -342,4 +344,5 @@ class UserOperations(ServiceBase):
             face_model_version=self.model_version(c),
             searched_face=found.detail,
             unsearched_faces=[UnsearchedFace(["FACE_NOT_LARGEST"], d) for d in found.others],
+            searched_face_crop=found.crop,
         )
