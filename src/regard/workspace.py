@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from regard.accountability.assessment import AssessmentStore
+    from regard.accountability.evidence import EvidenceStore
     from regard.accountability.audit import AuditChain
     from regard.accountability.guard import Guard
     from regard.accountability.policy import PolicyStore
@@ -163,6 +164,12 @@ class Workspace:
         from regard.accountability.review import ReviewQueue
 
         return ReviewQueue(self.data_dir, db=self.db())
+
+    def evidence(self) -> EvidenceStore:
+        """The encrypted face crops kept for review (``evidence.sqlite3`` or the shared database)."""
+        from regard.accountability.evidence import EvidenceStore
+
+        return EvidenceStore(self.data_dir, master_key=self.master_key(), db=self.db())
 
     def assessments(self, clock: Callable[[], datetime] | None = None) -> AssessmentStore:
         """The human-rights impact assessments (``assessments.sqlite3`` or the shared database)."""
