@@ -396,6 +396,35 @@ class ReviewQueue:
                         out.append(lead)
         return out
 
+    def final_decisions(
+        self, *, covers: Callable[[str], bool], decided_since: str, limit: int
+    ) -> Sequence[tuple[str, str, str]]:
+        """The last ``limit`` leads made final (``CONFIRMED`` or ``REJECTED``) at or after
+        ``decided_since`` (an :func:`~regard.accountability.audit.now_iso` time) in the collections
+        ``covers`` accepts, oldest first, as ``(lead_id, status, decided_at)``: the window the
+        drift signal tests. Leads erased since are gone from the queue, so not counted."""
+        if limit < 1:
+            return []
+        finals = (CONFIRMED, REJECTED)
+        with self.db.transaction(readonly=True) as cur:
+            collections = [
+                str(r[0])
+                for r in cur.execute(
+                    "SELECT DISTINCT collection_id FROM leads WHERE status IN (?, ?) AND decided_at >= ?",
+                    (*finals, decided_since),
+                ).fetchall()
+                if covers(str(r[0]))
+            ]
+            if not collections:
+                return []
+            rows = cur.execute(
+                "SELECT lead_id, status, decided_at FROM leads WHERE status IN (?, ?) AND decided_at >= ? "
+                f"AND collection_id IN ({_marks(len(collections))}) "
+                "ORDER BY decided_at DESC, lead_id DESC LIMIT ?",
+                (*finals, decided_since, *collections, int(limit)),
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in reversed(rows)]
+
     def decide(
         self,
         lead_id: str,

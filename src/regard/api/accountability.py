@@ -178,7 +178,7 @@ def review_routes(
             caller = await authenticate(request, b"")
             status = request.query_params.get("status", "PENDING_VERIFICATION").upper()
             wanted = None if status == "ALL" else status
-            desk = ReviewDesk(guard.audit, guard.review, guard.policies)
+            desk = ReviewDesk(guard.audit, guard.review, guard.policies, guard.assessments)
             rows = await run_in_threadpool(desk.list, caller, RequestInfo(request_id), wanted)
             return _json({"Leads": rows}, request_id)
         except RegardError as exc:
@@ -201,7 +201,7 @@ def review_routes(
             note = payload.get("Note") if isinstance(payload, dict) else None
             if note is not None and not isinstance(note, str):
                 raise InvalidParameter("Note must be a string")
-            desk = ReviewDesk(guard.audit, guard.review, guard.policies)
+            desk = ReviewDesk(guard.audit, guard.review, guard.policies, guard.assessments)
             lead = await run_in_threadpool(
                 desk.decide, lead_id, decision, caller, RequestInfo(request_id), note
             )

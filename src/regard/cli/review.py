@@ -23,7 +23,7 @@ def _caller(access_key_id: str) -> Caller:
 
 def _desk() -> ReviewDesk:
     ws = workspace()
-    return ReviewDesk(ws.audit(), ws.review(), ws.policies())
+    return ReviewDesk(ws.audit(), ws.review(), ws.policies(), ws.assessments())
 
 
 _key_option = click.option(
