@@ -24,7 +24,7 @@ from regard.face.engine import Engine
 from regard.keys import KeyStore
 from regard.service import Service
 
-from .helpers import ADMIN, CASE, INVESTIGATOR, PROVENANCE, endpoint
+from .helpers import ADMIN, CASE, INVESTIGATOR, PROVENANCE, endpoint, open_gate
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ def held_template(tmp_path_factory: pytest.TempPathFactory, engine: Engine, fr_i
     root = tmp_path_factory.mktemp("held")
     photo = {p.stem: p.read_bytes() for p in fr_images.glob("*.jpg")}
     ep = endpoint(root, engine)
+    open_gate(root, ["*"], fr_images)  # identification needs an approved assessment
     try:
         ep.call("CreateCollection", CollectionId="staff")
         subject = tuple(

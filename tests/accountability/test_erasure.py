@@ -14,12 +14,13 @@ from regard.errors import InvalidParameter
 from regard.face.engine import Engine
 from regard.index.ann import AnnIndex
 
-from .helpers import ADMIN, CASE, INVESTIGATOR, PROVENANCE, Endpoint, endpoint
+from .helpers import ADMIN, CASE, INVESTIGATOR, PROVENANCE, Endpoint, endpoint, open_gate
 
 
 @pytest.fixture
-def ep(tmp_path: Path, engine: Engine) -> Iterator[Endpoint]:
+def ep(tmp_path: Path, engine: Engine, fr_images: Path) -> Iterator[Endpoint]:
     e = endpoint(tmp_path, engine)
+    open_gate(tmp_path, ["*"], fr_images)  # identification needs an approved assessment
     yield e
     e.service.close()
 

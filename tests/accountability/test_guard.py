@@ -18,14 +18,26 @@ from regard.face.engine import Engine
 from regard.store.base import NewFace
 from regard.types import Box
 
-from .helpers import ADMIN, CASE, CLERK, INVESTIGATOR, PROVENANCE, VERIFIER_1, VERIFIER_2, Endpoint, endpoint
+from .helpers import (
+    ADMIN,
+    CASE,
+    CLERK,
+    INVESTIGATOR,
+    PROVENANCE,
+    VERIFIER_1,
+    VERIFIER_2,
+    Endpoint,
+    endpoint,
+    open_gate,
+)
 
 REQUIRED = ("seq", "time", "request_id", "access_key_id", "principal", "operation", "outcome", "parameters")
 
 
 @pytest.fixture
-def ep(tmp_path: Path, engine: Engine) -> Iterator[Endpoint]:
+def ep(tmp_path: Path, engine: Engine, fr_images: Path) -> Iterator[Endpoint]:
     e = endpoint(tmp_path, engine)
+    open_gate(tmp_path, ["*"], fr_images)  # identification needs an approved assessment
     yield e
     e.service.close()
 

@@ -21,6 +21,8 @@ from live_server import KeyedServer, start_keyed
 from regard.accountability.audit import LOCK_NAME, AuditLog
 from waiting import flock_waiters
 
+from .helpers import open_gate
+
 BIN = Path(sys.executable).parent
 CASE_HEADERS = {"x-regard-purpose": "locate a missing person", "x-regard-case-reference": "CASE-7"}
 PROVENANCE_HEADERS = {"x-regard-source": "photo handed in by the family", "x-regard-legal-basis": "consent"}
@@ -47,8 +49,9 @@ def server(tmp_path: Path) -> Iterator[KeyedServer]:
 
 @pytest.mark.slow
 def test_identification_over_http_floor_leads_and_two_verifiers(
-    server: KeyedServer, photos: dict[str, bytes]
+    server: KeyedServer, photos: dict[str, bytes], fr_images: Path
 ) -> None:
+    open_gate(server.data_dir, ["watch"], fr_images)  # an approved human-rights impact assessment
     admin = server.client("admin")
     admin.create_collection(CollectionId="watch")
     bare = server.client("investigator")

@@ -27,7 +27,7 @@ from regard.service import CompareFacesResult, FaceDetail, SearchUsersResult, Se
 from regard.store.base import MAX_FACES_PER_USER, NewFace
 from regard.types import Box, Flag, Pose, Quality
 
-from .helpers import CASE, CLERK, INVESTIGATOR
+from .helpers import CASE, CLERK, INVESTIGATOR, open_gate
 
 #: A CompareFaces result without matches (the guard reads only its matches).
 _DETAIL = FaceDetail(
@@ -118,7 +118,7 @@ def service(tmp_path: Path, engine: Engine) -> Iterator[Service]:
     s.close()
 
 
-def test_search_users_floor_counts_users_not_faces(tmp_path: Path, service: Service) -> None:
+def test_search_users_floor_counts_users_not_faces(tmp_path: Path, service: Service, fr_images: Path) -> None:
     """Kills guard-gallery-faces-for-users: a user search's gallery is the collection's users.
 
     40 faces, 12 users: the per-comparison floor is FPIR 1e-3 / 12 (similarity 81.6), not
@@ -128,6 +128,7 @@ def test_search_users_floor_counts_users_not_faces(tmp_path: Path, service: Serv
     for i in range(12):
         service.create_user("crowd", f"user-{i}")
     guard = Guard(tmp_path, service_factory=lambda: service)
+    open_gate(tmp_path, ["crowd"], fr_images)
     params = {"CollectionId": "crowd", "FaceId": faces[0].face_id, "UserMatchThreshold": 85.0}
     out, seen = _run(guard, "SearchUsers", params, INVESTIGATOR, NO_USER_MATCHES, info=CASE)
     assert out.record["threshold"]["gallery_size"] == 12

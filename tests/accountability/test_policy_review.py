@@ -23,7 +23,7 @@ from regard.scoring.calibrate import fmr_from_similarity
 def test_default_policy_file_is_written_readable_and_round_trips(tmp_path: Path) -> None:
     store = PolicyStore(tmp_path)
     config = store.load()
-    assert set(config.profiles) == {"verification", "identification", "admin"}
+    assert set(config.profiles) == {"verification", "identification", "assessment", "admin"}
     text = (tmp_path / "policy.toml").read_text()
     assert "[profiles.identification]" in text and "max_fpir = 0.001" in text
     parsed = tomllib.loads(text)

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
+from accountability.helpers import open_gate
 from live_server import KeyedServer, StubS3, start_keyed
 from regard.accountability.audit import AuditLog
 from regard.accountability.policy import PolicyStore
@@ -59,8 +60,9 @@ def _start(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, fr_images: Path) -> Iterator[KeyedServer]:
     data_dir = tmp_path_factory.mktemp("documented")
+    open_gate(data_dir, ["*"], fr_images)  # identification needs an approved assessment
     # A profile of our own (a new name in policy.toml starts from the defaults): 1:N at an FPIR of
     # 1e-5 per search, thresholds below the floor raised rather than refused, two-person review.
     policies = PolicyStore(data_dir)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+from accountability.helpers import approved_assessment, evaluation_report
 from live_server import KeyedServer, spawn_serve, terminate
 from regard.config import Settings
 from regard.workspace import Workspace
@@ -186,9 +187,12 @@ def test_two_nodes_share_faces_keys_and_one_audit_chain(cluster: Cluster, photos
 
 
 def test_leads_raised_on_one_node_are_confirmed_through_both(
-    cluster: Cluster, photos: dict[str, bytes]
+    cluster: Cluster, photos: dict[str, bytes], fr_images: Path
 ) -> None:
     a, b = cluster.nodes
+    ws = cluster.workspace()  # an approved assessment, in the shared database both nodes gate on
+    approved_assessment(ws.assessments(), ws.policies(), ["watch"], evaluation_report(fr_images))
+    ws.close()
     a.client("admin").create_collection(CollectionId="watch")
     inv_a = a.client("investigator", {**CASE_HEADERS, **PROVENANCE_HEADERS})
     face_id = inv_a.index_faces(CollectionId="watch", Image={"Bytes": photos["obama"]})["FaceRecords"][0][

@@ -11,7 +11,12 @@ result. It
    case reference, IndexFaces provenance, and the similarity threshold against the profile's
    floor (a false-match rate per comparison, or a false positive identification rate per
    search turned into a per-comparison rate for the collection's current size) - denying the
-   request or raising the threshold to the floor, as the profile says;
+   request or raising the threshold to the floor, as the profile says; then, under a profile
+   with ``require_assessment``, the assessment gate: a 1:N search or IndexFaces on a collection
+   needs a current, approved human-rights impact assessment covering it
+   (:mod:`regard.accountability.assessment`). Every biometric record names the assessment in
+   force (``assessment: {id, status}``); admin keys and the local operator are never gated, and
+   their identification and IndexFaces records are marked ``admin_call``;
 2. runs the typed call, then drops any match whose estimated FMR is above the floor (the
    similarity scale saturates at 100, the per-comparison floor of a large gallery may not);
 3. in a profile with two-person review, records a 1:N search's candidates as investigative
@@ -44,7 +49,8 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from regard.accountability import results
-from regard.accountability.assessment import AssessmentStore
+from regard.accountability.assessment import APPROVED as ASSESSMENT_APPROVED
+from regard.accountability.assessment import GATED_OPERATIONS, Assessment, AssessmentStore
 from regard.accountability.audit import INTENT_KIND, AuditChain, AuditLog
 from regard.accountability.policy import LOCAL_PROFILE, PolicyStore, Profile, RateLimiter
 from regard.accountability.records import (
@@ -204,6 +210,8 @@ class Guard:
                 record["collection_state"] = {"before": state}
             params = dict(params)  # the threshold may be raised; the caller's dict stays as sent
             floor_fmr = self._threshold(op, params, profile, state, record, headers)
+            if record["kind"] == "biometric":
+                record["assessment"] = self._assessment(op, profile, caller, collection, record)
             if op.provenance:
                 record["parameters"]["source_note"] = info.source_note
                 record["parameters"]["legal_basis"] = info.legal_basis
@@ -222,6 +230,9 @@ class Guard:
             record["results"] = results.summarize(result, leads)
             record["outcome"] = "success"
         except Exception as exc:
+            if record["kind"] == "biometric":
+                # refused before the assessment was looked up (policy), or by the gate itself
+                record.setdefault("assessment", {"id": None, "status": "not_checked"})
             append_failure(self.audit, record, exc)
             raise
         sealed = self.audit.append(record)
@@ -283,6 +294,56 @@ class Guard:
                 f"(where the image comes from) and {HEADER_LEGAL_BASIS} (the legal basis for processing it)"
             )
         return profile
+
+    def _assessment(
+        self, op: Operation, profile: Profile, caller: Caller, collection: str | None, record: Record
+    ) -> Record:
+        """The gate (:meth:`AssessmentStore.gate`) and what the biometric record says of it:
+        ``{"id", "status"}`` with status ``current`` (an approved, current assessment covers the
+        collection: the gate passed, or none was needed), ``not_required`` (none needed, none
+        covers) or ``admin`` (an admin key or the local operator doing identification or
+        IndexFaces: never gated, marked ``admin_call`` with the covering assessment's id if any).
+        Raises AccessDenied, the record saying ``missing``, when the gate stays closed."""
+        scoring: dict[str, str] | None = record.get("scoring")
+        threshold = record.get("threshold") or {}
+        if (caller.role == "admin" or caller.local) and (op.identification or op.name == "IndexFaces"):
+            found = self._covering(collection, scoring) if collection else None
+            return {"id": found.assessment_id if found else None, "status": "admin", "admin_call": True}
+        if profile.require_assessment and op.name in GATED_OPERATIONS and collection:
+            try:
+                gate = self.assessments.gate(
+                    profile,
+                    collection,
+                    scoring,
+                    threshold.get("effective_fmr"),
+                    op.name,
+                    threshold.get("gallery_size"),
+                )
+            except AccessDenied:
+                record["assessment"] = {"id": None, "status": "missing"}
+                raise
+            return {"id": gate.assessment_id, "status": "current"}
+        found = self._covering(collection, scoring) if collection else None
+        if found is not None:
+            return {"id": found.assessment_id, "status": "current"}
+        return {"id": None, "status": "not_required"}
+
+    def _covering(self, collection: str, scoring: dict[str, str] | None) -> Assessment | None:
+        """The newest approved assessment, of any profile, that covers ``collection`` and is
+        current under that profile as policy.toml defines it now (one query; the policy is read
+        only when an approved assessment covers the collection)."""
+        approved = [
+            a for a in self.assessments.list() if a.status == ASSESSMENT_APPROVED and a.covers(collection)
+        ]
+        if not approved:
+            return None
+        profiles = self.policies.load().profiles
+        now = self.assessments.clock()
+        for a in reversed(approved):
+            profile = profiles.get(a.profile)
+            if profile is not None and a.staleness(profile, scoring, now) is None:
+                return a
+        return None
 
     def _state(self, collection: str) -> Record | None:
         if self.service_factory is None:

@@ -47,4 +47,5 @@ def local_guard(workspace: Workspace, service_factory: Callable[[], Service]) ->
         audit=workspace.audit(DEFAULT_RETENTION_FLOOR_DAYS),
         policies=workspace.policies(),
         review=workspace.review,
+        assessments=workspace.assessments(),
     )

@@ -33,6 +33,7 @@ from starlette.routing import Route
 from regard import __version__
 from regard.accountability.guard import Guard
 from regard.api.accountability import review_routes, write_records
+from regard.api.assessments import assessment_routes
 from regard.api.errors_http import ErrorHandler
 from regard.api.refusals import RefusalLedger
 from regard.api.rekognition.s3 import S3Images
@@ -191,6 +192,9 @@ def create_app(
             Route("/health", health, methods=["GET"]),
             Route("/", rekognition_endpoint(state, guard), methods=["POST"]),
             *review_routes(
+                state.keys, lambda: guard, settings.api_body_timeout, settings.region or None, state.refusals
+            ),
+            *assessment_routes(
                 state.keys, lambda: guard, settings.api_body_timeout, settings.region or None, state.refusals
             ),
         ],
