@@ -97,6 +97,11 @@ class Settings:
     #: Authentication refusals per source and window answered with their own error; later ones get
     #: HTTP 429 ThrottlingException until the window ends (0 = never throttle).
     api_refusal_throttle: int = 100
+    #: Seconds a reviewers' console session (``/console``) stays valid without a request; past it
+    #: the reviewer signs in again (docs/review.md).
+    console_idle_timeout: int = 900
+    #: Seconds a console session lasts at most from its sign-in, however active (docs/review.md).
+    console_session_lifetime: int = 8 * 3600
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -34,6 +34,7 @@ from regard import __version__
 from regard.accountability.guard import Guard
 from regard.api.accountability import review_routes, write_records
 from regard.api.assessments import assessment_routes
+from regard.api.console import console_routes
 from regard.api.errors_http import ErrorHandler
 from regard.api.refusals import RefusalLedger
 from regard.api.rekognition.s3 import S3Images
@@ -197,6 +198,7 @@ def create_app(
             *assessment_routes(
                 state.keys, lambda: guard, settings.api_body_timeout, settings.region or None, state.refusals
             ),
+            *console_routes(workspace, state.keys, lambda: guard, settings, state.refusals),
         ],
         lifespan=lifespan,
     )
