@@ -1,8 +1,8 @@
 """``regard erase`` and ``regard subject-access`` with ``REGARD_DATABASE_URL`` act on PostgreSQL.
 
-The erasure is checked as the store tests check it: after the command, PostgreSQL's table files
-(``base/`` of its data directory, after a CHECKPOINT) hold no byte of the erased templates, while
-the other faces' templates are still there, so the scan would have seen them.
+The erasure is checked as the store tests check it: after the command, the test database's files
+(``base/<its oid>`` of PostgreSQL's data directory, after a CHECKPOINT) hold no byte of the erased
+templates, while the other faces' templates are still there, so the scan would have seen them.
 """
 
 from __future__ import annotations
@@ -23,9 +23,13 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def _table_files(pg_server: Any, url: str) -> bytes:
+    """The files of this test's database (``base/<its oid>``): other tests' databases on the same
+    server hold templates of the same portraits, which the engine embeds to the same bytes."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
-    base = Path(pg_server.pgdata) / "base"
+        row = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()
+    assert row is not None
+    base = Path(pg_server.pgdata) / "base" / str(row[0])
     return b"".join(p.read_bytes() for p in base.rglob("*") if p.is_file())
 
 

@@ -15,6 +15,17 @@ from regard.store.sqlite import SqliteStore
 from store.synthetic import in_index_files, new_faces, people
 
 
+def _database_files(pg_server: Any, service: Service) -> bytes:
+    """After a CHECKPOINT, the bytes of the store's own database (``base/<its oid>``): other tests'
+    databases on the same server may hold templates made from the same seeds."""
+    conn = service.store._conn()  # type: ignore[attr-defined]
+    conn.execute("CHECKPOINT")
+    (oid,) = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()
+    return b"".join(
+        p.read_bytes() for p in (Path(pg_server.pgdata) / "base" / str(oid)).rglob("*") if p.is_file()
+    )
+
+
 def _sqlite_bytes(root: Path) -> bytes:
     files = [root / "regard.db", root / "regard.db-wal", *sorted((root / "index").glob("*"))]
     return b"".join(p.read_bytes() for p in files if p.is_file())
@@ -74,10 +85,7 @@ def test_deleted_faces_leave_the_postgres_table_files(
     records = service.add_templates("c", new_faces(people(10, 2, seed=12, spread=0.6)))
     service.delete_faces("c", [r.face_id for r in records[:5]])
     service.compact()
-    conn = service.store._conn()  # type: ignore[attr-defined]
-    conn.execute("CHECKPOINT")
-    data_dir = Path(pg_server.pgdata)
-    base = b"".join(p.read_bytes() for p in (data_dir / "base").rglob("*") if p.is_file())
+    base = _database_files(pg_server, service)
     for r in records[:5]:
         assert np.asarray(r.embedding, np.float32).tobytes() not in base
     assert any(np.asarray(r.embedding, np.float32).tobytes() in base for r in records[5:])
@@ -124,9 +132,7 @@ def test_compaction_waits_for_a_snapshot_that_still_sees_the_erased_rows(
     worker.join()
     assert done.is_set()
 
-    conn = service.store._conn()  # type: ignore[attr-defined]
-    conn.execute("CHECKPOINT")
-    base = b"".join(p.read_bytes() for p in (Path(pg_server.pgdata) / "base").rglob("*") if p.is_file())
+    base = _database_files(pg_server, service)
     for r in erased:
         assert np.asarray(r.embedding, np.float32).tobytes() not in base
     assert any(np.asarray(r.embedding, np.float32).tobytes() in base for r in records[4:])
