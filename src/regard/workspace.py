@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from regard.accountability.assessment import AssessmentStore
-    from regard.accountability.evidence import EvidenceStore
     from regard.accountability.audit import AuditChain
+    from regard.accountability.evidence import EvidenceStore
     from regard.accountability.guard import Guard
     from regard.accountability.policy import PolicyStore
     from regard.accountability.review import ReviewQueue
@@ -193,6 +193,7 @@ class Workspace:
             policies=policies,
             review=self.review,  # opened on first use: a guard that never makes leads opens none
             assessments=self.assessments(clock),
+            evidence=self.evidence,  # opened on first use
         )
 
     def close(self) -> None:

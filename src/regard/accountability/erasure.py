@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from regard.accountability.audit import AuditChain
+from regard.accountability.evidence import EvidenceStore
 from regard.accountability.guard import admin_record
 from regard.accountability.review import ReviewQueue
 from regard.errors import InvalidParameter, ResourceNotFound
@@ -42,6 +43,8 @@ class ErasureReport:
     face_ids: list[str] = field(default_factory=list)
     users_deleted: list[str] = field(default_factory=list)
     leads_deleted: int = 0
+    #: Rows of review evidence deleted (enrolled crops and leads' crops).
+    crops_deleted: int = 0
     audit_seq: int | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -51,6 +54,7 @@ class ErasureReport:
             "DeletedFaces": self.face_ids,
             "DeletedUsers": self.users_deleted,
             "DeletedLeads": self.leads_deleted,
+            "DeletedEvidenceCrops": self.crops_deleted,
             "AuditSeq": self.audit_seq,
         }
 
@@ -129,6 +133,7 @@ def erase(
     external_image_id: str | None = None,
     user_id: str | None = None,
     review: ReviewQueue | None = None,
+    evidence: EvidenceStore | None = None,
     reason: str | None = None,
 ) -> ErasureReport:
     """Erase a data subject's faces (and user) physically; the erasure is audited."""
@@ -163,6 +168,8 @@ def erase(
             if deleted or report.users_deleted:
                 report.collections.append(cid)
             report.face_ids.extend(deleted)
+            if evidence is not None:
+                report.crops_deleted += evidence.forget_faces(cid, ids)
         service.compact()
     except Exception as exc:
         code = getattr(exc, "code", "InternalServerError")
@@ -204,6 +211,7 @@ def subject_access(
     external_image_id: str | None = None,
     user_id: str | None = None,
     review: ReviewQueue | None = None,
+    evidence: EvidenceStore | None = None,
 ) -> dict[str, Any]:
     """Everything held about an ExternalImageId or UserId except the templates; the access is audited."""
     if (external_image_id is None) == (user_id is None):
@@ -213,12 +221,21 @@ def subject_access(
         "Selector": selector,
         "GeneratedAt": datetime.now(UTC).isoformat(),
         "Collections": [],
-        "Note": "Biometric templates are held for each face listed but are never exported.",
+        "Note": (
+            "Biometric templates are held for each face listed but are never exported. Where "
+            "ReviewCropKept is true, a small encrypted crop of the face is also kept, because the "
+            "collection's policy requires two-person review of search results; it is shown only to "
+            "reviewers and deleted with the face."
+        ),
     }
     all_ids: set[str] = set()
     for cid in _collections(service, collection_id):
         faces = matching_faces(service, cid, external_image_id=external_image_id, user_id=user_id)
         entry: dict[str, Any] = {"CollectionId": cid, "Faces": [_face_json(f) for f in faces]}
+        if evidence is not None:
+            # a face crop kept for two-person review (the collection is under review): say so
+            for face, shown in zip(faces, entry["Faces"], strict=True):
+                shown["ReviewCropKept"] = evidence.has_enrolled(cid, face.face_id)
         if user_id is not None and _user_exists(service, cid, user_id):
             u = service.store.get_user(cid, user_id)
             entry["User"] = {

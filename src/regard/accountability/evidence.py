@@ -130,6 +130,14 @@ class EvidenceStore:
             ).fetchone()
         return self._open(row[0]) if row else None
 
+    def has_enrolled(self, collection_id: str, face_id: str) -> bool:
+        with self.db.transaction(readonly=True) as cur:
+            row = cur.execute(
+                "SELECT 1 FROM enrolled_crops WHERE collection_id = ? AND face_id = ?",
+                (collection_id, face_id),
+            ).fetchone()
+        return row is not None
+
     # -- leads ------------------------------------------------------------------------------
     def put_lead(
         self,

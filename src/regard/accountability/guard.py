@@ -43,6 +43,7 @@ Rekognition's JSON: parameters in, typed result and headers (plain dicts) out.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ from regard.accountability import results
 from regard.accountability.assessment import APPROVED as ASSESSMENT_APPROVED
 from regard.accountability.assessment import GATED_OPERATIONS, Assessment, AssessmentStore
 from regard.accountability.audit import INTENT_KIND, AuditChain, AuditLog
+from regard.accountability.evidence import EvidenceStore
 from regard.accountability.policy import LOCAL_PROFILE, PolicyStore, Profile, RateLimiter
 from regard.accountability.records import (
     Record,
@@ -77,7 +79,7 @@ from regard.accountability.review import PENDING, ReviewQueue
 from regard.catalogue import OPERATIONS_BY_NAME, Operation
 from regard.errors import AccessDenied, RegardError, UnsupportedOperation
 from regard.scoring.calibrate import fmr_from_similarity
-from regard.service import Service
+from regard.service import DeleteFacesResult, FaceMatch, IndexFacesResult, Service, UserMatch
 
 # Names other modules import from here.
 __all__ = [
@@ -123,6 +125,7 @@ class Guard:
         policies: PolicyStore | None = None,
         review: ReviewQueue | Callable[[], ReviewQueue] | None = None,
         assessments: AssessmentStore | None = None,
+        evidence: EvidenceStore | Callable[[], EvidenceStore] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.policies = policies or PolicyStore(self.data_dir)
@@ -134,6 +137,11 @@ class Guard:
         self._review = review if isinstance(review, ReviewQueue) else None
         self._open_review: Callable[[], ReviewQueue] = (
             review if callable(review) and not isinstance(review, ReviewQueue) else self._data_dir_review
+        )
+        #: Encrypted face crops for review (opened on first use; None: no evidence is kept).
+        self._evidence = evidence if isinstance(evidence, EvidenceStore) else None
+        self._open_evidence = (
+            evidence if callable(evidence) and not isinstance(evidence, EvidenceStore) else None
         )
         self.service_factory = service_factory
         self.rates = RateLimiter()
@@ -178,6 +186,13 @@ class Guard:
         if self._review is None:
             self._review = self._open_review()
         return self._review
+
+    @property
+    def evidence(self) -> EvidenceStore | None:
+        """The evidence store, opened on first use (None when this guard keeps no evidence)."""
+        if self._evidence is None and self._open_evidence is not None:
+            self._evidence = self._open_evidence()
+        return self._evidence
 
     def _data_dir_review(self) -> ReviewQueue:
         return ReviewQueue(self.data_dir)
@@ -224,6 +239,8 @@ class Guard:
                 result = self._apply_floor(result, floor_fmr, record)
             if profile.two_person_review and op.identification and collection:
                 leads = self._queue_leads(op, result, collection, caller, info, headers)
+            if collection:
+                self._keep_evidence(op, params, result, collection, leads, record)
             if collection and not op.read_only:
                 after = self._state(collection)
                 record.setdefault("collection_state", {})["after"] = after
@@ -446,3 +463,86 @@ class Guard:
             purpose=info.purpose,
             case_reference=info.case_reference,
         )
+
+    # -- evidence for review ----------------------------------------------------------------
+    def _review_covers(self, collection: str) -> bool:
+        """Whether a profile with two-person review covers ``collection`` (its faces' crops are
+        kept, so that reviewers can see the candidates of its leads)."""
+        return any(
+            p.two_person_review and p.allows_collection(collection)
+            for p in self.policies.load().profiles.values()
+        )
+
+    def _keep_evidence(
+        self,
+        op: Operation,
+        params: Params,
+        result: object,
+        collection: str,
+        leads: list[str],
+        record: Record,
+    ) -> None:
+        """Keep or drop the crops an operation's result concerns (docs/review.md): IndexFaces into
+        a collection under review keeps each face's crop; a search that raised leads keeps each
+        lead's probe and candidate crops; DeleteFaces and DeleteCollection drop theirs. A failure
+        is recorded in the audit record and does not fail the operation (the store has committed)."""
+        if self._open_evidence is None and self._evidence is None:
+            return
+        try:
+            if op.name == "IndexFaces" and isinstance(result, IndexFacesResult):
+                crops = [(r.face.face_id, r.crop) for r in result.face_records if r.crop is not None]
+                if crops and self._review_covers(collection):
+                    store = self.evidence
+                    assert store is not None
+                    store.put_enrolled(collection, crops)
+                    record["evidence"] = {"enrolled_crops": len(crops)}
+            elif leads:
+                record["evidence"] = self._keep_lead_evidence(params, result, collection, leads)
+            elif op.name == "DeleteFaces" and isinstance(result, DeleteFacesResult) and result.deleted_faces:
+                store = self.evidence
+                assert store is not None
+                record["evidence"] = {"rows_deleted": store.forget_faces(collection, result.deleted_faces)}
+            elif op.name == "DeleteCollection":
+                store = self.evidence
+                assert store is not None
+                record["evidence"] = {"rows_deleted": store.forget_collection(collection)}
+        except Exception as exc:  # the operation itself succeeded; say what was not kept
+            record["evidence"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+    def _keep_lead_evidence(
+        self, params: Params, result: object, collection: str, leads: list[str]
+    ) -> dict[str, object]:
+        store = self.evidence
+        assert store is not None
+        probe: bytes | None = getattr(result, "searched_face_crop", None)
+        if probe is None and isinstance(params.get("FaceId"), str):
+            probe = store.enrolled(collection, str(params["FaceId"]))
+        if probe is None and isinstance(params.get("UserId"), str):
+            probe = self._user_crop(store, collection, str(params["UserId"]))[1]
+        kept = 0
+        for lead_id, m in zip(leads, results.matches(result) or [], strict=True):
+            if isinstance(m, FaceMatch):
+                face_id: str | None = m.face.face_id
+                candidate = store.enrolled(collection, m.face.face_id)
+            elif isinstance(m, UserMatch):
+                face_id, candidate = self._user_crop(store, collection, m.user.user_id)
+            else:
+                face_id, candidate = None, None
+            store.put_lead(lead_id, collection, probe=probe, candidate_face_id=face_id, candidate=candidate)
+            kept += (probe is not None) + (candidate is not None)
+        out: dict[str, object] = {"lead_crops": kept}
+        if probe is not None:
+            out["probe_crop_sha256"] = hashlib.sha256(probe).hexdigest()
+        return out
+
+    def _user_crop(
+        self, store: EvidenceStore, collection: str, user_id: str
+    ) -> tuple[str | None, bytes | None]:
+        """The first of a user's faces that has an enrolled crop: (its FaceId, the crop)."""
+        if self.service_factory is None:
+            return None, None
+        for f in self.service_factory().list_faces(collection, user_id=user_id).faces:
+            crop = store.enrolled(collection, f.face_id)
+            if crop is not None:
+                return f.face_id, crop
+        return None, None

@@ -48,4 +48,5 @@ def local_guard(workspace: Workspace, service_factory: Callable[[], Service]) ->
         policies=workspace.policies(),
         review=workspace.review,
         assessments=workspace.assessments(),
+        evidence=workspace.evidence,  # crops of faces enrolled into collections under review
     )

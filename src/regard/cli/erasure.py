@@ -46,6 +46,7 @@ def erase(
             external_image_id=external_image_id,
             user_id=user_id,
             review=ws.review(),
+            evidence=ws.evidence(),
             reason=reason,
         )
     emit_json(report.to_json())
@@ -76,6 +77,7 @@ def subject_access(
             external_image_id=external_image_id,
             user_id=user_id,
             review=ws.review(),
+            evidence=ws.evidence(),
         )
     if output is None:
         emit_json(report)
