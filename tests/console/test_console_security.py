@@ -196,6 +196,8 @@ def test_erasure_removes_the_crops_of_leads_about_the_face(
     assert row is not None and row[0] and row[1] and enrolled is not None
     ciphertexts = [bytes(row[0]), bytes(row[1]), bytes(enrolled[0])]
     assert all(_files_holding(server.data_dir, c) for c in ciphertexts), "the scan must see them while kept"
+    for c in ciphertexts:  # only the evidence store holds them (not the audit log, not the queue)
+        assert all(p.name.startswith("evidence.sqlite3") for p in _files_holding(server.data_dir, c))
 
     rc = main(
         ["erase", "--face-id", face_id, "--collection", "watch", "--yes", "--data-dir", str(server.data_dir)]
@@ -210,5 +212,15 @@ def test_erasure_removes_the_crops_of_leads_about_the_face(
     assert scenario.request("GET", f"/console/crops/{lead}/probe", cookie=vera).status == 404
 
 
-def _files_holding(root: Path, needle: bytes) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+def _files_holding(root: Path, ciphertext: bytes) -> list[Path]:
+    """The files holding any piece of ``ciphertext``: SQLite splits a value longer than a page over
+    overflow pages (each starts with the next page's number), so it is looked for as 64-byte
+    pieces taken every 512 bytes, each well inside one page."""
+    pieces = [ciphertext[i : i + 64] for i in range(0, max(1, len(ciphertext) - 64), 512)]
+    found = []
+    for p in root.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            if any(piece in data for piece in pieces):
+                found.append(p)
+    return found
