@@ -102,6 +102,10 @@ class Settings:
     console_idle_timeout: int = 900
     #: Seconds a console session lasts at most from its sign-in, however active (docs/review.md).
     console_session_lifetime: int = 8 * 3600
+    #: Days the face crops of a decided (or withdrawn) lead are kept after the decision, so that a
+    #: reviewer can look back at it; then they are deleted (docs/review.md). Enrolled crops stay
+    #: while their face does.
+    evidence_retention_days: int = 7
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

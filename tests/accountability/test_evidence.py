@@ -16,15 +16,16 @@ from PIL import Image
 
 from regard.accountability.erasure import erase, subject_access
 from regard.accountability.evidence import FILE_NAME, MAX_SIDE, EvidenceStore
-from regard.accountability.guard import Guard
+from regard.accountability.guard import Guard, RequestInfo
 from regard.accountability.policy import PolicyStore
+from regard.api.accountability import review_desk
 from regard.api.rekognition.operations import Context
 from regard.api.rekognition.s3 import S3Images
 from regard.config import Settings
 from regard.face.engine import Engine
 from regard.service import Service
 
-from .helpers import ADMIN, CASE, INVESTIGATOR, PROVENANCE, Endpoint, open_gate
+from .helpers import ADMIN, CASE, INVESTIGATOR, PROVENANCE, VERIFIER_1, VERIFIER_2, Endpoint, open_gate
 
 
 @pytest.fixture
@@ -183,3 +184,22 @@ def test_a_decided_leads_crops_expire_after_the_retention(ep: Endpoint, photos: 
     assert store.lead(lead_id) is not None
     assert store.expire([(lead_id, decided)], retention_days=2, now=now) == 1
     assert store.lead(lead_id) is None
+
+
+@pytest.mark.parametrize("retention_days", [0, 7])
+def test_the_review_desk_sweeps_a_decided_leads_crops_after_the_retention(
+    ep: Endpoint, photos: dict[str, bytes], retention_days: int
+) -> None:
+    ep.call("CreateCollection", CollectionId="watch")
+    _index(ep, "obama", photos)
+    probe = {"Bytes": photos["obama2"]}
+    found = ep.call("SearchFacesByImage", INVESTIGATOR, CollectionId="watch", Image=probe, **CASE)
+    lead_id = found.result["FaceMatches"][0]["RegardLeadId"]
+    store = ep.guard.evidence
+    assert store is not None
+    desk = review_desk(ep.guard, retention_days)
+    desk.decide(lead_id, "confirm", VERIFIER_1, RequestInfo("r1"), "same person")
+    assert store.lead(lead_id) is not None  # still pending: one confirmation of two
+    desk.decide(lead_id, "confirm", VERIFIER_2, RequestInfo("r2"), "same person")
+    assert ep.guard.review.get(lead_id).status == "CONFIRMED"
+    assert (store.lead(lead_id) is None) == (retention_days == 0)

@@ -23,16 +23,17 @@ assessment is approved.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from regard.accountability.assessment import Assessment, AssessmentStore, drift
 from regard.accountability.audit import AuditChain, AuditLog
+from regard.accountability.evidence import DEFAULT_RETENTION_DAYS, EvidenceStore
 from regard.accountability.policy import LOCAL_PROFILE, PolicyStore, Profile
 from regard.accountability.records import Record, append_failure
 from regard.accountability.request import Caller, RequestInfo
-from regard.accountability.review import CONFIRMED, REJECTED, Lead, ReviewQueue, ReviewRefused
+from regard.accountability.review import CONFIRMED, PENDING, REJECTED, Lead, ReviewQueue, ReviewRefused
 from regard.errors import AccessDenied, RegardError
 
 #: The audit operation of the drift signal (kind ``system``).
@@ -53,8 +54,13 @@ class ReviewDesk:
         queue: ReviewQueue,
         policy: PolicyStore | None = None,
         assessments: AssessmentStore | None = None,
+        evidence: EvidenceStore | None = None,
+        evidence_retention_days: int = DEFAULT_RETENTION_DAYS,
     ) -> None:
         self.audit = audit
+        #: The leads' face crops, swept after each decision (none: nothing to sweep).
+        self.evidence = evidence
+        self.evidence_retention_days = evidence_retention_days
         self.queue = queue
         # the queue's own database holds the policy when it is the shared one
         shared = queue.db if queue.db.kind == "postgres" else None
@@ -110,7 +116,27 @@ class ReviewDesk:
         self.audit.append(record)
         if lead.status in (CONFIRMED, REJECTED):
             self.check_drift(lead, caller)
+        self.sweep_evidence()
         return lead.to_json()
+
+    def sweep_evidence(self) -> int:
+        """Delete the crops of leads decided or withdrawn more than the retention ago (and of
+        leads that are gone); returns the number deleted. Never fails a decision."""
+        if self.evidence is None:
+            return 0
+        try:
+            now = datetime.now(UTC)
+            states: list[tuple[str, str | None]] = []
+            for lead_id in self.evidence.lead_ids():
+                try:
+                    lead = self.queue.get(lead_id)
+                except RegardError:  # the lead is gone (erased): its crops go too
+                    states.append((lead_id, now.isoformat()))
+                    continue
+                states.append((lead_id, lead.decided_at if lead.status != PENDING else None))
+            return self.evidence.expire(states, self.evidence_retention_days, now)
+        except RegardError:
+            return 0
 
     # -- the drift signal -------------------------------------------------------------------
     def check_drift(self, lead: Lead, caller: Caller) -> list[Record]:

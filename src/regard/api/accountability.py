@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from regard.accountability.evidence import DEFAULT_RETENTION_DAYS
 from regard.accountability.guard import Caller, Guard, RequestInfo
 from regard.accountability.reviewing import ReviewDesk
 from regard.api import jsonbody
@@ -141,12 +142,27 @@ def _json(data: Any, request_id: str) -> Response:
     )
 
 
+def review_desk(guard: Guard, evidence_retention_days: int | None = None) -> ReviewDesk:
+    """The review desk of ``guard``'s queue: its audit chain, policy, assessments (the drift
+    signal) and evidence (swept after each decision)."""
+    days = evidence_retention_days if evidence_retention_days is not None else DEFAULT_RETENTION_DAYS
+    return ReviewDesk(
+        guard.audit,
+        guard.review,
+        guard.policies,
+        guard.assessments,
+        evidence=guard.evidence,
+        evidence_retention_days=days,
+    )
+
+
 def review_routes(
     keys: KeyStore,
     guard_of: Callable[[], Guard],
     body_timeout: float | None = None,
     region: str | None = None,
     refusals: RefusalLedger | None = None,
+    evidence_retention_days: int | None = None,
 ) -> list[Route]:
     """The review queue's routes for the API app; a body is read as on ``POST /``
     (:func:`regard.api.signing.read_body`: at most ``MAX_REVIEW_BODY`` bytes, refused with 413 before
@@ -178,7 +194,7 @@ def review_routes(
             caller = await authenticate(request, b"")
             status = request.query_params.get("status", "PENDING_VERIFICATION").upper()
             wanted = None if status == "ALL" else status
-            desk = ReviewDesk(guard.audit, guard.review, guard.policies, guard.assessments)
+            desk = review_desk(guard, evidence_retention_days)
             rows = await run_in_threadpool(desk.list, caller, RequestInfo(request_id), wanted)
             return _json({"Leads": rows}, request_id)
         except RegardError as exc:
@@ -201,7 +217,7 @@ def review_routes(
             note = payload.get("Note") if isinstance(payload, dict) else None
             if note is not None and not isinstance(note, str):
                 raise InvalidParameter("Note must be a string")
-            desk = ReviewDesk(guard.audit, guard.review, guard.policies, guard.assessments)
+            desk = review_desk(guard, evidence_retention_days)
             lead = await run_in_threadpool(
                 desk.decide, lead_id, decision, caller, RequestInfo(request_id), note
             )

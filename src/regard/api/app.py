@@ -193,7 +193,12 @@ def create_app(
             Route("/health", health, methods=["GET"]),
             Route("/", rekognition_endpoint(state, guard), methods=["POST"]),
             *review_routes(
-                state.keys, lambda: guard, settings.api_body_timeout, settings.region or None, state.refusals
+                state.keys,
+                lambda: guard,
+                settings.api_body_timeout,
+                settings.region or None,
+                state.refusals,
+                evidence_retention_days=settings.evidence_retention_days,
             ),
             *assessment_routes(
                 state.keys, lambda: guard, settings.api_body_timeout, settings.region or None, state.refusals

@@ -23,7 +23,14 @@ def _caller(access_key_id: str) -> Caller:
 
 def _desk() -> ReviewDesk:
     ws = workspace()
-    return ReviewDesk(ws.audit(), ws.review(), ws.policies(), ws.assessments())
+    return ReviewDesk(
+        ws.audit(),
+        ws.review(),
+        ws.policies(),
+        ws.assessments(),
+        evidence=ws.evidence(),
+        evidence_retention_days=ws.settings.evidence_retention_days,
+    )
 
 
 _key_option = click.option(
