@@ -20,13 +20,13 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from regard.accountability.audit import AuditChain
-from regard.accountability.evidence import EvidenceStore
+from regard.accountability.evidence import LeadEvidence
 from regard.accountability.guard import Guard
 from regard.accountability.records import append_failure
 from regard.accountability.request import Caller, RequestInfo
 from regard.accountability.review import PENDING, STATUSES
 from regard.accountability.reviewing import READERS, ReviewDesk, covers
-from regard.api.accountability import note_refusal, refuse_unauthenticated
+from regard.api.accountability import note_refusal, refuse_unauthenticated, review_desk
 from regard.api.console import pages
 from regard.api.console.sessions import Session, SessionStore, csrf_of
 from regard.api.refusals import RefusalLedger
@@ -135,16 +135,14 @@ def console_routes(
             store: SessionStore = opened["sessions"]
             return store
 
-    def evidence() -> EvidenceStore:
-        with lock:
-            if "evidence" not in opened:
-                opened["evidence"] = workspace.evidence()
-            store: EvidenceStore = opened["evidence"]
-            return store
+    def kept(lead_id: str) -> LeadEvidence | None:
+        """The lead's crops, from the guard's evidence store (None: none kept)."""
+        store = guard_of().evidence
+        return None if store is None else store.lead(lead_id)
 
     def desk() -> ReviewDesk:
-        guard = guard_of()
-        return ReviewDesk(guard.audit, guard.review, guard.policies, guard.assessments)
+        """The desk as the signed HTTP endpoints make it (same audit records, same evidence sweep)."""
+        return review_desk(guard_of(), settings.evidence_retention_days)
 
     def audit() -> AuditChain:
         return guard_of().audit
@@ -328,12 +326,12 @@ def console_routes(
 
     def render_lead(signed: Signed, lead_id: str, **extra: Any) -> str:
         lead, profile = view_lead(signed, lead_id)
-        kept = evidence().lead(lead_id)
+        crops = kept(lead_id)
         floor = {"profile": profile.name, "max_fmr": profile.max_fmr, "max_fpir": profile.max_fpir}
         body = pages.lead_page(
             lead,
-            probe=kept is not None and kept.probe is not None,
-            candidate=kept is not None and kept.candidate is not None,
+            probe=crops is not None and crops.probe is not None,
+            candidate=crops is not None and crops.candidate is not None,
             floor=floor,
             viewer=signed.who,
             csrf=signed.csrf,
@@ -410,8 +408,8 @@ def console_routes(
             lead = the_desk.queue.get(lead_id)
             if not covers(the_desk.profile(signed.caller), lead):
                 raise AccessDenied(f"lead {lead_id} is outside profile {signed.caller.profile}")
-            kept = evidence().lead(lead_id)
-            crop = None if kept is None else getattr(kept, which)
+            crops = kept(lead_id)
+            crop = None if crops is None else getattr(crops, which)
             if crop is None:
                 raise ResourceNotFound(f"no {which} crop is kept for lead {lead_id}")
         except RegardError as exc:
