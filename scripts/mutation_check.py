@@ -109,6 +109,10 @@ POLICY = "src/regard/accountability/policy.py"
 AUDIT = "src/regard/accountability/audit.py"
 CALIBRATE = "src/regard/scoring/calibrate.py"
 ERASURE = "src/regard/accountability/erasure.py"
+ASSESSMENT = "src/regard/accountability/assessment.py"
+ASSESS_LIVE = (
+    T + "accountability/test_assessment_live.py::test_identification_needs_an_approved_current_assessment"
+)
 SQL_FACES = "src/regard/store/sql_faces.py"
 SQLITE = "src/regard/store/sqlite.py"
 SIGV4 = "src/regard/api/rekognition/sigv4.py"
@@ -635,6 +639,101 @@ MUTANTS: tuple[Mutant, ...] = (
         "",
         "VACUUM FULL runs while another session's snapshot still sees the erased rows: it copies them",
         (T + "store/test_erasure.py::test_compaction_waits_for_a_snapshot_that_still_sees_the_erased_rows",),
+    ),
+    # -- human-rights impact assessments, evidence and the console (issues 17 and 18) --
+    Mutant(
+        "assess-gate-skipped",
+        GUARD,
+        "        if profile.require_assessment and op.name in GATED_OPERATIONS and collection:",
+        "        if False:",
+        "identification runs without an approved assessment",
+        (ASSESS_LIVE,),
+    ),
+    Mutant(
+        "assess-creator-approves",
+        ASSESSMENT,
+        'if principal == creator["principal"] or (',
+        "if False and (",
+        "the operator who created an assessment approves it",
+        (ASSESS_LIVE,),
+    ),
+    Mutant(
+        "assess-failed-gate-approved",
+        ASSESSMENT,
+        'if decision == "approve" and not found.record["gates_passed"]:',
+        "if False:",
+        "an assessment whose evaluation failed a gate is approved",
+        (ASSESS_LIVE,),
+    ),
+    Mutant(
+        "assess-expiry-ignored",
+        ASSESSMENT,
+        '        if now >= self.expires_at:\n            return f"it expired',
+        '        if False:\n            return f"it expired',
+        "an expired assessment keeps the gate open",
+        (ASSESS_LIVE,),
+    ),
+    Mutant(
+        "assess-scoring-change-ignored",
+        ASSESSMENT,
+        "        if scoring is not None:\n            made = ",
+        "        if False:\n            made = ",
+        "a change of model or scoring keeps the gate open",
+        (ASSESS_LIVE,),
+    ),
+    Mutant(
+        "assess-floor-lowering-ignored",
+        ASSESSMENT,
+        "if assessed_fpir > 0 and (profile.max_fpir <= 0 or profile.max_fpir > assessed_fpir * (1 + 1e-12)):",
+        "if False:",
+        "lowering the FPIR floor keeps the gate open",
+        (ASSESS_LIVE,),
+    ),
+    Mutant(
+        "drift-no-suspension",
+        "src/regard/accountability/reviewing.py",
+        "        suspend = profile.suspend_on_drift\n",
+        "        suspend = False\n",
+        "significant drift is recorded but the assessment stays in force",
+        (
+            T + "accountability/test_drift.py::"
+            "test_half_the_leads_rejected_flags_drift_once_and_suspends_the_assessment",
+        ),
+    ),
+    Mutant(
+        "evidence-kept-after-delete",
+        GUARD,
+        'record["evidence"] = {"rows_deleted": store.forget_faces(collection, result.deleted_faces)}',
+        'record["evidence"] = {"rows_deleted": 0}',
+        "DeleteFaces leaves the face's crops for review behind",
+        (T + "accountability/test_evidence.py::test_deleting_a_face_deletes_its_crops_from_every_file",),
+    ),
+    Mutant(
+        "evidence-not-erased",
+        ERASURE,
+        "                report.crops_deleted += evidence.forget_faces(cid, ids)\n",
+        "",
+        "regard erase leaves the face's crops for review behind",
+        (
+            T + "accountability/test_evidence.py::"
+            "test_erasure_deletes_the_crops_and_subject_access_says_they_were_kept",
+        ),
+    ),
+    Mutant(
+        "console-csrf-unchecked",
+        "src/regard/api/console/sessions.py",
+        "        return hmac.compare_digest(digest(submitted), self.csrf_hash)",
+        "        return True",
+        "a console form posted without the session's CSRF token is accepted",
+        (T + "console/test_console_security.py::test_state_changing_posts_need_the_sessions_csrf_token",),
+    ),
+    Mutant(
+        "console-logout-ignored",
+        "src/regard/api/console/sessions.py",
+        "            if session.ended_at is not None:\n                return None\n",
+        "",
+        "a console session keeps working after logout",
+        (T + "console/test_console_browser.py::test_a_session_is_refused_after_logout",),
     ),
     Mutant(
         "shared-policy-set-unlocked",
