@@ -712,7 +712,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "evidence-not-erased",
         ERASURE,
         "                report.crops_deleted += evidence.forget_faces(cid, ids)\n",
-        "",
+        "                pass\n",
         "regard erase leaves the face's crops for review behind",
         (
             T + "accountability/test_evidence.py::"
