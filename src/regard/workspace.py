@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from regard.accountability.assessment import AssessmentStore
-    from regard.accountability.evidence import EvidenceStore
     from regard.accountability.audit import AuditChain
+    from regard.accountability.evidence import EvidenceStore
     from regard.accountability.guard import Guard
     from regard.accountability.policy import PolicyStore
     from regard.accountability.review import ReviewQueue
