@@ -98,7 +98,7 @@ class Settings:
     #: the window's refusals are counted in one summary record written when the window ends.
     api_refusal_records: int = 10
     #: Authentication refusals per source and window answered with their own error; later ones get
-    #: HTTP 429 ThrottlingException until the window ends (0 = never throttle).
+    #: HTTP 503 ThrottlingException until the window ends (0 = never throttle).
     api_refusal_throttle: int = 100
 
     @classmethod

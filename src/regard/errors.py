@@ -117,10 +117,14 @@ class AccessDenied(RegardError):
 
 
 class Throttling(RegardError):
-    """The caller exceeded its request rate."""
+    """The caller exceeded its request rate.
+
+    Rekognition's model marks ThrottlingException a server fault, so it is sent as a 5xx (503, the
+    status every SDK's standard retry backs off on), never as a client error.
+    """
 
     code = "ThrottlingException"
-    http_status = 400
+    http_status = 503
 
 
 class ServiceQuotaExceeded(RegardError):

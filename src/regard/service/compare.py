@@ -60,7 +60,7 @@ def compare_faces(
     if not target_faces:
         raise InvalidParameter(NO_FACES)
     for face in target_faces:
-        if quality_reasons(face.analysis, quality_filter):
+        if quality_reasons(face.analysis, quality_filter, width, height):
             continue
         result = compare(probed.embedding, face.embedding)
         detail = FaceDetail.of(face.analysis, width, height)

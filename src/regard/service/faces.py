@@ -222,7 +222,7 @@ class FaceOperations(ServiceBase):
         crop_of: dict[int, bytes] = {}
         for i, face in enumerate(detected.faces):
             detail = FaceDetail.of(face.analysis, width, height)
-            reasons = quality_reasons(face.analysis, quality_filter)
+            reasons = quality_reasons(face.analysis, quality_filter, width, height)
             if reasons:
                 unindexed.append(UnindexedFace(reasons, detail))
             else:

@@ -103,7 +103,8 @@ def probe(engine: Engine, image: RGBImage, quality_filter: str, *, others: bool 
     """
     check_quality_filter(quality_filter)
     found = engine.probe(image, others=others)
-    if found is None or quality_reasons(found.face.analysis, quality_filter):
+    width, height = image_size(image)
+    if found is None or quality_reasons(found.face.analysis, quality_filter, width, height):
         raise InvalidParameter(NO_FACES)
     return probe_face(image, found)
 

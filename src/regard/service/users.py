@@ -347,11 +347,11 @@ class UserOperations(ServiceBase):
         check_quality_filter(quality_filter)
         rgb = decode(self.engine, image)
         largest = self.engine.probe(rgb, others=True)
-        if largest is None or quality_reasons(largest.face.analysis, quality_filter):
-            width, height = image_size(rgb)
+        width, height = image_size(rgb)
+        if largest is None or quality_reasons(largest.face.analysis, quality_filter, width, height):
             unsearched: list[UnsearchedFace] = []
             if largest is not None:
-                reasons = quality_reasons(largest.face.analysis, quality_filter)
+                reasons = quality_reasons(largest.face.analysis, quality_filter, width, height)
                 unsearched.append(
                     UnsearchedFace(reasons, FaceDetail.of(largest.face.analysis, width, height))
                 )

@@ -81,10 +81,11 @@ class ClientDisconnected(ApiError):
 
 
 class RefusalsThrottled(ApiError):
-    """Too many unauthenticated refusals from one source address in the current window."""
+    """Too many unauthenticated refusals from one source address in the current window: a
+    ThrottlingException, which Rekognition's model marks a server fault, so 503 as :class:`Throttling`."""
 
     code = "ThrottlingException"
-    http_status = 429
+    http_status = 503
 
 
 #: When an operation's model does not list an error, the modeled error that means the same thing.
