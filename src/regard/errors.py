@@ -9,6 +9,7 @@ turns them into an exit status.
 
     RegardError
     ├── InvalidParameter              InvalidParameterException
+    │   ├── FileNotFound              (a named file is missing or unreadable)
     │   ├── InvalidPaginationToken    InvalidPaginationTokenException
     │   └── IdempotentParameterMismatch
     ├── ImageError
@@ -48,6 +49,10 @@ class InvalidParameter(RegardError):
 
     code = "InvalidParameterException"
     http_status = 400
+
+
+class FileNotFound(InvalidParameter):
+    """A file named on the command line (or in a manifest) does not exist or cannot be read."""
 
 
 class InvalidPaginationToken(InvalidParameter):
