@@ -18,6 +18,9 @@ class Settings:
 
     #: Largest encoded image accepted, in bytes (Rekognition's inline limit is 5 MB).
     max_image_bytes: int = 5 * 1024 * 1024
+    #: Largest image read from S3 (Image.S3Object), in bytes: Rekognition takes 15 MB by S3Object
+    #: against 5 MB inline (``max_image_bytes`` still bounds Image.Bytes).
+    max_s3_image_bytes: int = 15 * 1024 * 1024
     #: Largest decoded image accepted, in pixels (width x height).
     max_image_pixels: int = 40_000_000
     #: Largest decoded image accepted, in bytes (width x height x bytes per pixel of the declared
@@ -95,7 +98,7 @@ class Settings:
     #: the window's refusals are counted in one summary record written when the window ends.
     api_refusal_records: int = 10
     #: Authentication refusals per source and window answered with their own error; later ones get
-    #: HTTP 429 ThrottlingException until the window ends (0 = never throttle).
+    #: HTTP 503 ThrottlingException until the window ends (0 = never throttle).
     api_refusal_throttle: int = 100
     #: Seconds a reviewers' console session (``/console``) stays valid without a request; past it
     #: the reviewer signs in again (docs/review.md).

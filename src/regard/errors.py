@@ -9,6 +9,7 @@ turns them into an exit status.
 
     RegardError
     ├── InvalidParameter              InvalidParameterException
+    │   ├── FileNotFound              (a named file is missing or unreadable)
     │   ├── InvalidPaginationToken    InvalidPaginationTokenException
     │   └── IdempotentParameterMismatch
     ├── ImageError
@@ -48,6 +49,10 @@ class InvalidParameter(RegardError):
 
     code = "InvalidParameterException"
     http_status = 400
+
+
+class FileNotFound(InvalidParameter):
+    """A file named on the command line (or in a manifest) does not exist or cannot be read."""
 
 
 class InvalidPaginationToken(InvalidParameter):
@@ -117,10 +122,14 @@ class AccessDenied(RegardError):
 
 
 class Throttling(RegardError):
-    """The caller exceeded its request rate."""
+    """The caller exceeded its request rate.
+
+    Rekognition's model marks ThrottlingException a server fault, so it is sent as a 5xx (503, the
+    status every SDK's standard retry backs off on), never as a client error.
+    """
 
     code = "ThrottlingException"
-    http_status = 400
+    http_status = 503
 
 
 class ServiceQuotaExceeded(RegardError):

@@ -80,3 +80,21 @@ def test_engine_operations_emit_only_supported_fields(engine: Engine, fr_images:
     )
     paths = check_against_doc("CompareFaces", compared)
     assert "FaceMatches[].Similarity" in paths and "FaceMatches[].EstimatedFalseMatchRate" in paths
+
+
+def test_the_document_says_where_regard_differs() -> None:
+    """Issue 19, item 10: the deliberate differences are in the generated document."""
+    text = DOC.read_text()
+    assert "Every request field of a supported operation is honoured" not in text
+    assert "## Where regard differs" in text
+    topics = {topic for topic, _ in coverage.DIFFERENCES}
+    for needed in (
+        "Policy profiles",
+        "Threshold floors",
+        "Similarity",
+        "Identification gated by assessments and review",
+        "IndexFaces stores an image once",
+        "QualityFilter and SMALL_BOUNDING_BOX",
+        "FaceModelVersion",
+    ):
+        assert needed in topics and f"- **{needed}**: " in text

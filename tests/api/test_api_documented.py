@@ -325,6 +325,7 @@ def small_s3() -> Iterator[StubS3]:
 def limited(tmp_path_factory: pytest.TempPathFactory, small_s3: StubS3) -> Iterator[KeyedServer]:
     env = {
         "REGARD_MAX_IMAGE_BYTES": str(MAX_BYTES),
+        "REGARD_MAX_S3_IMAGE_BYTES": str(MAX_BYTES),
         "REGARD_MAX_IMAGE_PIXELS": str(MAX_PIXELS),
         **small_s3.env(),
     }

@@ -252,8 +252,8 @@ def test_500_unsigned_requests_make_a_bounded_number_of_records_that_add_up(tmp_
                 assert ok.status == 200
                 signed_ids.append(ok.headers["x-amzn-requestid"])
         data_dir = served.data_dir
-    # the first 100 (REGARD_API_REFUSAL_THROTTLE) got their own error, the rest 429 ThrottlingException
-    assert statuses == [403] * settings.api_refusal_throttle + [429] * (500 - settings.api_refusal_throttle)
+    # the first 100 (REGARD_API_REFUSAL_THROTTLE) got their own error, the rest 503 ThrottlingException
+    assert statuses == [403] * settings.api_refusal_throttle + [503] * (500 - settings.api_refusal_throttle)
     records = _records(data_dir)
     refused = [r for r in records if r["kind"] == "access"]
     assert len(refused) == bound
@@ -308,7 +308,7 @@ def test_unsigned_review_requests_are_counted_the_same_way(tmp_path: Path) -> No
         statuses = [served.get("/regard/review/leads", signed=False).status for _ in range(8)]
         assert served.get("/regard/review/leads").json() == {"Leads": []}  # signed: served
         data_dir = served.data_dir
-    assert statuses == [403] * 5 + [429] * 3
+    assert statuses == [403] * 5 + [503] * 3
     refused = [r for r in _records(data_dir) if r["kind"] == "access"]
     assert [r["operation"] for r in refused if r["request_id"]] == ["ReviewList", "ReviewList"]
     [summary] = [r["refusals"] for r in refused if r["request_id"] is None]

@@ -184,7 +184,7 @@ def test_image_from_s3_object(
     with pytest.raises(ClientError) as info:
         rek.detect_faces(Image={"S3Object": {"Bucket": "photos", "Name": "missing.jpg"}})
     assert error_code(info.value) == "InvalidS3ObjectException"
-    s3.put_object(Bucket="photos", Key="big.bin", Body=b"\0" * (5 * 1024 * 1024 + 1))
+    s3.put_object(Bucket="photos", Key="big.bin", Body=b"\0" * (15 * 1024 * 1024 + 1))
     with pytest.raises(rek.exceptions.ImageTooLargeException):
         rek.detect_faces(Image={"S3Object": {"Bucket": "photos", "Name": "big.bin"}})
 

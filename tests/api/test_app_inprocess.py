@@ -373,7 +373,7 @@ NEW_USER = {"CollectionId": "c", "UserId": "u"}
     ("operation", "params", "error_class", "status", "code"),
     [
         ("ListCollections", {}, ResourceNotFound, 400, "ResourceNotFoundException"),
-        ("ListCollections", {}, Throttling, 400, "ThrottlingException"),
+        ("ListCollections", {}, Throttling, 503, "ThrottlingException"),
         ("ListCollections", {}, ModelUnavailable, 500, "InternalServerError"),
         # CreateUser's model lists ConflictException, not ResourceAlreadyExistsException
         ("CreateUser", NEW_USER, ResourceAlreadyExists, 400, "ConflictException"),

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from regard.errors import ImageTooLarge, InvalidImageFormat
+from regard.errors import FileNotFound, ImageTooLarge, InvalidImageFormat
 from regard.face.imaging import load_image
 
 
@@ -172,7 +172,8 @@ def test_pixel_limit_is_configurable(astronaut: Image.Image) -> None:
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:
-    with pytest.raises(InvalidImageFormat):
+    """A path that names no file is "file not found" (issue 19), not an image format error."""
+    with pytest.raises(FileNotFound, match=r"^file not found: "):
         load_image(tmp_path / "absent.jpg")
-    with pytest.raises(InvalidImageFormat):
+    with pytest.raises(FileNotFound, match=r"^not a file: "):
         load_image(tmp_path)

@@ -87,7 +87,10 @@ def test_compare_without_a_face(capsys: pytest.CaptureFixture[str], fr_images: P
 
 def test_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run(capsys, "detect", str(tmp_path / "absent.jpg"))
-    assert code == 2 and "cannot read image file" in err
+    assert code == 2 and "file not found" in err and "InvalidImageFormat" not in err
+    assert f"FileNotFound: file not found: {tmp_path / 'absent.jpg'}" in err
+    code, _, err = run(capsys, "compare", str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg"))
+    assert code == 2 and "file not found" in err
 
 
 def test_usage_error_exits_non_zero(capsys: pytest.CaptureFixture[str]) -> None:

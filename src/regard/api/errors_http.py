@@ -73,7 +73,7 @@ class ErrorHandler:
     async def regard_error(self, exc: RegardError, exchange: Exchange) -> Response:
         """``{"__type": code, "message": ...}`` with the error's status; audited unless it already
         is. A refusal before a key was verified goes through the per-source ledger
-        (:mod:`regard.api.refusals`): recorded, counted in a later summary, or throttled (429)."""
+        (:mod:`regard.api.refusals`): recorded, counted in a later summary, or throttled (503)."""
         if not exc.audit_recorded and exchange.access_key_id is None:
             exchange.claimed_access_key_id = getattr(exc, "claimed_access_key_id", None)
             exc = await refuse_unauthenticated(

@@ -12,7 +12,7 @@ of ``REGARD_API_REFUSAL_INTERVAL`` seconds (default 60):
   every few seconds by the server) or at shutdown, one ``kind: access`` summary record carries
   how many there were, by error code, and how many were throttled;
 - beyond ``REGARD_API_REFUSAL_THROTTLE`` authentication refusals in the window (default 100), the
-  source's further refusals are answered HTTP 429 ``ThrottlingException`` (which SDKs back off on)
+  source's further refusals are answered HTTP 503 ``ThrottlingException`` (which SDKs back off on)
   instead of their own error, until the window ends.
 
 Requests whose signature holds are never counted here: each is recorded by the guard. So from one
@@ -90,7 +90,7 @@ class RefusalLedger:
 
     def refused(self, source: str, code: str) -> Decision:
         """Count one refusal of ``code`` from ``source``: ``record`` it (its own audit record),
-        ``count`` it (in the window's summary) or ``throttle`` it (answer 429, counted)."""
+        ``count`` it (in the window's summary) or ``throttle`` it (answer 503, counted)."""
         now, wall = self.clock(), self.wall()
         with self._lock:
             window = self._windows.get(source)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from regard.cli.output import emit_json, emit_table
 from regard.errors import InvalidParameter
@@ -46,18 +46,35 @@ def face_to_dict(analysis: FaceAnalysis, width: int, height: int) -> dict[str, A
     }
 
 
+def label_size(width: int, height: int) -> int:
+    """Text height, in pixels, of the row labels :func:`draw` writes on a ``width`` x ``height`` image:
+    3.5% of the shorter side, at least 12 px, so a label stays legible at any image size."""
+    return max(12, round(min(width, height) * 0.035))
+
+
 def draw(image: RGBImage, detections: list[Detection], out: Path) -> None:
-    """Write ``image`` with each box and its five landmarks drawn on it."""
+    """Write ``image`` with each box, its five landmarks and its row number in the printed table
+    (1 = the first row) drawn on it; the number sits on a filled tag above the box (inside the
+    image), sized to the image so it can be read at any size."""
     canvas = Image.fromarray(image)
     pen = ImageDraw.Draw(canvas)
-    width = max(2, round(max(image.shape[:2]) / 300))
-    for det in detections:
+    height, width = image.shape[:2]
+    line = max(2, round(max(height, width) / 300))
+    font = ImageFont.load_default(size=label_size(width, height))
+    for row, det in enumerate(detections, start=1):
         b = det.box
-        pen.rectangle([b.left, b.top, b.right, b.bottom], outline=(0, 255, 0), width=width)
+        pen.rectangle([b.left, b.top, b.right, b.bottom], outline=(0, 255, 0), width=line)
         r = max(2, round(b.width / 40))
         for x, y in det.landmarks:
             pen.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
-        pen.text((b.left, max(0.0, b.top - 12)), f"{det.confidence:.0f}", fill=(0, 255, 0))
+        text = str(row)
+        left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
+        pad = max(2, (bottom - top) // 4)
+        tag_w, tag_h = right - left + 2 * pad, bottom - top + 2 * pad
+        x0 = min(max(0.0, b.left), max(0.0, width - tag_w))
+        y0 = b.top - tag_h if b.top - tag_h >= 0 else min(b.top, max(0.0, height - tag_h))
+        pen.rectangle([x0, y0, x0 + tag_w, y0 + tag_h], fill=(0, 255, 0))
+        pen.text((x0 + pad - left, y0 + pad - top), text, fill=(0, 0, 0), font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)
 

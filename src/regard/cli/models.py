@@ -30,6 +30,7 @@ def models(ctx: click.Context, as_json: bool, cache_dir: Path | None) -> None:
     cache = cache_dir or settings.cache_dir
     infos = catalog(cache)
     scoring = _scoring_rows(settings)
+    version = _version_row(settings)
     if as_json:
         rows = [
             {
@@ -45,7 +46,7 @@ def models(ctx: click.Context, as_json: bool, cache_dir: Path | None) -> None:
             }
             for m in infos
         ]
-        click.echo(json.dumps(rows + scoring, indent=2))
+        click.echo(json.dumps([*rows, *scoring, version], indent=2))
         return
     for m in infos:
         click.echo(f"{m.name}: {m.description}")
@@ -60,6 +61,13 @@ def models(ctx: click.Context, as_json: bool, cache_dir: Path | None) -> None:
         click.echo(f"  version  {row['version']}  (for {row['model']})")
         click.echo(f"  sha256   {row['sha256']}")
         click.echo(f"  fitted   {row['fitted_on']}")
+    click.echo(f"{version['name']}: {version['description']}")
+    click.echo(f"  version  {version['version']}")
+    identity = version["identity"]
+    assert isinstance(identity, dict)
+    for key, value in identity.items():
+        if key != "FaceModelVersion":
+            click.echo(f"  {key:<18} {value}")
 
 
 def _scoring_rows(settings: Settings) -> list[dict[str, object]]:
@@ -102,6 +110,24 @@ def _scoring_rows(settings: Settings) -> list[dict[str, object]]:
         }
     )
     return rows
+
+
+def _version_row(settings: Settings) -> dict[str, object]:
+    """The FaceModelVersion responses carry with these models and scoring, and what it stands for."""
+    from regard.face.engine import Engine
+    from regard.scoring.calibrate import default_scorer, load_scorer
+    from regard.scoring.versions import describe
+
+    folder = Path(settings.scoring_dir).expanduser() if settings.scoring_dir else None
+    scorer = load_scorer(folder) if folder else default_scorer()
+    identity = describe(Engine(settings).model_identity, scorer)  # the identity loads no model
+    return {
+        "name": "face-model-version",
+        "description": "FaceModelVersion in Rekognition responses: the embedding model, its template "
+        "preprocessing and the scoring parameters (regard.scoring.versions)",
+        "version": identity["FaceModelVersion"],
+        "identity": identity,
+    }
 
 
 @models.command("prepare")

@@ -161,10 +161,11 @@ class Engine:
         return replace(ident, preprocessing=ident.preprocessing.replace(f"+{FLIP_MEAN}", ""))
 
     # -- stages -----------------------------------------------------------------------------
-    def load_image(self, source: bytes | str | Path) -> RGBImage:
+    def load_image(self, source: bytes | str | Path, *, max_bytes: int | None = None) -> RGBImage:
+        """``source`` decoded under the settings' limits (``max_bytes`` overrides the byte limit)."""
         return imaging.load_image(
             source,
-            max_bytes=self.settings.max_image_bytes,
+            max_bytes=self.settings.max_image_bytes if max_bytes is None else max_bytes,
             max_pixels=self.settings.max_image_pixels,
             max_decoded_bytes=self.settings.max_image_decoded_bytes or None,
         )

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from regard.errors import ImageTooLarge, InvalidImageFormat
+from regard.errors import FileNotFound, ImageTooLarge, InvalidImageFormat
 from regard.types import Box, RGBImage
 
 #: Formats regard decodes (Pillow's names).
@@ -53,10 +53,12 @@ def read_source(source: bytes | bytearray | memoryview | str | Path, max_bytes: 
         path = Path(source)
         try:
             size = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise FileNotFound(f"file not found: {path}") from exc
         except OSError as exc:
-            raise InvalidImageFormat(f"cannot read image file {path}: {exc.strerror}") from exc
+            raise FileNotFound(f"cannot read file {path}: {exc.strerror}") from exc
         if not path.is_file():
-            raise InvalidImageFormat(f"{path} is not a file")
+            raise FileNotFound(f"not a file: {path}")
         if size > max_bytes:
             raise ImageTooLarge(f"image is {size} bytes; the limit is {max_bytes}")
         data = path.read_bytes()

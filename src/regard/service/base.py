@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from regard.errors import InvalidParameter
 from regard.face.engine import Engine
 from regard.scoring.calibrate import Scorer
+from regard.scoring.versions import describe, face_model_version
 from regard.service.rules import COLLECTION_ID_RE, check
 from regard.store.base import Collection, Store
 from regard.types import ModelIdentity
@@ -76,12 +77,14 @@ class ServiceBase:
         return self.engine.model_identity
 
     def model_version(self, c: Collection) -> str:
-        """FaceModelVersion: the templates' model identity joined by the scoring parameters' hash.
+        """FaceModelVersion: a numeric string (:mod:`regard.scoring.versions`) that changes whenever
+        the collection's templates' model or this service's scoring (normalizer, calibration table)
+        does, since a similarity depends on both; the full identity is :meth:`model_description`."""
+        return face_model_version(c.face_model, self.scorer)
 
-        Templates depend on the model alone; similarities also on the normalizer and calibration
-        table, so a client (and the audit log) can tell which scale a similarity was read from.
-        """
-        return f"{c.face_model.key}+scoring-{self.scorer.key}"
+    def model_description(self, c: Collection) -> dict[str, str]:
+        """The full identity behind :meth:`model_version` (DescribeCollection's ``RegardFaceModel``)."""
+        return describe(c.face_model, self.scorer)
 
     def collection_arn(self, collection_id: str) -> str:
         """The ARN a collection of this service has."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from regard.service.base import Removal, ServiceBase
 from regard.service.rules import COLLECTION_ID_RE, check, check_tags, page_size
@@ -35,6 +35,9 @@ class CollectionDescription:
     created_at: float  # seconds since the epoch
     content_version: int
     content_hash: str
+    #: What FaceModelVersion stands for: model, preprocessing, scoring (DescribeCollection's
+    #: ``RegardFaceModel``, which botocore and the AWS SDKs ignore as an unknown field).
+    face_model_identity: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class CollectionOperations(ServiceBase):
             created_at=c.created_at,
             content_version=c.content_version,
             content_hash=c.content_hash,
+            face_model_identity=self.model_description(c),
         )
 
     def list_collections(

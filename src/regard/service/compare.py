@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from regard.errors import InvalidParameter
 from regard.face.engine import Engine
 from regard.face.imaging import image_size
 from regard.scoring.calibrate import Scorer
-from regard.service.images import FaceDetail, decode, probe
+from regard.service.images import NO_FACES, FaceDetail, ImageInput, decode, probe
 from regard.service.quality import quality_reasons
 from regard.service.rules import DEFAULT_SIMILARITY_THRESHOLD, check_range
-from regard.types import RGBImage
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +33,8 @@ class CompareFacesResult:
 
 def compare_faces(
     engine: Engine,
-    source: bytes | RGBImage,
-    target: bytes | RGBImage,
+    source: ImageInput,
+    target: ImageInput,
     *,
     similarity_threshold: float | None = None,
     quality_filter: str = "NONE",
@@ -42,6 +42,8 @@ def compare_faces(
 ) -> CompareFacesResult:
     """CompareFaces: the source's largest face (InvalidParameter if none passes ``quality_filter``)
     against each target face that passes it; those at SimilarityThreshold (default 80) or more match.
+    InvalidParameter too when the target holds no face at all, as Rekognition answers; target faces
+    that fall short of ``quality_filter`` are left out of both lists.
 
     ``scorer`` overrides the engine's scoring (as :class:`regard.service.Service` may).
     """
@@ -54,8 +56,11 @@ def compare_faces(
     width, height = image_size(target_rgb)
     matches: list[CompareFacesMatch] = []
     unmatched: list[FaceDetail] = []
-    for face in engine.faces(target_rgb):
-        if quality_reasons(face.analysis, quality_filter):
+    target_faces = engine.faces(target_rgb)
+    if not target_faces:
+        raise InvalidParameter(NO_FACES)
+    for face in target_faces:
+        if quality_reasons(face.analysis, quality_filter, width, height):
             continue
         result = compare(probed.embedding, face.embedding)
         detail = FaceDetail.of(face.analysis, width, height)

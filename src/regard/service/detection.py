@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from regard.face.engine import Engine
 from regard.face.imaging import image_size
-from regard.service.images import FaceDetail, decode
-from regard.types import RGBImage
+from regard.service.images import FaceDetail, ImageInput, decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +16,7 @@ class DetectFacesResult:
     face_details: list[FaceDetail]
 
 
-def detect_faces(engine: Engine, image: bytes | RGBImage) -> DetectFacesResult:
+def detect_faces(engine: Engine, image: ImageInput) -> DetectFacesResult:
     """DetectFaces: box, landmarks, pose, quality, eyes and mouth of each face (up to 100)."""
     rgb = decode(engine, image)
     width, height = image_size(rgb)

@@ -11,7 +11,7 @@ from regard.errors import InvalidParameter, ResourceNotFound
 from regard.face.engine import Engine
 from regard.face.imaging import face_crop_jpeg, image_size
 from regard.service.base import Removal, ServiceBase
-from regard.service.images import FaceDetail, decode, probe
+from regard.service.images import FaceDetail, ImageInput, decode, encoded, probe
 from regard.service.quality import check_quality_filter, quality_reasons
 from regard.service.rules import (
     EXTERNAL_IMAGE_ID_RE,
@@ -20,13 +20,12 @@ from regard.service.rules import (
     USER_ID_RE,
     check,
     check_face_ids,
-    check_range,
     check_search_params,
     page_size,
 )
 from regard.service.search import FaceMatch, match_faces
 from regard.store.base import Collection, FaceRecord, NewFace, as_vector
-from regard.types import Box, Embeddings, Face, ModelIdentity, RGBImage
+from regard.types import Box, Embeddings, Face, ModelIdentity
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +45,11 @@ class DetectedImage:
     crops: list[bytes] | None = None
 
 
-def detect_image(engine: Engine, image: bytes | RGBImage, *, crops: bool = True) -> DetectedImage:
+def detect_image(engine: Engine, image: ImageInput, *, crops: bool = True) -> DetectedImage:
     """Decode ``image`` (the engine's limits apply) and detect, analyse and embed every face in one
     batch: IndexFaces' engine work, which :meth:`FaceOperations.index_detected` then stores."""
-    digest = hashlib.sha256(image).hexdigest() if isinstance(image, bytes | bytearray | memoryview) else None
+    data = encoded(image)
+    digest = hashlib.sha256(data).hexdigest() if data is not None else None
     rgb = decode(engine, image)
     width, height = image_size(rgb)
     faces = engine.faces(rgb, max_faces=MAX_INDEX_FACES)
@@ -140,7 +140,7 @@ class FaceOperations(ServiceBase):
     def index_faces(
         self,
         collection_id: str,
-        image: bytes | RGBImage,
+        image: ImageInput,
         *,
         external_image_id: str | None = None,
         max_faces: int | None = None,
@@ -149,7 +149,11 @@ class FaceOperations(ServiceBase):
         legal_basis: str | None = None,
     ) -> IndexFacesResult:
         """IndexFaces: detect faces (largest first), leave out those under the QualityFilter bar or
-        beyond MaxFaces (reported in UnindexedFaces with reasons), store the rest atomically.
+        beyond MaxFaces (at most 100; reported in UnindexedFaces with reasons), store the rest atomically.
+
+        Indexing the same image bytes (sha256) under the same ExternalImageId into a collection that
+        already holds faces of it stores nothing new and returns those faces' records (same FaceIds):
+        Rekognition does not save duplicate face metadata. Without an ExternalImageId every call stores.
 
         ``source_note`` and ``legal_basis`` are optional provenance kept with each face; the sha256
         of encoded ``image`` bytes is kept with each face too (:attr:`NewFace.image_sha256`).
@@ -197,8 +201,8 @@ class FaceOperations(ServiceBase):
         c = self._collection(collection_id)
         if external_image_id is not None:
             check(EXTERNAL_IMAGE_ID_RE, external_image_id, "ExternalImageId")
-        if max_faces is not None:
-            check_range(max_faces, 1, MAX_INDEX_FACES, "MaxFaces")
+        if max_faces is not None and max_faces < 1:
+            raise InvalidParameter(f"MaxFaces must be at least 1, got {max_faces!r}")
         check_quality_filter(quality_filter)
         return c
 
@@ -218,17 +222,18 @@ class FaceOperations(ServiceBase):
         crop_of: dict[int, bytes] = {}
         for i, face in enumerate(detected.faces):
             detail = FaceDetail.of(face.analysis, width, height)
-            reasons = quality_reasons(face.analysis, quality_filter)
+            reasons = quality_reasons(face.analysis, quality_filter, width, height)
             if reasons:
                 unindexed.append(UnindexedFace(reasons, detail))
             else:
                 kept.append((face, detail))
                 if detected.crops is not None:
                     crop_of[id(face)] = detected.crops[i]
-        if max_faces is not None and len(kept) > max_faces:
+        limit = MAX_INDEX_FACES if max_faces is None else min(max_faces, MAX_INDEX_FACES)
+        if len(kept) > limit:
             kept.sort(key=lambda fd: fd[0].detection.box.area, reverse=True)
-            unindexed.extend(UnindexedFace(["EXCEEDS_MAX_FACES"], d) for _, d in kept[max_faces:])
-            kept = kept[:max_faces]
+            unindexed.extend(UnindexedFace(["EXCEEDS_MAX_FACES"], d) for _, d in kept[limit:])
+            kept = kept[:limit]
         records: list[IndexedFace] = []
         if kept:
             image_id = str(uuid.uuid4())
@@ -248,11 +253,35 @@ class FaceOperations(ServiceBase):
                 )
                 for face, detail in kept
             ]
-            stored = self.store.add_faces(c.collection_id, new)
-            records = [IndexedFace(s, d, crop_of.get(id(f))) for s, (f, d) in zip(stored, kept, strict=True)]
+            stored = self.store.add_faces(c.collection_id, new, once_per_image=True)
+            if {s.face_id for s in stored} == {n.face_id for n in new}:
+                records = [
+                    IndexedFace(s, d, crop_of.get(id(f))) for s, (f, d) in zip(stored, kept, strict=True)
+                ]
+            else:  # this image was indexed under this ExternalImageId before: its faces, not new ones
+                records = [self._indexed_again(s, detected, crop_of) for s in stored]
         return IndexFacesResult(
             face_records=records, unindexed_faces=unindexed, face_model_version=self.model_version(c)
         )
+
+    @staticmethod
+    def _indexed_again(rec: FaceRecord, detected: DetectedImage, crop_of: dict[int, bytes]) -> IndexedFace:
+        """A face stored from an earlier indexing of the same image, with the FaceDetail of the face
+        detected now whose box lies closest to the stored one (the same face: same bytes, same engine)."""
+
+        def distance(face: Face) -> float:
+            box = face.detection.box.to_ratios(detected.width, detected.height)
+            b = rec.bounding_box
+            return (
+                abs(box.left - b.left)
+                + abs(box.top - b.top)
+                + abs(box.width - b.width)
+                + abs(box.height - b.height)
+            )
+
+        nearest = min(detected.faces, key=distance)
+        detail = FaceDetail.of(nearest.analysis, detected.width, detected.height)
+        return IndexedFace(rec, detail, crop_of.get(id(nearest)))
 
     def indexed_images(self, collection_id: str, external_image_ids: Sequence[str]) -> dict[str, set[str]]:
         """ExternalImageId -> sha256 of each image indexed under it that still has a face in the
@@ -346,7 +375,7 @@ class FaceOperations(ServiceBase):
     def search_faces_by_image(
         self,
         collection_id: str,
-        image: bytes | RGBImage,
+        image: ImageInput,
         *,
         max_faces: int | None = None,
         face_match_threshold: float | None = None,

@@ -11,10 +11,10 @@ from regard.service.collections import CollectionOperations
 from regard.service.compare import CompareFacesResult, compare_faces
 from regard.service.detection import DetectFacesResult, detect_faces
 from regard.service.faces import FaceOperations
+from regard.service.images import ImageInput
 from regard.service.tags import TagOperations
 from regard.service.users import UserOperations
 from regard.store.base import Store
-from regard.types import RGBImage
 
 
 class Service(CollectionOperations, FaceOperations, UserOperations, TagOperations):
@@ -69,14 +69,14 @@ class Service(CollectionOperations, FaceOperations, UserOperations, TagOperation
         """Make erasure physical (checkpoint + VACUUM, index files rewritten without removed vectors)."""
         self.store.compact()
 
-    def detect_faces(self, image: bytes | RGBImage) -> DetectFacesResult:
+    def detect_faces(self, image: ImageInput) -> DetectFacesResult:
         """DetectFaces (:func:`regard.service.detection.detect_faces`) with this service's engine."""
         return detect_faces(self.engine, image)
 
     def compare_faces(
         self,
-        source: bytes | RGBImage,
-        target: bytes | RGBImage,
+        source: ImageInput,
+        target: ImageInput,
         *,
         similarity_threshold: float | None = None,
         quality_filter: str = "NONE",

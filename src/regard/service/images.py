@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from regard.errors import InvalidParameter
-from regard.face.engine import Engine
+from regard.face.engine import Engine, Probe
 from regard.face.imaging import face_crop_jpeg, image_size
 from regard.service.quality import check_quality_filter, quality_reasons
 from regard.store.base import as_vector
@@ -47,8 +47,34 @@ class FaceDetail:
         )
 
 
-def decode(engine: Engine, image: bytes | RGBImage) -> RGBImage:
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    """Encoded image bytes under a byte limit other than the engine's ``max_image_bytes``:
+    Rekognition takes images by S3Object up to 15 MB (``Settings.max_s3_image_bytes``) while inline
+    Bytes stay at 5 MB. The engine's pixel and decoded-size limits still apply."""
+
+    data: bytes
+    max_bytes: int
+
+
+#: An image as the service takes it: encoded bytes (the engine's byte limit), encoded bytes with
+#: their own byte limit, or a decoded RGB array.
+ImageInput = bytes | EncodedImage | RGBImage
+
+
+def encoded(image: ImageInput) -> bytes | None:
+    """The encoded bytes of ``image``; None when it came decoded."""
+    if isinstance(image, EncodedImage):
+        return image.data
+    if isinstance(image, bytes | bytearray | memoryview):
+        return bytes(image)
+    return None
+
+
+def decode(engine: Engine, image: ImageInput) -> RGBImage:
     """Encoded bytes decoded by the engine (its limits apply), or an RGB array checked as one."""
+    if isinstance(image, EncodedImage):
+        return engine.load_image(image.data, max_bytes=image.max_bytes)
     if isinstance(image, bytes | bytearray | memoryview):
         return engine.load_image(bytes(image))
     arr = np.asarray(image)
@@ -77,8 +103,14 @@ def probe(engine: Engine, image: RGBImage, quality_filter: str, *, others: bool 
     """
     check_quality_filter(quality_filter)
     found = engine.probe(image, others=others)
-    if found is None or quality_reasons(found.face.analysis, quality_filter):
+    width, height = image_size(image)
+    if found is None or quality_reasons(found.face.analysis, quality_filter, width, height):
         raise InvalidParameter(NO_FACES)
+    return probe_face(image, found)
+
+
+def probe_face(image: RGBImage, found: Probe) -> ProbeFace:
+    """The :class:`ProbeFace` of what :meth:`regard.face.engine.Engine.probe` found in ``image``."""
     width, height = image_size(image)
     return ProbeFace(
         detail=FaceDetail.of(found.face.analysis, width, height),

@@ -26,6 +26,8 @@ DEFAULT_SIMILARITY_THRESHOLD = 80.0  # CompareFaces
 DEFAULT_USER_MATCH_THRESHOLD_ASSOCIATE = 75.0
 DEFAULT_USER_MATCH_THRESHOLD_SEARCH = 80.0
 MAX_SEARCH_FACES = 4096
+#: The most faces IndexFaces stores from one image. A larger MaxFaces is accepted (the API model sets
+#: no maximum) and means the same as 100, as in Rekognition.
 MAX_INDEX_FACES = 100
 
 

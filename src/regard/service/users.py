@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from regard.errors import InvalidParameter, ResourceNotFound, ServiceQuotaExceeded
+from regard.face.imaging import image_size
 from regard.service.base import Removal, ServiceBase
 from regard.service.idempotency import idempotent
-from regard.service.images import FaceDetail, decode, probe
+from regard.service.images import FaceDetail, ImageInput, decode, probe_face
+from regard.service.quality import check_quality_filter, quality_reasons
 from regard.service.rules import (
     DEFAULT_USER_MATCH_THRESHOLD_ASSOCIATE,
     FACE_ID_RE,
@@ -22,7 +24,7 @@ from regard.service.rules import (
 )
 from regard.service.search import UserMatch, match_users
 from regard.store.base import MAX_FACES_PER_USER, User
-from regard.types import Embeddings, RGBImage
+from regard.types import Embeddings
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +96,15 @@ class UnsearchedFace:
 
 @dataclass(frozen=True, slots=True)
 class SearchUsersByImageResult:
-    """SearchUsersByImage: UserMatches, FaceModelVersion, SearchedFace (FaceDetail), UnsearchedFaces."""
+    """SearchUsersByImage: UserMatches, FaceModelVersion, SearchedFace (FaceDetail), UnsearchedFaces.
+
+    ``searched_face`` is None when the image holds no face that can be searched (none, or its
+    largest falls short of QualityFilter): then UserMatches is empty, as in Rekognition.
+    """
 
     user_matches: list[UserMatch]
     face_model_version: str
-    searched_face: FaceDetail
+    searched_face: FaceDetail | None
     unsearched_faces: list[UnsearchedFace]
     #: The searched face as a small JPEG (evidence for review; never rendered).
     searched_face_crop: bytes | None = None
@@ -174,7 +180,6 @@ class UserOperations(ServiceBase):
                 refs = [f.embedding for f in page.items]
             unsuccessful: list[dict[str, Any]] = []
             accept: list[str] = []
-            already: list[str] = []
             for fid in ids:
                 rec = found.get(fid)
                 if rec is None:
@@ -186,8 +191,7 @@ class UserOperations(ServiceBase):
                     )
                     continue
                 if rec.user_id == user_id:
-                    already.append(fid)
-                    continue
+                    continue  # already the user's: ignored, not reported (as in Rekognition)
                 if refs:
                     sim = max(self.scorer.compare(rec.embedding, r).similarity for r in refs)
                     if sim < threshold:
@@ -210,7 +214,7 @@ class UserOperations(ServiceBase):
                 if fid not in done:
                     unsuccessful.append({"FaceId": fid, "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]})
             status = self.store.get_user(collection_id, user_id).status
-            return {"Associated": done + already, "Unsuccessful": unsuccessful, "UserStatus": status}
+            return {"Associated": done, "Unsuccessful": unsuccessful, "UserStatus": status}
 
         out = idempotent(
             self.store,
@@ -324,18 +328,44 @@ class UserOperations(ServiceBase):
     def search_users_by_image(
         self,
         collection_id: str,
-        image: bytes | RGBImage,
+        image: ImageInput,
         *,
         user_match_threshold: float | None = None,
         max_users: int | None = None,
         quality_filter: str = "NONE",
     ) -> SearchUsersByImageResult:
         """SearchUsersByImage: the largest face against the collection's users; other faces are
-        reported as UnsearchedFaces (FACE_NOT_LARGEST)."""
+        reported as UnsearchedFaces (FACE_NOT_LARGEST).
+
+        An image without a face, or whose largest face falls short of QualityFilter, is no error
+        (Rekognition answers an empty UserMatches and no SearchedFace); a largest face that falls
+        short is reported in UnsearchedFaces with the reasons.
+        """
         c = self._collection(collection_id)
         threshold, limit = user_search_params(user_match_threshold, max_users)
         self._check_model(c)
-        found = probe(self.engine, decode(self.engine, image), quality_filter, others=True)
+        check_quality_filter(quality_filter)
+        rgb = decode(self.engine, image)
+        largest = self.engine.probe(rgb, others=True)
+        width, height = image_size(rgb)
+        if largest is None or quality_reasons(largest.face.analysis, quality_filter, width, height):
+            unsearched: list[UnsearchedFace] = []
+            if largest is not None:
+                reasons = quality_reasons(largest.face.analysis, quality_filter, width, height)
+                unsearched.append(
+                    UnsearchedFace(reasons, FaceDetail.of(largest.face.analysis, width, height))
+                )
+                unsearched.extend(
+                    UnsearchedFace(["FACE_NOT_LARGEST"], FaceDetail.of(a, width, height))
+                    for a in largest.others
+                )
+            return SearchUsersByImageResult(
+                user_matches=[],
+                face_model_version=self.model_version(c),
+                searched_face=None,
+                unsearched_faces=unsearched,
+            )
+        found = probe_face(rgb, largest)
         matches = match_users(
             self.store, self.scorer, c, [found.embedding], threshold, limit, exclude_user=None
         )

@@ -130,7 +130,15 @@ class Store(Protocol):
     def delete_collection(self, collection_id: str) -> None: ...
 
     # faces -------------------------------------------------------------------------------
-    def add_faces(self, collection_id: str, faces: Sequence[NewFace]) -> list[FaceRecord]: ...
+    def add_faces(
+        self, collection_id: str, faces: Sequence[NewFace], *, once_per_image: bool = False
+    ) -> list[FaceRecord]:
+        """Store ``faces`` and return their records. With ``once_per_image``, when the faces all come
+        from one image (same ExternalImageId and ``image_sha256``, both set) of which the collection
+        already holds faces, nothing is stored and those faces are returned instead (IndexFaces'
+        rule against duplicate face metadata)."""
+        ...
+
     def get_faces(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, FaceRecord]: ...
     def list_faces(
         self,

@@ -17,12 +17,19 @@ from regard.store.sql_base import FACE_COLUMNS, SqlBase, Tx, _chunks, _marks
 class SqlFaces(SqlBase):
     """The face rows: each add or delete is one locked transaction that also logs and chains it."""
 
-    def add_faces(self, collection_id: str, faces: Sequence[NewFace]) -> list[FaceRecord]:
+    def add_faces(
+        self, collection_id: str, faces: Sequence[NewFace], *, once_per_image: bool = False
+    ) -> list[FaceRecord]:
         now = time.time()
         try:
             with self._write() as tx:
                 row = self._locked(tx, collection_id)
                 key = int(row[0])
+                if once_per_image:
+                    # Under the collection's lock, so two identical requests cannot both store.
+                    existing = self._image_faces(tx, key, faces)
+                    if existing:
+                        return existing
                 params = [
                     (
                         key,
@@ -78,6 +85,22 @@ class SqlFaces(SqlBase):
                 raise ResourceAlreadyExists("a FaceId is already in the collection") from exc
             raise
         return out
+
+    def _image_faces(self, tx: Tx, key: int, faces: Sequence[NewFace]) -> list[FaceRecord]:
+        """The stored faces of the one image (ExternalImageId and sha256) ``faces`` all come from;
+        empty when they come from several, or from one without both."""
+        images = {(f.external_image_id, f.image_sha256) for f in faces}
+        if len(images) != 1:
+            return []
+        ((external_image_id, digest),) = images
+        if external_image_id is None or digest is None:
+            return []
+        rows = tx.all(
+            f"SELECT {FACE_COLUMNS} FROM faces WHERE collection = ? AND external_image_id = ? "
+            "AND image_sha256 = ? ORDER BY id",
+            (key, external_image_id, digest),
+        )
+        return [self._face_from_row(r) for r in rows]
 
     def get_faces(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, FaceRecord]:
         found: dict[str, FaceRecord] = {}

@@ -9,11 +9,13 @@ not in :mod:`regard.errors`, because only the API layer authenticates.
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.responses import Response
 
+from regard.accountability.policy import DEFAULT_PROFILES
 from regard.api.rekognition.shapes import service_model
-from regard.errors import ConflictError, RegardError
+from regard.errors import AccessDenied, ConflictError, RegardError
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
@@ -81,10 +83,11 @@ class ClientDisconnected(ApiError):
 
 
 class RefusalsThrottled(ApiError):
-    """Too many unauthenticated refusals from one source address in the current window."""
+    """Too many unauthenticated refusals from one source address in the current window: a
+    ThrottlingException, which Rekognition's model marks a server fault, so 503 as :class:`Throttling`."""
 
     code = "ThrottlingException"
-    http_status = 429
+    http_status = 503
 
 
 #: When an operation's model does not list an error, the modeled error that means the same thing.
@@ -94,8 +97,58 @@ _MODELED_ALTERNATIVES: dict[str, type[RegardError]] = {
 }
 
 
+_NOT_ALLOWED = re.compile(r"^the (?P<profile>[\w.-]+) profile does not allow (?P<op>[A-Za-z]+)$")
+_NOT_ALLOWED_COLLECTION = re.compile(r"^the (?P<profile>[\w.-]+) profile does not allow collection ")
+_ROLE = re.compile(r"^role '(?P<role>[\w-]+)' may not use the (?P<profile>[\w.-]+) profile$")
+_HEADER = re.compile(r"requires (a purpose|a case reference|the images' provenance)")
+
+
+def access_hint(message: str, operation: str | None) -> str | None:
+    """What would allow a call an AccessDenied ``message`` refused (None: the message says it)."""
+    if m := _NOT_ALLOWED.match(message):
+        op = m["op"]
+        allowing = [n for n, p in DEFAULT_PROFILES.items() if n != "admin" and p.allows_operation(op)]
+        name = allowing[0] if allowing else "admin"
+        role = " --role admin" if name == "admin" else ""
+        profiles = ", ".join([*allowing, "admin"])
+        return (
+            f"a key of a profile that allows {op} may call it (by default: {profiles}): "
+            f"`regard keys create --name NAME --profile {name}{role}`, or allow {op} in the "
+            f"{m['profile']} profile (`regard policy set {m['profile']} operations ...`)"
+        )
+    if m := _NOT_ALLOWED_COLLECTION.match(message):
+        return (
+            f"add the collection to the {m['profile']} profile's collections "
+            f"(`regard policy set {m['profile']} collections ...`) or use a key of a profile that allows it"
+        )
+    if m := _ROLE.match(message):
+        profile = DEFAULT_PROFILES.get(m["profile"])
+        roles = ", ".join(profile.roles) if profile is not None else "one the policy allows"
+        return (
+            f"create a key with a role the {m['profile']} profile allows ({roles}): "
+            f"`regard keys create --name NAME --profile {m['profile']} --role ROLE`"
+        )
+    if _HEADER.search(message):
+        return "send the named x-regard-* headers with each request (README: from boto3 and the AWS CLI)"
+    return None
+
+
+def with_hint(error: RegardError, operation: str | None) -> RegardError:
+    """An AccessDenied whose message ends with what would allow the call, when it does not say so."""
+    if not isinstance(error, AccessDenied):
+        return error
+    hint = access_hint(error.message, operation)
+    if hint is None:
+        return error
+    hinted = AccessDenied(f"{error.message}; to allow it: {hint}")
+    hinted.audit_recorded = error.audit_recorded
+    return hinted
+
+
 def for_operation(error: RegardError, operation: str | None) -> RegardError:
-    """``error`` as ``operation`` reports it: an equivalent error its model lists, when there is one."""
+    """``error`` as ``operation`` reports it: an equivalent error its model lists, when there is one;
+    an AccessDenied ends with what would allow the call (:func:`with_hint`)."""
+    error = with_hint(error, operation)
     if operation is None or isinstance(error, ApiError):
         return error
     model = service_model()

@@ -50,6 +50,7 @@ from regard.service import (
     compare,
     detection,
 )
+from regard.service.images import EncodedImage
 from regard.service.render import (
     bounding_box,
     compared_face,
@@ -139,8 +140,9 @@ def respond(op: ApiOperation[R], out: Guarded[R], params: Params) -> Json:
 
 
 # -- images --------------------------------------------------------------------------------------
-def image_bytes(ctx: Context, image: Params, field_name: str = "Image") -> bytes:
-    """The encoded bytes of a Rekognition ``Image`` structure (Bytes or S3Object)."""
+def image_bytes(ctx: Context, image: Params, field_name: str = "Image") -> bytes | EncodedImage:
+    """The encoded bytes of a Rekognition ``Image`` structure: Bytes (the engine's 5 MB limit) or
+    S3Object (fetched and decoded under ``max_s3_image_bytes``, 15 MB)."""
     if "Bytes" in image and "S3Object" in image:
         raise InvalidParameter(f"{field_name}: specify either Bytes or S3Object, not both")
     if "Bytes" in image:
@@ -150,7 +152,8 @@ def image_bytes(ctx: Context, image: Params, field_name: str = "Image") -> bytes
         s3 = image["S3Object"]
         if "Bucket" not in s3 or "Name" not in s3:
             raise InvalidParameter(f"{field_name}.S3Object needs Bucket and Name")
-        return ctx.s3.fetch(s3["Bucket"], s3["Name"], s3.get("Version"))
+        data = ctx.s3.fetch(s3["Bucket"], s3["Name"], s3.get("Version"))
+        return EncodedImage(data, ctx.s3.settings.max_s3_image_bytes)
     raise InvalidParameter(f"{field_name}: specify Bytes or S3Object")
 
 
@@ -226,6 +229,9 @@ def _describe_collection_response(d: CollectionDescription, params: Params) -> J
         "CollectionARN": d.collection_arn,
         "CreationTimestamp": d.created_at,
         "UserCount": d.user_count,
+        # regard's extension (unknown fields are ignored by botocore and the AWS SDKs): what the
+        # numeric FaceModelVersion stands for.
+        "RegardFaceModel": d.face_model_identity,
     }
 
 
@@ -447,15 +453,17 @@ def search_users(ctx: Context, params: Params) -> SearchUsersResult:
 
 
 def _search_users_by_image_response(r: SearchUsersByImageResult, params: Params) -> Json:
-    return {
+    out: Json = {
         "UserMatches": [user_match(m) for m in r.user_matches],
         "FaceModelVersion": r.face_model_version,
-        "SearchedFace": {"FaceDetail": face_detail(r.searched_face, ["DEFAULT"])},
         "UnsearchedFaces": [
             {"FaceDetails": face_detail(u.face_detail, ["DEFAULT"]), "Reasons": u.reasons}
             for u in r.unsearched_faces
         ],
     }
+    if r.searched_face is not None:  # none when the image held no face to search by
+        out["SearchedFace"] = {"FaceDetail": face_detail(r.searched_face, ["DEFAULT"])}
+    return out
 
 
 @operation("SearchUsersByImage", _search_users_by_image_response)

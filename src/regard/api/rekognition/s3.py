@@ -2,8 +2,9 @@
 
 Settings: ``REGARD_S3_ENDPOINT_URL`` (required to use S3Object), ``REGARD_S3_REGION``,
 and optionally ``REGARD_S3_ACCESS_KEY_ID``/``REGARD_S3_SECRET_ACCESS_KEY`` (otherwise
-botocore's usual credential chain applies). Objects larger than the image byte
-limit are refused before they are downloaded.
+botocore's usual credential chain applies). Objects larger than ``REGARD_MAX_S3_IMAGE_BYTES``
+(15 MB, Rekognition's limit for S3Object images; inline Bytes stay at 5 MB) are refused before
+they are downloaded.
 
 ``REGARD_S3_BUCKETS`` (comma-separated) restricts S3Object to those buckets: names are compared
 after trimming spaces and lower-casing (S3 bucket names are lower case), S3 is then asked for
@@ -86,7 +87,7 @@ class S3Images:
                     f"in REGARD_S3_BUCKETS)"
                 )
             bucket = bucket_name(bucket)
-        limit = self.settings.max_image_bytes
+        limit = self.settings.max_s3_image_bytes
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": name}
         if version:
             kwargs["VersionId"] = version

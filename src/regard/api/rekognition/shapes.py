@@ -56,10 +56,25 @@ def _camel(path: str) -> str:
     return ".".join(p[:1].lower() + p[1:] for p in path.split("."))
 
 
+#: The longest rendering of a value in a validation message (longer ones end in "...").
+MAX_SHOWN = 200
+
+
+def _shown(value: Any) -> str:
+    """A value as AWS's validation messages show it: ``[a, b]`` for a list, ``{k=v}`` for a map."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_shown(k)}={_shown(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return type(value).__name__
+
+
 def _fail(value: Any, path: str, constraint: str) -> InvalidParameter:
-    shown = value if isinstance(value, str | int | float) else type(value).__name__
-    if isinstance(shown, str) and len(shown) > 64:
-        shown = shown[:64] + "..."
+    shown = _shown(value)
+    if len(shown) > MAX_SHOWN:
+        shown = shown[:MAX_SHOWN] + "..."
     return InvalidParameter(
         f"1 validation error detected: Value '{shown}' at '{_camel(path)}' failed to satisfy "
         f"constraint: {constraint}"
