@@ -15,6 +15,7 @@ from regard.accountability.policy import PolicyStore
 from regard.accountability.review import CONFIRMED, PENDING, ReviewRefused
 from regard.errors import AccessDenied, ResourceNotFound
 from regard.face.engine import Engine
+from regard.scoring.versions import face_model_version
 from regard.store.base import NewFace
 from regard.types import Box
 
@@ -114,7 +115,7 @@ def test_every_operation_produces_a_complete_record(ep: Endpoint, photos: dict[s
     for op in ("SearchFacesByImage", "CompareFaces", "SearchUsers", "IndexFaces"):
         assert by_op[op]["scoring"] == {"model": ep.service.face_model.key, **scoring}, op
     assert "scoring" not in by_op["ListUsers"] and "scoring" not in by_op["TagResource"]
-    assert found["FaceModelVersion"] == f"{ep.service.face_model.key}+scoring-{scoring['scoring']}"
+    assert found["FaceModelVersion"] == face_model_version(ep.service.face_model, ep.service.scorer)
     failed = [r for r in records if r["outcome"] == "error"]
     assert len(failed) == 1 and failed[0]["error"]["code"] == "ResourceNotFoundException"
     # no template and no image bytes anywhere in the log

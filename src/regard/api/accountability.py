@@ -110,7 +110,7 @@ async def refuse_unauthenticated(
     """Account for ``exc``, a refusal before any key was verified, through the per-source ledger
     (:mod:`regard.api.refusals`): its own record, a count in the window's summary, or throttled.
     Writes the summaries of the windows that ended; returns the error to answer with
-    (``ThrottlingException``, HTTP 429, when throttled)."""
+    (``ThrottlingException``, HTTP 503 as the botocore model makes it a server fault, when throttled)."""
     decision = refusals.refused(source, exc.code)
     answer: RegardError = exc
     if decision == "throttle":
