@@ -25,6 +25,15 @@ from regard import datadir
 
 #: SQLite's settings for regard's state files: wait for other writers, enforce references.
 DEFAULT_PRAGMAS = ("PRAGMA busy_timeout = 30000", "PRAGMA foreign_keys = ON")
+#: The settings of the state files that hold what people are owed erasure of or rely on (review
+#: leads, evidence crops, console sessions): as the defaults, plus a write-ahead log synced at
+#: every commit and freed pages zeroed (``secure_delete``).
+DURABLE_PRAGMAS = (
+    *DEFAULT_PRAGMAS,
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA secure_delete = ON",
+)
 
 
 class Cursor:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from regard.accountability.assessment import ASSESSOR_ROLE, Assessment, AssessmentStore
 from regard.accountability.audit import AuditChain
 from regard.accountability.policy import PolicyStore, Profile
-from regard.accountability.records import Record, append_failure
+from regard.accountability.records import Record, append_failure, caller_record
 from regard.accountability.request import Caller, RequestInfo
 from regard.errors import AccessDenied, RegardError
 
@@ -174,12 +174,4 @@ def _may_read(caller: Caller) -> None:
 
 
 def _record(caller: Caller, info: RequestInfo, operation: str, parameters: dict[str, Any]) -> Record:
-    return {
-        "kind": KIND,
-        "request_id": info.request_id,
-        "access_key_id": caller.access_key_id,
-        "principal": caller.principal,
-        "role": caller.role,
-        "operation": operation,
-        "parameters": parameters,
-    }
+    return caller_record(KIND, caller, info, operation, parameters)

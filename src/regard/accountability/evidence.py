@@ -34,7 +34,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from regard.errors import RegardError
-from regard.shared_db import PostgresDb, SharedDb, SqliteDb
+from regard.shared_db import DURABLE_PRAGMAS, PostgresDb, SharedDb, SqliteDb
 
 FILE_NAME = "evidence.sqlite3"
 #: The label the evidence key is derived under from the master key.
@@ -44,12 +44,7 @@ DEFAULT_RETENTION_DAYS = 7
 #: Largest side of a stored crop, in pixels.
 MAX_SIDE = 320
 
-SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout = 30000",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = FULL",
-    "PRAGMA secure_delete = ON",
-)
+SQLITE_PRAGMAS = DURABLE_PRAGMAS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS enrolled_crops (

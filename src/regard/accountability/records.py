@@ -93,6 +93,22 @@ def operation_record(operation: str, params: Params, caller: Caller, info: Reque
     return record
 
 
+def caller_record(
+    kind: str, caller: Caller, info: RequestInfo, operation: str, parameters: dict[str, Any]
+) -> Record:
+    """The start of a record outside the guard (a review or an assessment decision, a view):
+    its kind, who asked (key, principal, role) and for what."""
+    return {
+        "kind": kind,
+        "request_id": info.request_id,
+        "access_key_id": caller.access_key_id,
+        "principal": caller.principal,
+        "role": caller.role,
+        "operation": operation,
+        "parameters": parameters,
+    }
+
+
 def failure(exc: BaseException) -> dict[str, str]:
     """The audit record's error field: a RegardError's code and message, else only the type's name."""
     if isinstance(exc, RegardError):

@@ -41,7 +41,7 @@ from typing import Any
 from regard.accountability.audit import now_iso
 from regard.errors import AccessDenied, ConflictError, InvalidParameter, ResourceNotFound
 from regard.service.base import Removal, on_removal
-from regard.shared_db import Cursor, PostgresDb, SharedDb, SqliteDb
+from regard.shared_db import DURABLE_PRAGMAS, Cursor, PostgresDb, SharedDb, SqliteDb
 from regard.store.base import Store
 
 PENDING = "PENDING_VERIFICATION"
@@ -59,13 +59,7 @@ FILE_NAME = "review.sqlite3"
 REVIEW_LOCK = 0x7265766965770001
 #: The queue file's settings: wait for other writers, enforce references, write-ahead log synced
 #: at every commit, freed pages zeroed.
-SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout = 30000",
-    "PRAGMA foreign_keys = ON",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = FULL",
-    "PRAGMA secure_delete = ON",
-)
+SQLITE_PRAGMAS = DURABLE_PRAGMAS
 
 #: The SQLite file's tables (PostgreSQL's: :mod:`regard.store.migrations.m0005_review`).
 _SCHEMA = """

@@ -31,7 +31,7 @@ from regard.accountability.assessment import Assessment, AssessmentStore, drift
 from regard.accountability.audit import AuditChain, AuditLog
 from regard.accountability.evidence import DEFAULT_RETENTION_DAYS, EvidenceStore
 from regard.accountability.policy import LOCAL_PROFILE, PolicyStore, Profile
-from regard.accountability.records import Record, append_failure
+from regard.accountability.records import Record, append_failure, caller_record
 from regard.accountability.request import Caller, RequestInfo
 from regard.accountability.review import CONFIRMED, PENDING, REJECTED, Lead, ReviewQueue, ReviewRefused
 from regard.errors import AccessDenied, RegardError
@@ -262,13 +262,4 @@ def covers(profile: Profile, lead: Lead) -> bool:
 
 
 def _record(caller: Caller, info: RequestInfo, operation: str, parameters: dict[str, Any]) -> Record:
-    """The start of a review record: who asked, for what."""
-    return {
-        "kind": "review",
-        "request_id": info.request_id,
-        "access_key_id": caller.access_key_id,
-        "principal": caller.principal,
-        "role": caller.role,
-        "operation": operation,
-        "parameters": parameters,
-    }
+    return caller_record("review", caller, info, operation, parameters)

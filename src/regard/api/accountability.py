@@ -21,8 +21,10 @@ The two-person review queue, signed with the same SigV4 keys (service ``rekognit
 ``POST /regard/review/leads/{lead_id}/confirm``  body ``{"Note": "..."}`` (optional)
 ``POST /regard/review/leads/{lead_id}/reject``
 
-These handlers authenticate and parse; the decisions and views of the queue, and their audit
-records, are :class:`regard.accountability.reviewing.ReviewDesk`'s.
+:class:`SignedRoutes` is what these and the assessment routes (:mod:`regard.api.assessments`)
+share: SigV4 authentication, the bounded body, the ``{"Note": ...}`` of a decision, recorded
+refusals. The decisions and views of the queue, and their audit records, are
+:class:`regard.accountability.reviewing.ReviewDesk`'s.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -156,20 +159,31 @@ def review_desk(guard: Guard, evidence_retention_days: int | None = None) -> Rev
     )
 
 
-def review_routes(
-    keys: KeyStore,
-    guard_of: Callable[[], Guard],
-    body_timeout: float | None = None,
-    region: str | None = None,
-    refusals: RefusalLedger | None = None,
-    evidence_retention_days: int | None = None,
-) -> list[Route]:
-    """The review queue's routes for the API app; a body is read as on ``POST /``
-    (:func:`regard.api.signing.read_body`: at most ``MAX_REVIEW_BODY`` bytes, refused with 413 before
-    reading when its declared length is larger, 408 past ``body_timeout`` seconds), before the
-    signature is checked."""
+#: A signed route's work, run in a worker thread: (guard, caller, request, request id) -> JSON.
+Work = Callable[[Guard, Caller, Request, str], Any]
+#: A signed decision's work: (guard, caller, request, request id, decision, note) -> JSON.
+Decision = Callable[[Guard, Caller, Request, str, str, str | None], Any]
 
-    async def refused(
+
+@dataclass(frozen=True)
+class SignedRoutes:
+    """What the signed JSON routes beside ``POST /`` (review, assessments) share: each request is
+    authenticated with SigV4 (service ``rekognition``, credential scoped to ``region`` unless None)
+    and gets a request id; a body is read as on ``POST /`` (:func:`regard.api.signing.read_body`:
+    at most ``max_body`` bytes, 413 before reading when its declared length is larger, 408 past
+    ``body_timeout`` seconds) before the signature is checked; every refusal is recorded, before
+    authentication through the per-source ledger (``refusals``) as on ``POST /``. The work itself
+    (a desk's call, which writes its own audit record) runs in a worker thread."""
+
+    keys: KeyStore
+    guard_of: Callable[[], Guard]
+    body_timeout: float | None = None
+    region: str | None = None
+    refusals: RefusalLedger | None = None
+    max_body: int = MAX_REVIEW_BODY
+
+    async def _refused(
+        self,
         guard: Guard,
         caller: Caller | None,
         request: Request,
@@ -177,56 +191,83 @@ def review_routes(
         request_id: str,
         exc: RegardError,
     ) -> RegardError:
-        """Record the refusal; before authentication through the per-source ledger, as on ``POST /``."""
-        if caller is None and refusals is not None and not exc.audit_recorded:
-            return await refuse_unauthenticated(guard, refusals, _source(request), operation, request_id, exc)
+        if caller is None and self.refusals is not None and not exc.audit_recorded:
+            return await refuse_unauthenticated(
+                guard, self.refusals, _source(request), operation, request_id, exc
+            )
         await run_in_threadpool(note_refusal, guard, operation, request_id, None, exc, _source(request))
         return exc
 
-    async def authenticate(request: Request, body: bytes) -> Caller:
-        return caller_of(await signed_by(keys, request, body, region))
+    async def _caller(self, request: Request, body: bytes) -> Caller:
+        return caller_of(await signed_by(self.keys, request, body, self.region))
 
-    async def leads(request: Request) -> Response:
-        request_id = str(uuid.uuid4())
-        guard = guard_of()
-        caller: Caller | None = None
-        try:
-            caller = await authenticate(request, b"")
-            status = request.query_params.get("status", "PENDING_VERIFICATION").upper()
-            wanted = None if status == "ALL" else status
-            desk = review_desk(guard, evidence_retention_days)
-            rows = await run_in_threadpool(desk.list, caller, RequestInfo(request_id), wanted)
-            return _json({"Leads": rows}, request_id)
-        except RegardError as exc:
-            answer = await refused(guard, caller, request, "ReviewList", request_id, exc)
-            return error_response(answer, request_id)
+    def get(self, operation: str, work: Work) -> Callable[[Request], Awaitable[Response]]:
+        """A signed ``GET`` answering ``work``'s JSON; refused as ``operation``."""
 
-    async def decide(request: Request) -> Response:
-        request_id = str(uuid.uuid4())
-        guard = guard_of()
+        async def endpoint(request: Request) -> Response:
+            request_id = str(uuid.uuid4())
+            guard = self.guard_of()
+            caller: Caller | None = None
+            try:
+                caller = await self._caller(request, b"")
+                return _json(await run_in_threadpool(work, guard, caller, request, request_id), request_id)
+            except RegardError as exc:
+                answer = await self._refused(guard, caller, request, operation, request_id, exc)
+                return error_response(answer, request_id)
+
+        return endpoint
+
+    def decide(
+        self, operations: Mapping[str, str], work: Decision
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A signed ``POST .../{decision}`` with an optional body ``{"Note": "..."}``: the path's
+        ``decision`` must be a key of ``operations`` (decision -> the operation it is recorded as)."""
+        choices = list(operations)
+
+        async def endpoint(request: Request) -> Response:
+            request_id = str(uuid.uuid4())
+            guard = self.guard_of()
+            decision = request.path_params["decision"]
+            operation = operations.get(decision, operations[choices[-1]])
+            caller: Caller | None = None
+            try:
+                body = await read_body(request, self.max_body, self.body_timeout)
+                caller = await self._caller(request, body)
+                if decision not in operations:
+                    raise InvalidParameter(" or ".join(f"use /{c}" for c in choices))
+                payload = jsonbody.parse(body) if body else {}  # as on POST /: UTF-8, bounded
+                note = payload.get("Note") if isinstance(payload, dict) else None
+                if note is not None and not isinstance(note, str):
+                    raise InvalidParameter("Note must be a string")
+                result = await run_in_threadpool(work, guard, caller, request, request_id, decision, note)
+                return _json(result, request_id)
+            except RegardError as exc:
+                answer = await self._refused(guard, caller, request, operation, request_id, exc)
+                return closing(error_response(answer, request_id))
+
+        return endpoint
+
+
+def review_routes(signed: SignedRoutes, evidence_retention_days: int | None = None) -> list[Route]:
+    """The review queue's routes for the API app."""
+
+    def leads(guard: Guard, caller: Caller, request: Request, request_id: str) -> Any:
+        status = request.query_params.get("status", "PENDING_VERIFICATION").upper()
+        wanted = None if status == "ALL" else status
+        desk = review_desk(guard, evidence_retention_days)
+        return {"Leads": desk.list(caller, RequestInfo(request_id), wanted)}
+
+    def decide(
+        guard: Guard, caller: Caller, request: Request, request_id: str, decision: str, note: str | None
+    ) -> Any:
+        desk = review_desk(guard, evidence_retention_days)
         lead_id = request.path_params["lead_id"]
-        decision = request.path_params["decision"]
-        operation = "ReviewConfirm" if decision == "confirm" else "ReviewReject"
-        caller: Caller | None = None
-        try:
-            body = await read_body(request, MAX_REVIEW_BODY, body_timeout)
-            caller = await authenticate(request, body)
-            if decision not in ("confirm", "reject"):
-                raise InvalidParameter("use /confirm or /reject")
-            payload = jsonbody.parse(body)  # as on POST /: UTF-8, finite numbers, bounded nesting
-            note = payload.get("Note") if isinstance(payload, dict) else None
-            if note is not None and not isinstance(note, str):
-                raise InvalidParameter("Note must be a string")
-            desk = review_desk(guard, evidence_retention_days)
-            lead = await run_in_threadpool(
-                desk.decide, lead_id, decision, caller, RequestInfo(request_id), note
-            )
-            return _json(lead, request_id)
-        except RegardError as exc:
-            answer = await refused(guard, caller, request, operation, request_id, exc)
-            return closing(error_response(answer, request_id))
+        return desk.decide(lead_id, decision, caller, RequestInfo(request_id), note)
 
+    operations = {"confirm": "ReviewConfirm", "reject": "ReviewReject"}
     return [
-        Route("/regard/review/leads", leads, methods=["GET"]),
-        Route("/regard/review/leads/{lead_id}/{decision}", decide, methods=["POST"]),
+        Route("/regard/review/leads", signed.get("ReviewList", leads), methods=["GET"]),
+        Route(
+            "/regard/review/leads/{lead_id}/{decision}", signed.decide(operations, decide), methods=["POST"]
+        ),
     ]

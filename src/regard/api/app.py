@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from regard import __version__
 from regard.accountability.guard import Guard
-from regard.api.accountability import review_routes, write_records
+from regard.api.accountability import SignedRoutes, review_routes, write_records
 from regard.api.assessments import assessment_routes
 from regard.api.console import console_routes
 from regard.api.errors_http import ErrorHandler
@@ -188,21 +188,16 @@ def create_app(
             await flush_refusals(everything=True)  # at shutdown: every open window's summary
             await run_in_threadpool(state.close)
 
+    # the signed JSON routes beside POST / (review queue, assessments)
+    signed = SignedRoutes(
+        state.keys, lambda: guard, settings.api_body_timeout, settings.region or None, state.refusals
+    )
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/", rekognition_endpoint(state, guard), methods=["POST"]),
-            *review_routes(
-                state.keys,
-                lambda: guard,
-                settings.api_body_timeout,
-                settings.region or None,
-                state.refusals,
-                evidence_retention_days=settings.evidence_retention_days,
-            ),
-            *assessment_routes(
-                state.keys, lambda: guard, settings.api_body_timeout, settings.region or None, state.refusals
-            ),
+            *review_routes(signed, settings.evidence_retention_days),
+            *assessment_routes(signed),
             *console_routes(workspace, state.keys, lambda: guard, settings, state.refusals),
         ],
         lifespan=lifespan,

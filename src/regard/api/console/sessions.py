@@ -26,19 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regard.keys import AccessKey
-from regard.shared_db import SharedDb, SqliteDb
+from regard.shared_db import DURABLE_PRAGMAS, SharedDb, SqliteDb
 
 FILE_NAME = "console.sqlite3"
 #: Random bytes of a session token.
 TOKEN_BYTES = 32
 _CSRF_LABEL = b"regard console csrf v1"
 
-SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout = 30000",
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = FULL",
-    "PRAGMA secure_delete = ON",
-)
+SQLITE_PRAGMAS = DURABLE_PRAGMAS
 
 #: The SQLite file's table (PostgreSQL's: :mod:`regard.store.migrations.m0010_console`).
 _SCHEMA = """
