@@ -8,8 +8,6 @@ file; the page renders in headless Chromium with every section."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from chromium import CHROMIUM, dump_dom
 from live_server import KeyedServer, start_keyed
 from regard.accountability.audit import AuditLog, parse_time
 from regard.accountability.transparency import SECTIONS, Period
@@ -26,7 +25,6 @@ from regard.face.engine import Engine
 
 from .test_drift import FORM, SCORING, _decide_leads, approved_assessment, binomial_tail, evaluation
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CASE_REFERENCE = "CASE-TR-4711"
 PURPOSE = "locate a missing person"
 OTHER_PURPOSE = "identify an unknown victim"
@@ -284,27 +282,7 @@ def test_the_page_renders_in_headless_chromium_with_every_section(
     assert "http://" not in text and "https://" not in text and "<script" not in text
     assert text.count("data:image/png;base64,") == 1
     assert CHROMIUM is not None
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    dom = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-            "--enable-logging=stderr",
-            "--dump-dom",
-            page.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    dom = dump_dom(page, tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "chrome-error://" not in dom.stdout
     assert "Uncaught" not in dom.stderr and ":CONSOLE(" not in dom.stderr

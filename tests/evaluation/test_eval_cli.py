@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from chromium import CHROMIUM, run_chromium
 from regard.cli.main import main
 from regard.evaluation import scorer_for
 from regard.evaluation.metrics import threshold_at_fmr
 from regard.scoring.calibrate import default_scorer
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -98,28 +96,10 @@ def test_gate_failure_exits_non_zero(small_set: Path, evaluated: Path, tmp_path:
     assert rep["gates"]["passed"] is False
 
 
-def _chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    assert CHROMIUM is not None
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir(exist_ok=True)
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_html_report_renders_in_headless_chromium(evaluated: Path, tmp_path: Path) -> None:
     url = (evaluated / "report.html").resolve().as_uri()
-    dom = _chromium(["--enable-logging=stderr", "--dump-dom", url], tmp_path)
+    dom = run_chromium(["--dump-dom", url], tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "chrome-error://" not in dom.stdout
     assert "Uncaught" not in dom.stderr and ":CONSOLE(" not in dom.stderr
@@ -138,7 +118,7 @@ def test_html_report_renders_in_headless_chromium(evaluated: Path, tmp_path: Pat
         assert f'id="{sid}"' in dom.stdout
     assert "regard evaluation: " in dom.stdout
     shot = tmp_path / "report.png"
-    result = _chromium(["--window-size=1200,2400", f"--screenshot={shot}", url], tmp_path)
+    result = run_chromium(["--window-size=1200,2400", f"--screenshot={shot}", url], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000  # a page with tables and plots, not a blank one
