@@ -1,0 +1,135 @@
+"""Faces in a generated video: who appears when, in how many tracks, with how few embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.video import videos as v
+
+from regard.config import Settings
+from regard.face.engine import Engine
+from regard.video.analyze import VideoAnalysis, VideoCancelled, analyze, track_templates
+from regard.video.decode import VideoError
+
+FPS = 5.0
+STEP = 1000 / FPS  # ms between samples
+
+
+@pytest.fixture(scope="module")
+def people_analysis(engine: Engine, people: v.Made) -> VideoAnalysis:
+    return analyze(engine, people.path, fps=FPS)
+
+
+def _spans(analysis: VideoAnalysis) -> dict[int, tuple[int, int]]:
+    spans: dict[int, tuple[int, int]] = {}
+    for f in analysis.faces:
+        lo, hi = spans.get(f.track_id, (f.timestamp_millis, f.timestamp_millis))
+        spans[f.track_id] = (min(lo, f.timestamp_millis), max(hi, f.timestamp_millis))
+    return spans
+
+
+def _who(engine: Engine, analysis: VideoAnalysis, faces: dict[str, np.ndarray]) -> dict[int, str]:
+    """Track id -> the portrait (obama or biden) its templates are nearest to."""
+    refs = {name: engine.probe(faces[name]) for name in ("obama", "biden")}
+    out: dict[int, str] = {}
+    for tid, templates in track_templates(analysis).items():
+        dist = {
+            name: min(float(np.linalg.norm(t - p.face.embedding)) for t in templates)
+            for name, p in refs.items()
+            if p is not None
+        }
+        out[tid] = min(dist, key=lambda n: dist[n])
+    return out
+
+
+def test_people_appear_at_their_timestamps_in_two_tracks(
+    engine: Engine, people: v.Made, people_analysis: VideoAnalysis, faces: dict[str, np.ndarray]
+) -> None:
+    a = people_analysis
+    assert a.frames_sampled == 25
+    assert len(a.tracks) == 2
+    who = _who(engine, a, faces)
+    assert sorted(who.values()) == ["biden", "obama"]
+    spans = _spans(a)
+    expected = {"obama": (1000, 3000), "biden": (2000, 4000)}
+    for tid, name in who.items():
+        first, last = spans[tid]
+        start, end = expected[name]
+        assert abs(first - start) <= STEP, (name, first)
+        assert abs(last - (end - STEP)) <= STEP, (name, last)  # the last sample before it leaves
+        track = a.tracks[tid]
+        assert (track.first_millis, track.last_millis) == (first, last)
+    # nobody outside those spans
+    assert all(1000 - STEP <= f.timestamp_millis < 4000 + STEP for f in a.faces)
+    # both on screen at 2.4 s
+    assert {f.track_id for f in a.faces if f.timestamp_millis == 2400} == set(who)
+
+
+def test_embeddings_are_computed_far_fewer_times_than_detections(people_analysis: VideoAnalysis) -> None:
+    a = people_analysis
+    assert a.detections == len(a.faces) >= 16
+    assert a.embeddings_computed == sum(t.embeddings for t in a.tracks)
+    assert 2 <= a.embeddings_computed <= a.detections // 3
+    for track in a.tracks:
+        assert 1 <= len(track.templates) <= 3
+        assert track.templates[0].shape == (128,)
+        assert track.best_crop[:2] == b"\xff\xd8"  # a JPEG of the best face, for reviewers
+
+
+def test_face_details_are_in_ratios_of_the_frame(people: v.Made, people_analysis: VideoAnalysis) -> None:
+    a = people_analysis
+    assert (a.metadata.frame_width, a.metadata.frame_height) == (people.width, people.height)
+    for f in a.faces:
+        box = f.detail.bounding_box
+        assert 0 <= box.left < 1 and 0 <= box.top < 1 and 0 < box.width < 0.5 and 0 < box.height < 1
+        assert f.frame_index == f.timestamp_millis * people.fps // 1000
+        assert f.detail.confidence > 50
+    # obama moves right and grows: his box's centre and width increase along the track
+    obama = max(a.tracks, key=lambda t: t.boxes[-1][2].width)
+    xs = [b.left + b.width / 2 for _, _, b in obama.boxes]
+    ws = [b.width for _, _, b in obama.boxes]
+    assert xs[-1] > xs[0] + 50 and ws[-1] > ws[0] * 1.3
+
+
+def test_the_video_without_faces_yields_none(engine: Engine, no_faces: v.Made) -> None:
+    a = analyze(engine, no_faces.path, fps=FPS)
+    assert a.faces == [] and a.tracks == [] and a.embeddings_computed == 0
+    assert a.frames_sampled == 15
+    assert track_templates(a) == {}
+
+
+def test_progress_reaches_the_duration(engine: Engine, no_faces: v.Made) -> None:
+    calls: list[tuple[int, int]] = []
+    analyze(engine, no_faces.path, fps=2, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (3000, 3000)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_cancelled_raises_video_cancelled(engine: Engine, no_faces: v.Made) -> None:
+    asked = 0
+
+    def cancelled() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 4
+
+    with pytest.raises(VideoCancelled):
+        analyze(engine, no_faces.path, fps=FPS, cancelled=cancelled)
+
+
+def test_default_rate_comes_from_settings(engine: Engine, no_faces: v.Made) -> None:
+    a = analyze(engine, no_faces.path, settings=Settings(video_sample_fps=1.0))
+    assert a.sample_fps == 1.0 and a.frames_sampled == 3
+
+
+def test_truncated_and_fake_videos_fail_with_video_error(
+    engine: Engine, truncated: tuple[v.Made, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(VideoError, match="truncated"):
+        analyze(engine, truncated[1], fps=FPS)
+    fake = tmp_path / "fake.mkv"
+    fake.write_bytes(b"\x1a\x45\xdf\xa3" + b"\x00" * 100)
+    with pytest.raises(VideoError):
+        analyze(engine, fake, fps=FPS)
