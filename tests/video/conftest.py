@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.video import videos as v
+
+from . import videos as v
 
 #: obama from 1.0 s to 3.0 s, moving up and right and growing; biden from 2.0 s to 4.0 s, drifting
 #: left. 5 s of 640 x 360 at 10 fps.

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.video import videos as v
 
 from regard.config import Settings
 from regard.face.engine import Engine
 from regard.video.analyze import VideoAnalysis, VideoCancelled, analyze, track_templates
 from regard.video.decode import VideoError
+
+from . import videos as v
 
 FPS = 5.0
 STEP = 1000 / FPS  # ms between samples

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.video import videos as v
 
 from regard.config import Settings
 from regard.errors import InvalidParameter
 from regard.video.decode import VideoCancelled, VideoError, probe, sample_frames, sha256_of
+
+from . import videos as v
 
 EXPECTED_FORMAT = {
     "mp4": "QuickTime / MOV",
