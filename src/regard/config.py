@@ -124,9 +124,14 @@ class Settings:
     #: Longest video accepted, in seconds (Rekognition Video's limit: 6 hours).
     video_max_seconds: int = 6 * 3600
     #: Largest displayed frame accepted, in pixels: 4096 x 2160 takes both 4K UHD (3840 x 2160) and
-    #: DCI 4K, what phones and cameras record at most; 8K is refused (decoding it alone is slower than
-    #: real time here). Detection looks at frames scaled down to ``detect_max_side`` anyway.
+    #: DCI 4K, what phones and cameras record at most; 8K (33 Mpx a frame, four times as much to decode)
+    #: is refused. Detection looks at frames scaled down to ``detect_max_side`` anyway.
     video_max_pixels: int = 4096 * 2160
+    #: Smallest face side, in pixels of the displayed frame, that video analysis reports: Rekognition's
+    #: documented floor. Detection cost grows with frame size over this (MTCNN's pyramid starts at
+    #: 12/min); at 24 px (the photos' ``min_face_size``) a 720p frame takes 0.26 CPU s, at 40 px
+    #: 0.13 s, which is what lets 5 fps take 720p faster than real time on one core (docs/benchmarks.md).
+    video_min_face_size: int = 40
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

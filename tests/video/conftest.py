@@ -12,8 +12,8 @@ from . import videos as v
 #: obama from 1.0 s to 3.0 s, moving up and right and growing; biden from 2.0 s to 4.0 s, drifting
 #: left. 5 s of 640 x 360 at 10 fps.
 PEOPLE = [
-    v.Appearance("obama", 1.0, 3.0, at=(0.25, 0.5), to=(0.45, 0.45), size=0.6, grow=0.95),
-    v.Appearance("biden", 2.0, 4.0, at=(0.8, 0.55), to=(0.7, 0.5), size=0.9, grow=0.9),
+    v.Appearance("obama", 1.0, 3.0, at=(0.2, 0.5), to=(0.4, 0.45), size=0.35, grow=0.6),
+    v.Appearance("biden", 2.0, 4.0, at=(0.8, 0.55), to=(0.72, 0.5), size=0.45, grow=0.45),
 ]
 
 

@@ -134,3 +134,11 @@ def test_truncated_and_fake_videos_fail_with_video_error(
     fake.write_bytes(b"\x1a\x45\xdf\xa3" + b"\x00" * 100)
     with pytest.raises(VideoError):
         analyze(engine, fake, fps=FPS)
+
+
+def test_faces_under_the_video_minimum_are_not_reported(engine: Engine, people: v.Made) -> None:
+    # the faces of the people video are 47 to 82 px wide
+    a = analyze(engine, people.path, fps=1, settings=Settings(video_min_face_size=120))
+    assert a.faces == [] and a.frames_sampled == 5
+    b = analyze(engine, people.path, fps=1, settings=Settings(video_min_face_size=60))
+    assert 0 < len(b.faces) < len(analyze(engine, people.path, fps=1).faces)

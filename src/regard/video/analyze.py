@@ -1,7 +1,8 @@
 """Faces in a stored video: sample, detect, analyse, track, and report per timestamp as Rekognition does.
 
 Per sampled frame the engine's detector runs alone (no fallback cascade: it costs seconds on a frame
-without faces, and the next sample gets another chance) and each face gets the cheap analysis that
+without faces, and the next sample gets another chance), for faces of at least
+``settings.video_min_face_size`` pixels, and each face gets the cheap analysis that
 FaceDetail needs (landmarks, pose, quality, eyes and mouth). Templates are computed only when the
 :class:`~regard.video.track.Tracker` asks: when a face starts a track, and then every few samples or
 when its box changes a lot, so each person is embedded a few times per track, not every frame.
@@ -106,7 +107,7 @@ def analyze(
         sampled += 1
         rgb = frame.rgb
         height, width = rgb.shape[:2]
-        dets = engine.detect(rgb, detector=detector)
+        dets = engine.detect(rgb, detector=detector, min_face_size=cfg.video_min_face_size)
 
         ids, _ = track.update(frame.timestamp_millis, frame.index, dets, _embedder(engine, rgb, dets))
         for d, tid in zip(dets, ids, strict=True):
