@@ -181,7 +181,9 @@ def test_served_names_are_the_old_policy_list_in_its_order() -> None:
 
 
 def test_video_operations_are_a_detection_a_search_and_two_reads() -> None:
-    start_detection, get_detection, start_search, get_search = (OPERATIONS_BY_NAME[n] for n in VIDEO_OPERATIONS)
+    start_detection, get_detection, start_search, get_search = (
+        OPERATIONS_BY_NAME[n] for n in VIDEO_OPERATIONS
+    )
     assert start_detection.biometric and not start_detection.identification
     assert start_search.biometric and start_search.identification and start_search.gallery == "faces"
     assert start_search.threshold is not None
