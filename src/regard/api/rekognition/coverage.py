@@ -131,7 +131,7 @@ DIFFERENCES: list[tuple[str, str]] = [
         "StatusMessage. StartFaceSearch is a 1:N identification (profile, purpose, case reference, "
         "threshold floor and assessment gate as SearchFacesByImage); its matches become leads when the "
         "job ends. A job's results are readable by the key that started it and by admin keys. "
-        "Real-time (streaming) video is not offered. See docs/http-api.md, \"Stored video\".",
+        'Real-time (streaming) video is not offered. See docs/http-api.md, "Stored video".',
     ),
     (
         "Errors",
