@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,12 @@ from botocore.exceptions import ClientError
 
 from accountability.helpers import open_gate
 from live_server import KeyedServer, spawn_serve, start_keyed
+from regard.accountability import transparency
+from regard.accountability.assessment import AssessmentStore
 from regard.accountability.audit import AuditLog
+from regard.accountability.policy import PolicyStore
 from regard.accountability.review import ReviewQueue
+from regard.cli.transparency import default_period
 from regard.video.jobs import JobStore
 
 from . import videos as v
@@ -279,8 +284,19 @@ def test_identification_needs_an_assessment_and_matches_become_leads_with_timest
     completed = [r for r in AuditLog(server.data_dir).records() if r["operation"] == "FaceSearchCompleted"]
     mine = [r for r in completed if r["parameters"]["JobId"] == job_id]
     assert len(mine) == 1 and mine[0]["results"]["lead_ids"] == [lead.lead_id]
-    # another key may not read the job's results... unless it is an admin's
+    # an admin key may read the job's results too
     assert server.client("admin").get_face_search(JobId=job_id)["JobStatus"] == "SUCCEEDED"
+    # the transparency report counts the video searches as identification, and the lead they raised
+    report = transparency.build(
+        AuditLog(server.data_dir),
+        AssessmentStore(server.data_dir),
+        PolicyStore(server.data_dir),
+        transparency.Period(*default_period(datetime.now(UTC))),
+    )
+    rows = [r for r in report["searches"]["rows"] if r["operation"] == "StartFaceSearch"]
+    assert rows and {r["category"] for r in rows} == {"identification"}
+    assert sum(r["success"] for r in rows) >= 1 and sum(r["refused"] for r in rows) >= 2
+    assert report["leads"]["totals"]["raised"] >= 1
 
 
 def test_deleting_the_face_removes_it_from_finished_results(
