@@ -32,6 +32,8 @@ from regard.video.jobs import (
     JobStore,
     VideoJobs,
     page,
+    runner_alive,
+    runner_name,
 )
 
 from . import videos as v
@@ -258,3 +260,61 @@ def test_a_cancelled_job_ends_failed_and_the_cancellation_is_recorded(setup: Set
     setup.jobs.cancel(job_id, actor="local:tests")
     records = [r for r in AuditLog(setup.data_dir).records() if r["operation"] == "CancelVideoJob"]
     assert [r["outcome"] for r in records] == ["success", "error"]
+
+
+def test_a_job_has_one_runner_at_a_time(setup: Setup, people: v.Made) -> None:
+    """Two server processes resuming the same job at start-up run it once: a job is claimed by a
+    live process (``host:pid:token``); a dead one's claim, or an earlier process's with the same
+    pid (a restarted container), is taken over."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    job_id = setup.start(_search(people.path))
+    store = setup.jobs.store
+    host = socket.gethostname()
+
+    def runner(value: str) -> None:
+        with store.db.transaction() as cur:
+            cur.execute("UPDATE video_jobs SET runner = ? WHERE job_id = ?", (value, job_id))
+
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        runner(f"{host}:{other.pid}:other")
+        assert not store.claim(job_id) and not runner_alive(None)
+        assert setup.jobs.run(job_id).status == IN_PROGRESS  # not run twice
+    finally:
+        assert other.stdin is not None
+        other.stdin.close()
+        other.wait()
+    assert not runner_alive(f"{host}:{other.pid}:other")
+    assert store.claim(job_id)  # its runner is gone
+    runner(f"{host}:{os.getpid()}:an-earlier-process")
+    assert store.claim(job_id) and store.get(job_id).runner == runner_name()
+    assert setup.jobs.run(job_id).status == SUCCEEDED
+    assert not store.claim(job_id)  # ended
+
+
+def test_an_older_review_file_gains_the_video_columns(tmp_path: Path) -> None:
+    """review.sqlite3 made before issue 20: opening it adds video_timestamp_millis and
+    video_frame_index (once), and its leads read back with None there."""
+    import sqlite3
+
+    from regard.accountability import review
+
+    old_schema = review._SCHEMA  # the first schema, unchanged: the columns are added by ALTER TABLE
+    (tmp_path / "d").mkdir(mode=0o700)
+    with sqlite3.connect(tmp_path / "d" / review.FILE_NAME) as db:
+        db.executescript(old_schema)
+        db.execute(
+            "INSERT INTO leads (lead_id, created_at, request_id, collection_id, operation, similarity, fmr, "
+            "status) VALUES ('l1', '2026-01-01T00:00:00Z', 'r', 'c', 'SearchFaces', 90.0, 1e-5, ?)",
+            (PENDING,),
+        )
+    for _ in range(2):
+        lead = ReviewQueue(tmp_path / "d").get("l1")
+        assert (lead.video_timestamp_millis, lead.video_frame_index) == (None, None)
+    with sqlite3.connect(tmp_path / "d" / review.FILE_NAME) as db:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(leads)")]
+    assert columns[-2:] == ["video_timestamp_millis", "video_frame_index"]

@@ -98,7 +98,12 @@ _ADDED_COLUMNS = (("video_timestamp_millis", "INTEGER"), ("video_frame_index", "
 
 
 def _add_columns(db: SqliteDb) -> None:
-    """Add :data:`_ADDED_COLUMNS` to a file made before them (a check, then ALTER TABLE)."""
+    """Add :data:`_ADDED_COLUMNS` to a file made before them (a check, then ALTER TABLE: two
+    processes opening an old file at once add each column once)."""
+    with db.transaction(readonly=True) as cur:
+        have = {str(r[1]) for r in cur.execute("PRAGMA table_info(leads)").fetchall()}
+    if all(name in have for name, _ in _ADDED_COLUMNS):
+        return
     with db.transaction() as cur:
         have = {str(r[1]) for r in cur.execute("PRAGMA table_info(leads)").fetchall()}
         for name, sql_type in _ADDED_COLUMNS:

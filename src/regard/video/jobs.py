@@ -106,7 +106,8 @@ CREATE TABLE IF NOT EXISTS video_jobs (
     video_sha256 TEXT,
     metadata TEXT,
     results TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    runner TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS video_jobs_token ON video_jobs (kind, access_key_id, client_request_token);
 CREATE INDEX IF NOT EXISTS video_jobs_status ON video_jobs (status, created_at);
@@ -115,7 +116,7 @@ CREATE INDEX IF NOT EXISTS video_jobs_status ON video_jobs (status, created_at);
 _COLUMNS = (
     "job_id, kind, status, status_message, created_at, finished_at, node, client_request_token, "
     "request_hash, request, collection_id, job_tag, access_key_id, principal, role, profile, purpose, "
-    "case_reference, request_id, video_sha256, metadata, results, cancel_requested"
+    "case_reference, request_id, video_sha256, metadata, results, cancel_requested, runner"
 )
 _NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 
@@ -178,6 +179,8 @@ class Job:
     metadata: dict[str, Any] | None
     results: dict[str, Any] | None
     cancel_requested: bool
+    #: The process running the job (``host:pid:token``), None before one claims it.
+    runner: str | None = None
 
     @property
     def caller(self) -> Caller:
@@ -209,6 +212,37 @@ def _job(row: Sequence[Any]) -> Job:
     return Job(**v)
 
 
+#: Tells this process from an earlier one that had the same pid (a restarted container's server).
+_PROCESS_TOKEN = uuid.uuid4().hex[:12]
+
+
+def runner_name() -> str:
+    """This process, as a job's ``runner`` names it: ``host:pid:token``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_PROCESS_TOKEN}"
+
+
+def runner_alive(runner: str | None) -> bool:
+    """Whether the process ``runner`` names may still run (another host's: assumed so)."""
+    if not runner:
+        return False
+    try:
+        host, pid_text, token = runner.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return True
+    if pid == os.getpid():
+        return token == _PROCESS_TOKEN
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def node_name(data_dir: Path) -> str:
     """This node: its host name and data directory (a job's video file is on its node)."""
     return f"{socket.gethostname()}:{Path(data_dir).resolve()}"
@@ -222,6 +256,8 @@ class JobStore:
         if db is None:
             db = SqliteDb(self.data_dir / FILE_NAME, pragmas=DURABLE_PRAGMAS, schema=_SCHEMA)
         self.db: SharedDb = db
+        #: A row lock on PostgreSQL for :meth:`claim`; SQLite's BEGIN IMMEDIATE serialises writers.
+        self.lock_row = " FOR UPDATE" if db.kind == "postgres" else ""
         _LIVE.add(self)
 
     def insert(self, job: Job) -> Job:
@@ -232,6 +268,7 @@ class JobStore:
         row[_NAMES.index("metadata")] = json.dumps(job.metadata) if job.metadata is not None else None
         row[_NAMES.index("results")] = None
         row[_NAMES.index("cancel_requested")] = 0
+        row[_NAMES.index("runner")] = None
         try:
             with self.db.transaction() as cur:
                 cur.execute(
@@ -304,6 +341,28 @@ class JobStore:
                 ),
             ).rowcount
         return bool(n > 0)
+
+    def claim(self, job_id: str) -> bool:
+        """Make this process the job's runner, unless it has ended or a live process runs it (two
+        server processes resuming the same job at start-up run it once)."""
+        me = runner_name()
+        with self.db.transaction() as cur:
+            row = cur.execute(
+                f"SELECT status, runner FROM video_jobs WHERE job_id = ?{self.lock_row}", (job_id,)
+            ).fetchone()
+            if row is None or row[0] != IN_PROGRESS:
+                return False
+            if row[1] and row[1] != me and runner_alive(row[1]):
+                return False
+            cur.execute("UPDATE video_jobs SET runner = ? WHERE job_id = ?", (me, job_id))
+        return True
+
+    def release(self, job_id: str) -> None:
+        """This process stops running the job without ending it (the server is stopping)."""
+        with self.db.transaction() as cur:
+            cur.execute(
+                "UPDATE video_jobs SET runner = NULL WHERE job_id = ? AND runner = ?", (job_id, runner_name())
+            )
 
     def request_cancel(self, job_id: str) -> Job:
         with self.db.transaction() as cur:
@@ -666,14 +725,9 @@ class VideoJobs:
             return
         self._fail(job, "cancelled by request")
 
-    def _running_elsewhere(self, job: Job) -> bool:
-        marker = self.settings.data_dir / VIDEO_DIR / f"{job.job_id}.running"
-        try:
-            pid = int(marker.read_text())
-            os.kill(pid, 0)
-        except (ValueError, OSError):
-            return False
-        return pid != os.getpid()
+    @staticmethod
+    def _running_elsewhere(job: Job) -> bool:
+        return job.runner is not None and job.runner != runner_name() and runner_alive(job.runner)
 
     def close(self, wait: bool = False) -> None:
         """Stop taking jobs; running ones are asked to stop without being failed (a restart
@@ -696,7 +750,6 @@ class VideoJobs:
         if "Path" in job.request.get("video", {}):
             return  # the operator's own file
         self.video_path(job.job_id).unlink(missing_ok=True)
-        (self.settings.data_dir / VIDEO_DIR / f"{job.job_id}.running").unlink(missing_ok=True)
 
     def run(self, job_id: str, progress: Callable[[int, int], None] | None = None) -> Job:
         """Run one job to its end here (the pool's workers, or the command line in the foreground)."""
@@ -709,14 +762,13 @@ class VideoJobs:
         if job.cancel_requested:
             self._fail(job, "cancelled by request")
             return self.store.get(job_id)
-        marker = self.video_dir() / f"{job_id}.running"
-        marker.write_text(str(os.getpid()))
-        stopping = threading.Event()
+        if not self.store.claim(job_id):  # ended meanwhile, or another live process runs it
+            return self.store.get(job_id)
 
         def cancelled() -> bool:
             with self._lock:
                 closing = self._closed
-            return closing or stopping.is_set() or self.store.cancel_requested(job_id)
+            return closing or self.store.cancel_requested(job_id)
 
         try:
             analysis = analyze(
@@ -734,8 +786,8 @@ class VideoJobs:
         except VideoCancelled:
             if self.store.cancel_requested(job_id):
                 self._fail(job, "cancelled by request")
-            # else: the server is stopping; the job stays IN_PROGRESS and resumes at the next start
-            marker.unlink(missing_ok=True)
+            else:  # the server is stopping: the job stays IN_PROGRESS and resumes at the next start
+                self.store.release(job_id)
             return self.store.get(job_id)
         except RegardError as exc:
             self._fail(job, exc.message)
@@ -749,7 +801,6 @@ class VideoJobs:
             self._forget_video(job)
             if counts is not None:
                 self._completed_record(job, outcome="success", results=counts)
-        marker.unlink(missing_ok=True)
         return self.store.get(job_id)
 
     def _detection_results(self, job: Job, analysis: Any) -> dict[str, Any]:

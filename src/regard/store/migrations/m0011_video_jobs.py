@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS video_jobs (
     video_sha256 TEXT,
     metadata TEXT,
     results TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    runner TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS video_jobs_token ON video_jobs (kind, access_key_id, client_request_token);
 CREATE INDEX IF NOT EXISTS video_jobs_status ON video_jobs (status, created_at);
