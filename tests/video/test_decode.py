@@ -59,6 +59,19 @@ def test_rotation_metadata_turns_a_landscape_stream_to_portrait(rotated: v.Made)
         assert np.abs(bottom - v.BACKGROUND).max() < 25
 
 
+@pytest.mark.parametrize("clockwise", [180, 270])
+def test_every_rotation_is_applied(video_dir: Path, clockwise: int) -> None:
+    made = v.make_rotated(video_dir / f"rotated{clockwise}.mp4", clockwise)
+    meta = probe(made.path)
+    assert meta.rotation == clockwise
+    frames = list(sample_frames(made.path, made.fps))
+    for k, frame in enumerate(frames):
+        stored = v.pattern(made.width, made.height, k / (made.frames - 1))
+        expected = np.rot90(stored, k=-clockwise // 90)
+        assert frame.rgb.shape == expected.shape == (meta.frame_height, meta.frame_width, 3)
+        assert np.abs(frame.rgb.astype(int) - expected).mean() < 6
+
+
 def test_variable_frame_rate_timestamps_are_the_pts_written(vfr: v.Made) -> None:
     every = [f.timestamp_millis for f in sample_frames(vfr.path, 1000)]
     assert len(every) == len(vfr.timestamps_millis)
@@ -148,3 +161,24 @@ def test_sha256_of_names_the_file(people: v.Made) -> None:
     import hashlib
 
     assert sha256_of(people.path) == hashlib.sha256(people.path.read_bytes()).hexdigest()
+
+
+def test_a_sound_track_longer_than_the_picture_is_not_truncation(video_dir: Path) -> None:
+    made = v.make_with_audio(video_dir / "with_audio.mkv", video_seconds=1.0, audio_seconds=3.0)
+    meta = probe(made.path)
+    assert meta.duration_millis == 1000
+    assert [f.timestamp_millis for f in sample_frames(made.path, made.fps)] == made.timestamps_millis
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv", "avi"])
+def test_garbled_bytes_give_frames_or_a_video_error_never_another_error(
+    formats: dict[str, v.Made], video_dir: Path, ext: str
+) -> None:
+    for seed in range(3):
+        bad = v.garble(formats[ext].path, video_dir / f"garbled{seed}.{ext}", seed=seed)
+        try:
+            frames = list(sample_frames(bad, 5))
+        except VideoError as exc:
+            assert exc.message
+        else:
+            assert all(f.rgb.ndim == 3 for f in frames)

@@ -231,3 +231,32 @@ def truncate(source: Path, target: Path, keep: float = 0.6) -> Path:
     data = source.read_bytes()
     target.write_bytes(data[: int(len(data) * keep)])
     return target
+
+
+def make_with_audio(path: Path, *, video_seconds: float = 1.0, audio_seconds: float = 3.0) -> Made:
+    """A Matroska file whose sound track outlasts its picture (as a clip's closing music does)."""
+    container, stream = _open(path, "mkv", Fraction(10), 320, 240)
+    audio = container.add_stream("pcm_s16le", rate=8000)
+    n = round(video_seconds * 10)
+    for i in range(n):
+        _write(container, stream, pattern(320, 240, i / max(n - 1, 1)))
+    for packet in stream.encode():
+        container.mux(packet)
+    for k in range(round(audio_seconds * 10)):
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        sound.sample_rate, sound.pts = 8000, k * 800
+        for packet in audio.encode(sound):
+            container.mux(packet)
+    for packet in audio.encode():
+        container.mux(packet)
+    container.close()
+    return Made(path, "libx264", 10, 320, 240, n, [i * 100 for i in range(n)])
+
+
+def garble(source: Path, target: Path, *, start: float = 0.3, end: float = 0.7, seed: int = 0) -> Path:
+    """``source`` with random bytes written over the middle (from ``start`` to ``end`` of its size)."""
+    data = bytearray(source.read_bytes())
+    lo, hi = int(len(data) * start), int(len(data) * end)
+    data[lo:hi] = np.random.default_rng(seed).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    target.write_bytes(bytes(data))
+    return target

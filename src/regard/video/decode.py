@@ -28,7 +28,7 @@ from regard.errors import InvalidParameter
 from regard.types import RGBImage
 
 #: A stream that ends more than this many seconds (and more than two frames) before the duration
-#: its container declares is reported as truncated.
+#: its container declares for the video stream is reported as truncated.
 TRUNCATION_SLACK_SECONDS = 0.5
 
 
@@ -56,6 +56,9 @@ class VideoMetadata:
     rotation: int  # clockwise degrees applied to get the display orientation (0/90/180/270)
     format_name: str = ""  # FFmpeg's short name of the container ("mov,mp4,m4a,3gp,3g2,mj2", ...)
     size_bytes: int = 0
+    #: whether ``duration_millis`` is the video stream's own (else the container's, which an audio
+    #: track may lengthen): only then does a stream that ends early count as truncated
+    video_duration_known: bool = True
 
 
 @dataclass(frozen=True)
@@ -119,12 +122,29 @@ def _start(stream: Any) -> int:
     return int(stream.start_time) if stream.start_time is not None else 0
 
 
-def _duration_seconds(container: Any, stream: Any) -> float:
+def _stream_seconds(stream: Any) -> float | None:
+    """The video stream's own duration: its header's, or Matroska's DURATION tag; None if unknown."""
     if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
         return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    if tag:
+        try:
+            hours, minutes, seconds = str(tag).split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return None
+    return None
+
+
+def _duration_seconds(container: Any, stream: Any) -> tuple[float, bool]:
+    """The video's duration and whether it is the video stream's own (not the container's, which
+    may be an audio track's, longer than the picture)."""
+    own = _stream_seconds(stream)
+    if own is not None:
+        return own, True
     if container.duration is not None and container.duration > 0:
-        return float(container.duration) / av.time_base
-    return 0.0
+        return float(container.duration) / av.time_base, len(container.streams) == 1
+    return 0.0, False
 
 
 def _frame_rate(stream: Any) -> float:
@@ -155,7 +175,7 @@ def probe(path: Path, settings: Settings | None = None) -> VideoMetadata:
                 f"frames of {width} x {height} = {width * height:,} pixels exceed the limit of "
                 f"{cfg.video_max_pixels:,} pixels"
             )
-        duration = _duration_seconds(container, stream)
+        duration, own = _duration_seconds(container, stream)
         if duration > cfg.video_max_seconds:
             raise VideoError(f"the video lasts {duration:,.1f} s; the limit is {cfg.video_max_seconds:,} s")
         first = _first_frame(container, stream)
@@ -178,6 +198,7 @@ def probe(path: Path, settings: Settings | None = None) -> VideoMetadata:
             rotation=clockwise,
             format_name=str(container.format.name),
             size_bytes=size,
+            video_duration_known=own,
         )
     finally:
         container.close()
@@ -254,7 +275,8 @@ def sample_frames(
             yield Frame(index=index, timestamp_millis=round(when * 1000), rgb=rgb)
         declared = meta.duration_millis / 1000
         last_frame_end = float(seen) + float(frame_step)
-        if declared - last_frame_end > max(TRUNCATION_SLACK_SECONDS, 2 * float(frame_step)):
+        slack = max(TRUNCATION_SLACK_SECONDS, 2 * float(frame_step))
+        if meta.video_duration_known and declared - last_frame_end > slack:
             raise VideoError(
                 f"the video is truncated at {float(seen):.1f} s: its container declares {declared:.1f} s"
             )
