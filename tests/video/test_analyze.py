@@ -142,3 +142,15 @@ def test_faces_under_the_video_minimum_are_not_reported(engine: Engine, people: 
     assert a.faces == [] and a.frames_sampled == 5
     b = analyze(engine, people.path, fps=1, settings=Settings(video_min_face_size=60))
     assert 0 < len(b.faces) < len(analyze(engine, people.path, fps=1).faces)
+
+
+def test_video_settings_come_from_the_environment() -> None:
+    s = Settings.from_env(
+        {
+            "REGARD_VIDEO_SAMPLE_FPS": "2.5",
+            "REGARD_VIDEO_MIN_FACE_SIZE": "60",
+            "REGARD_VIDEO_MAX_SECONDS": "60",
+        }
+    )
+    assert (s.video_sample_fps, s.video_min_face_size, s.video_max_seconds) == (2.5, 60, 60)
+    assert Settings().video_sample_fps == 5.0 and Settings().video_max_bytes == 10 * 1024**3

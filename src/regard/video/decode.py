@@ -21,6 +21,7 @@ from typing import Any
 
 import av
 import av.error
+import av.stream
 import numpy as np
 
 from regard.config import Settings
@@ -91,10 +92,18 @@ def _open(path: Path) -> Any:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise VideoError(f"not a video regard can read: {_reason(exc)}") from exc
-    if not container.streams.video:
+    if _video_stream(container) is None:
         container.close()
         raise VideoError("the file holds no video stream")
     return container
+
+
+def _video_stream(container: Any) -> Any:
+    """The picture: the first video stream that is not a still (cover art); None if there is none."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
 
 
 def _reason(exc: BaseException) -> str:
@@ -167,7 +176,7 @@ def probe(path: Path, settings: Settings | None = None) -> VideoMetadata:
         raise VideoError(f"the video has {size:,} bytes; the limit is {cfg.video_max_bytes:,}")
     container = _open(path)
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         ctx = stream.codec_context
         width, height = int(ctx.width or 0), int(ctx.height or 0)
         if width * height > cfg.video_max_pixels:
@@ -239,7 +248,7 @@ def sample_frames(
     interval = Fraction(1) / Fraction(fps).limit_denominator(1_000_000)
     container = _open(path)
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         stream.thread_type = "AUTO"
         start = _start(stream)
         time_base = stream.time_base or Fraction(1, 90_000)
