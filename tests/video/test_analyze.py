@@ -154,3 +154,56 @@ def test_video_settings_come_from_the_environment() -> None:
     )
     assert (s.video_sample_fps, s.video_min_face_size, s.video_max_seconds) == (2.5, 60, 60)
     assert Settings().video_sample_fps == 5.0 and Settings().video_max_bytes == 10 * 1024**3
+
+
+def _celeba_pairs(engine: Engine, datasets: Path, wanted: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``wanted`` celeba_dev people, each with two photos showing one face: (subject, photo shown in
+    the video, template of the other photo). Taken in manifest order among those whose two photos
+    match clearly (distance under 0.45), so that the test is about the video, not the model."""
+    import csv
+
+    from PIL import Image
+
+    folder = datasets / "recognition" / "celeba_dev"
+    by_subject: dict[str, list[str]] = {}
+    with (folder / "manifest.csv").open() as fh:
+        for row in csv.DictReader(fh):
+            by_subject.setdefault(row["subject"], []).append(row["path"])
+    chosen: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for subject, paths in by_subject.items():
+        if len(paths) < 2:
+            continue
+        shown, other = (np.asarray(Image.open(folder / p).convert("RGB")) for p in paths[:2])
+        if len(engine.detect(shown)) != 1 or len(engine.detect(other)) != 1:
+            continue
+        a, b = engine.probe(shown), engine.probe(other)
+        assert a is not None and b is not None
+        if float(np.linalg.norm(a.face.embedding - b.face.embedding)) < 0.45:
+            chosen.append((subject, shown, b.face.embedding))
+        if len(chosen) == wanted:
+            break
+    return chosen
+
+
+@pytest.mark.dataset
+def test_people_of_the_dataset_are_found_in_their_tracks(
+    engine: Engine, datasets: Path, video_dir: Path
+) -> None:
+    people = _celeba_pairs(engine, datasets, 2)
+    assert len(people) == 2
+    faces = {subject: shown for subject, shown, _ in people}
+    (first, _, first_t), (second, _, second_t) = people
+    appearances = [
+        v.Appearance(first, 0.5, 2.5, at=(0.25, 0.5), to=(0.35, 0.5), size=0.8, grow=0.95),
+        v.Appearance(second, 1.5, 3.5, at=(0.75, 0.5), to=(0.7, 0.45), size=0.8, grow=0.8),
+    ]
+    made = v.make_people(video_dir / "celeba.mp4", faces, appearances, seconds=4.0)
+    a = analyze(engine, made.path, fps=FPS)
+    templates = track_templates(a)
+    spans = _spans(a)
+    for probe, (start, end) in ((first_t, (500, 2500)), (second_t, (1500, 3500))):
+        nearest = min(templates, key=lambda t: min(float(np.linalg.norm(x - probe)) for x in templates[t]))
+        assert min(float(np.linalg.norm(x - probe)) for x in templates[nearest]) < 0.6
+        lo, hi = spans[nearest]
+        assert abs(lo - start) <= STEP and abs(hi - (end - STEP)) <= STEP
+    assert a.embeddings_computed <= a.detections // 3
