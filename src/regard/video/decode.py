@@ -271,8 +271,8 @@ def sample_frames(
                     f"the video is truncated or corrupt at {float(seen):.1f} s: {_reason(exc)}"
                 ) from exc
             index += 1
-            if frame.pts is not None:
-                when = (int(frame.pts) - start) * time_base
+            if frame.pts is not None:  # before the start (an edit list's pre-roll) counts as the start
+                when = max(Fraction(0), (int(frame.pts) - start) * time_base)
             else:
                 when = seen + frame_step if index else Fraction(0)
             seen = max(seen, when)
