@@ -284,6 +284,8 @@ def test_identification_needs_an_assessment_and_matches_become_leads_with_timest
     completed = [r for r in AuditLog(server.data_dir).records() if r["operation"] == "FaceSearchCompleted"]
     mine = [r for r in completed if r["parameters"]["JobId"] == job_id]
     assert len(mine) == 1 and mine[0]["results"]["lead_ids"] == [lead.lead_id]
+    # the reviewers' evidence: the face from the video and the enrolled candidate's crop
+    assert mine[0]["results"]["evidence"] == {"lead_crops": 2}
     # an admin key may read the job's results too
     assert server.client("admin").get_face_search(JobId=job_id)["JobStatus"] == "SUCCEEDED"
     # the transparency report counts the video searches as identification, and the lead they raised

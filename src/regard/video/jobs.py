@@ -916,7 +916,32 @@ class VideoJobs:
             ],
             "lead_ids": list(leads.values()),
         }
+        if leads:
+            counts["evidence"] = self._keep_evidence(collection, analysis, leads)
         return {"Persons": persons}, counts
+
+    def _keep_evidence(
+        self, collection: str, analysis: Any, leads: dict[tuple[int, str], str]
+    ) -> dict[str, Any]:
+        """For reviewers (docs/review.md): each lead's probe crop (the track's best face, from the
+        video) and the candidate's enrolled crop. A failure is reported in the completion record
+        and does not fail the job."""
+        store = self.guard.evidence
+        if store is None:
+            return {"lead_crops": 0}
+        crops = {int(t.track_id): bytes(t.best_crop) for t in analysis.tracks}
+        kept = 0
+        try:
+            for (track_id, face_id), lead_id in leads.items():
+                probe = crops.get(track_id) or None
+                candidate = store.enrolled(collection, face_id)
+                store.put_lead(
+                    lead_id, collection, probe=probe, candidate_face_id=face_id, candidate=candidate
+                )
+                kept += (probe is not None) + (candidate is not None)
+        except Exception as exc:
+            return {"lead_crops": kept, "error": f"{type(exc).__name__}: {exc}"}
+        return {"lead_crops": kept}
 
     def _reviewed(self, job: Job) -> bool:
         """Whether the requester's profile puts matches to two-person review."""
