@@ -211,6 +211,36 @@ _CATALOGUE = (
         local_method="untag_resource",
     ),
     Operation("ListTagsForResource", Kind.LISTING, biometric=False, recorded=("ResourceArn",)),
+    # stored video (regard.video.jobs): a Start is the operation (its record names the video by
+    # sha256 and duration), its Get a read of the job's results
+    Operation(
+        "StartFaceDetection",
+        Kind.DETECTION,
+        biometric=True,
+        recorded=("FaceAttributes", "JobTag", "ClientRequestToken"),
+        images=("Video",),
+    ),
+    Operation(
+        "GetFaceDetection",
+        Kind.LISTING,
+        biometric=False,
+        recorded=("JobId", "MaxResults", "NextToken"),
+    ),
+    Operation(
+        "StartFaceSearch",
+        Kind.SEARCH,
+        biometric=True,
+        gallery="faces",
+        threshold=_FACE_MATCH,
+        recorded=("FaceMatchThreshold", "JobTag", "ClientRequestToken"),
+        images=("Video",),
+    ),
+    Operation(
+        "GetFaceSearch",
+        Kind.LISTING,
+        biometric=False,
+        recorded=("JobId", "MaxResults", "NextToken", "SortBy"),
+    ),
     # regard's own, from the command line only
     Operation("AddTemplates", Kind.INDEXING, biometric=True, local_method="add_templates", served=False),
     Operation(

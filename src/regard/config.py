@@ -109,6 +109,29 @@ class Settings:
     #: reviewer can look back at it; then they are deleted (docs/review.md). Enrolled crops stay
     #: while their face does.
     evidence_retention_days: int = 7
+    # -- stored-video jobs (regard.video.jobs; docs/http-api.md "Stored video") --
+    #: Video jobs (StartFaceDetection, StartFaceSearch) one server process runs at once, in its own
+    #: worker threads beside the request path.
+    video_workers: int = 1
+    #: At start-up, run again from the beginning the jobs a stopped server left IN_PROGRESS (True),
+    #: or fail them with a StatusMessage (False). Never left unfinished either way.
+    video_resume: bool = True
+    # -- video decoding (regard.video; docs/benchmarks.md "Faces in stored video") --
+    #: Frames per second of video that face detection looks at (Rekognition Video samples about 5).
+    video_sample_fps: float = 5.0
+    #: Largest video file accepted, in bytes (Rekognition Video's limit: 10 GB).
+    video_max_bytes: int = 10 * 1024**3
+    #: Longest video accepted, in seconds (Rekognition Video's limit: 6 hours).
+    video_max_seconds: int = 6 * 3600
+    #: Largest displayed frame accepted, in pixels: 4096 x 2160 takes both 4K UHD (3840 x 2160) and
+    #: DCI 4K, what phones and cameras record at most; 8K (33 Mpx a frame, four times as much to decode)
+    #: is refused. Detection looks at frames scaled down to ``detect_max_side`` anyway.
+    video_max_pixels: int = 4096 * 2160
+    #: Smallest face side, in pixels of the displayed frame, that video analysis reports: Rekognition's
+    #: documented floor. Detection cost grows with frame size over this (MTCNN's pyramid starts at
+    #: 12/min); at 24 px (the photos' ``min_face_size``) a 720p frame takes 0.26 CPU s, at 40 px
+    #: 0.13 s, which is what lets 5 fps take 720p faster than real time on one core (docs/benchmarks.md).
+    video_min_face_size: int = 40
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -125,6 +148,8 @@ class Settings:
                     values[f.name] = raw.lower() in {"1", "true", "yes", "on"}
                 elif isinstance(default, int):
                     values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
                 elif isinstance(default, Path):
                     values[f.name] = Path(raw).expanduser()
                 else:

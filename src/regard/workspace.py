@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from regard.keys import KeyStore
     from regard.service import Service
     from regard.shared_db import PostgresDb
+    from regard.video.jobs import JobStore
 
 #: The label under which the audit anchor's HMAC key is derived from the master key, so every
 #: node of one database authenticates the same anchor without another secret to distribute.
@@ -176,6 +177,12 @@ class Workspace:
         from regard.accountability.assessment import AssessmentStore, system_clock
 
         return AssessmentStore(self.data_dir, db=self.db(), clock=clock or system_clock)
+
+    def video_jobs(self) -> JobStore:
+        """The stored-video jobs (``video_jobs.sqlite3`` or the shared database)."""
+        from regard.video.jobs import JobStore
+
+        return JobStore(self.data_dir, db=self.db())
 
     def guard(
         self,

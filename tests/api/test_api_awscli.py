@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from waiting import wait_for
+
 if TYPE_CHECKING:
-    from live_server import LiveServer
+    from live_server import LiveServer, S3Server
 
 pytestmark = pytest.mark.slow
 
@@ -213,8 +215,37 @@ def test_aws_cli_users_tags_and_face_operations(api: LiveServer, fr_images: Path
         run("delete-collection", "--collection-id", cid)
 
 
+def test_aws_cli_stored_video(api: LiveServer, s3_endpoint: S3Server, tmp_path: Path) -> None:
+    """Issue 20: the video operations through the AWS CLI (a face-free video: the calls, not the
+    analysis, are under test here; tests/video has the analysis)."""
+    from video import videos
+
+    made = videos.make_pattern(tmp_path / "clip.mp4", ext="mp4", seconds=1.0)
+    s3_endpoint.client().upload_file(str(made.path), "photos", "awscli-clip.mp4")
+    video = "S3Object={Bucket=photos,Name=awscli-clip.mp4}"
+    cid = "cli-video"
+    aws(api, tmp_path, "create-collection", "--collection-id", cid)
+    try:
+        detection = out(aws(api, tmp_path, "start-face-detection", "--video", video))["JobId"]
+        search = out(aws(api, tmp_path, "start-face-search", "--collection-id", cid, "--video", video))[
+            "JobId"
+        ]
+        for command, job_id in (("get-face-detection", detection), ("get-face-search", search)):
+            got: dict[str, Any] = {}
+
+            def finished(c: str = command, j: str = job_id, got: dict[str, Any] = got) -> bool:
+                got.update(out(aws(api, tmp_path, c, "--job-id", j)))
+                return bool(got["JobStatus"] != "IN_PROGRESS")
+
+            wait_for(finished, f"{command} {job_id} to finish", limit=300.0)
+            assert got["JobStatus"] == "SUCCEEDED", got
+            assert got["VideoMetadata"]["DurationMillis"] == 1000
+    finally:
+        aws(api, tmp_path, "delete-collection", "--collection-id", cid)
+
+
 def test_aws_cli_drove_every_operation(
-    api: LiveServer, fr_images: Path, tmp_path_factory: pytest.TempPathFactory
+    api: LiveServer, fr_images: Path, s3_endpoint: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Every operation regard serves has succeeded through the AWS CLI. Run alone (or before the
     scenarios above), it runs those scenarios itself, so the result does not depend on order."""
@@ -224,4 +255,5 @@ def test_aws_cli_drove_every_operation(
     if not set(OPERATIONS) <= CALLED:
         for scenario in scenarios:
             scenario(api, fr_images, tmp_path_factory.mktemp(scenario.__name__))
+        test_aws_cli_stored_video(api, s3_endpoint, tmp_path_factory.mktemp("video"))
     assert set(OPERATIONS) <= CALLED, f"not driven through the AWS CLI: {sorted(set(OPERATIONS) - CALLED)}"

@@ -54,6 +54,9 @@ OLD_ALL_OPERATIONS = (  # policy.ALL_OPERATIONS
     "UntagResource",
     "ListTagsForResource",
 )
+#: Served since issue 20 (stored video), after the old list: Starts are biometric (StartFaceSearch a
+#: 1:N identification with FaceMatchThreshold, default 80), Gets read a job's results.
+VIDEO_OPERATIONS = ("StartFaceDetection", "GetFaceDetection", "StartFaceSearch", "GetFaceSearch")
 OLD_BIOMETRIC_OPERATIONS = {  # policy.BIOMETRIC_OPERATIONS
     "DetectFaces",
     "CompareFaces",
@@ -124,8 +127,10 @@ OLD_LOCAL_BIOMETRIC = {  # local._BIOMETRIC
 }
 #: sha256 of the policy.toml that PolicyConfig() writes: the one written before the catalogue
 #: (09263bcc...) plus, since issue 17, the assessment profile and the settings require_assessment,
-#: suspend_on_drift, drift_window and drift_alpha. A change of the defaults must change this on purpose.
-OLD_DEFAULT_POLICY_SHA256 = "8f5e3884748c16ad2055e4393e04b518ccd3807673bf31bbe00013c83b39a7d3"
+#: suspend_on_drift, drift_window and drift_alpha (8f5e3884...), plus, since issue 20, the video
+#: operations: StartFaceDetection and GetFaceDetection in verification and identification,
+#: StartFaceSearch and GetFaceSearch in identification. A change of the defaults must change this on purpose.
+OLD_DEFAULT_POLICY_SHA256 = "e3276e360da3be3504ffffb7d631bca585bfb4e152021faaf781fea0bb278108"
 
 #: The kind of each operation (new with the catalogue; read-only follows from it).
 KINDS = {
@@ -152,6 +157,10 @@ KINDS = {
     "SearchUsersByImage": Kind.SEARCH,
     "TagResource": Kind.TAGS,
     "UntagResource": Kind.TAGS,
+    "StartFaceDetection": Kind.DETECTION,
+    "GetFaceDetection": Kind.LISTING,
+    "StartFaceSearch": Kind.SEARCH,
+    "GetFaceSearch": Kind.LISTING,
 }
 
 SERVED = [op for op in OPERATIONS_BY_NAME.values() if op.served]
@@ -168,7 +177,19 @@ def test_served_names_are_the_api_operation_table() -> None:
 
 
 def test_served_names_are_the_old_policy_list_in_its_order() -> None:
-    assert tuple(op.name for op in SERVED) == OLD_ALL_OPERATIONS
+    assert tuple(op.name for op in SERVED) == OLD_ALL_OPERATIONS + VIDEO_OPERATIONS
+
+
+def test_video_operations_are_a_detection_a_search_and_two_reads() -> None:
+    start_detection, get_detection, start_search, get_search = (
+        OPERATIONS_BY_NAME[n] for n in VIDEO_OPERATIONS
+    )
+    assert start_detection.biometric and not start_detection.identification
+    assert start_search.biometric and start_search.identification and start_search.gallery == "faces"
+    assert start_search.threshold is not None
+    assert (start_search.threshold.parameter, start_search.threshold.default) == ("FaceMatchThreshold", 80.0)
+    assert all(op.read_only and not op.biometric for op in (get_detection, get_search))
+    assert start_detection.images == start_search.images == ("Video",)
 
 
 def test_local_only_names_are_the_old_logged_names_outside_the_api() -> None:

@@ -60,7 +60,14 @@ REJECTED = "REJECTED"
 
 #: The operations the gate applies to under a profile with ``require_assessment``.
 GATED_OPERATIONS = frozenset(
-    {"SearchFaces", "SearchFacesByImage", "SearchUsers", "SearchUsersByImage", "IndexFaces"}
+    {
+        "SearchFaces",
+        "SearchFacesByImage",
+        "SearchUsers",
+        "SearchUsersByImage",
+        "IndexFaces",
+        "StartFaceSearch",  # a search of stored video (issue 20)
+    }
 )
 
 #: The form's fields: name -> (kind, required, what it says). Kinds: ``text`` (a non-empty

@@ -254,6 +254,10 @@ class Guard:
             raise
         sealed = self.audit.append(record)
         headers[HEADER_AUDIT_SEQ] = str(sealed["seq"])
+        # a result that must not act before its record is written (a stored-video job) acts now
+        after_record = getattr(result, "after_record", None)
+        if callable(after_record):
+            after_record(sealed)
         return Guarded(result=result, headers=headers, record=sealed, leads=leads)
 
     def record_refusal(
@@ -449,7 +453,9 @@ class Guard:
         headers: dict[str, str],
     ) -> list[str]:
         """Each candidate of a 1:N search as a lead pending two verifiers; their ids, in order."""
-        found = results.matches(result) or []
+        found = results.matches(result)
+        if found is None:  # a video search: its matches become leads when its job ends
+            return []
         headers[HEADER_REVIEW] = PENDING if found else "NO_CANDIDATES"
         if not found:
             return []

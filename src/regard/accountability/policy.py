@@ -139,6 +139,8 @@ _BIOMETRIC_READS = (
     "DescribeCollection",
     "ListCollections",
     "ListTagsForResource",
+    "StartFaceDetection",
+    "GetFaceDetection",
 )
 
 DEFAULT_PROFILES: dict[str, Profile] = {
@@ -176,6 +178,10 @@ DEFAULT_PROFILES: dict[str, Profile] = {
             "SearchUsers",
             "SearchUsersByImage",
             "ListTagsForResource",
+            "StartFaceDetection",
+            "GetFaceDetection",
+            "StartFaceSearch",
+            "GetFaceSearch",
         ),
         roles=("operator", "verifier", "admin"),
         max_fmr=1e-4,

@@ -42,6 +42,7 @@ from regard.service import (
     SearchUsersResult,
     UserMatch,
 )
+from regard.video.outcomes import GetJobResult, StartJobResult
 
 R = TypeVar("R")
 
@@ -244,3 +245,19 @@ def _search_users_by_image(result: SearchUsersByImageResult, leads: Sequence[str
 @summarize.register
 def _list_tags(result: ListTagsForResourceResult, leads: Sequence[str] = ()) -> Summary:
     return {}  # tag values are not kept
+
+
+@summarize.register
+def _start_job(result: StartJobResult, leads: Sequence[str] = ()) -> Summary:
+    """A stored-video Start: the job, and the video by its sha256 and duration (never frames)."""
+    return {
+        "job_id": result.job_id,
+        "job_status": result.status,
+        "repeated_request": not result.new,
+        "video": {"sha256": result.video_sha256, "duration_millis": result.duration_millis},
+    }
+
+
+@summarize.register
+def _get_job(result: GetJobResult, leads: Sequence[str] = ()) -> Summary:
+    return {"job_id": result.job_id, "job_status": result.status, "returned": len(result.items)}

@@ -92,6 +92,23 @@ CREATE TABLE IF NOT EXISTS decisions (
     PRIMARY KEY (lead_id, reviewer_key)
 );
 """
+#: Columns added since the first schema (PostgreSQL's: migration 11): where in a stored video a
+#: video search's lead was seen. Added to an older file when it is opened (:func:`_add_columns`).
+_ADDED_COLUMNS = (("video_timestamp_millis", "INTEGER"), ("video_frame_index", "INTEGER"))
+
+
+def _add_columns(db: SqliteDb) -> None:
+    """Add :data:`_ADDED_COLUMNS` to a file made before them (a check, then ALTER TABLE: two
+    processes opening an old file at once add each column once)."""
+    with db.transaction(readonly=True) as cur:
+        have = {str(r[1]) for r in cur.execute("PRAGMA table_info(leads)").fetchall()}
+    if all(name in have for name, _ in _ADDED_COLUMNS):
+        return
+    with db.transaction() as cur:
+        have = {str(r[1]) for r in cur.execute("PRAGMA table_info(leads)").fetchall()}
+        for name, sql_type in _ADDED_COLUMNS:
+            if name not in have:
+                cur.execute(f"ALTER TABLE leads ADD COLUMN {name} {sql_type}")
 
 
 def person(principal: str | None) -> str | None:
@@ -112,6 +129,9 @@ class Candidate:
     external_image_id: str | None
     similarity: float
     fmr: float
+    #: Where a video search saw the person (None for a still-image search).
+    video_timestamp_millis: int | None = None
+    video_frame_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +161,8 @@ class Lead:
     case_reference: str | None
     status: str
     decided_at: str | None
+    video_timestamp_millis: int | None = None
+    video_frame_index: int | None = None
     decisions: tuple[Decision, ...] = ()
 
     def to_json(self) -> dict[str, object]:
@@ -160,6 +182,8 @@ class Lead:
             "Purpose": self.purpose,
             "CaseReference": self.case_reference,
             "DecidedAt": self.decided_at,
+            "VideoTimestampMillis": self.video_timestamp_millis,
+            "VideoFrameIndex": self.video_frame_index,
             "Decisions": [
                 {
                     "AccessKeyId": d.reviewer_key,
@@ -175,7 +199,8 @@ class Lead:
 
 _LEAD_COLUMNS = (
     "lead_id, created_at, request_id, requester_key, requester_principal, collection_id, operation, "
-    "face_id, user_id, external_image_id, similarity, fmr, purpose, case_reference, status, decided_at"
+    "face_id, user_id, external_image_id, similarity, fmr, purpose, case_reference, status, decided_at, "
+    "video_timestamp_millis, video_frame_index"
 )
 _LEAD_NAMES = tuple(c.strip() for c in _LEAD_COLUMNS.split(","))
 #: Leads deleted or updated per statement by the bulk writes (well under both backends' limit on
@@ -294,6 +319,7 @@ class ReviewQueue:
             # Created 0600 in a 0700 folder before SQLite opens it (its -wal and -shm files take the
             # same mode).
             db = SqliteDb(self.path, pragmas=SQLITE_PRAGMAS, schema=_SCHEMA)
+            _add_columns(db)
             self.path = db.path
         self.db: SharedDb = db
         #: Appended to the SELECT that reads the lead a decision is about: a row lock on
@@ -323,7 +349,7 @@ class ReviewQueue:
         at = now_iso()
         with self.db.transaction() as cur:
             cur.executemany(
-                f"INSERT INTO leads ({_LEAD_COLUMNS}) VALUES ({_marks(15)},NULL)",
+                f"INSERT INTO leads ({_LEAD_COLUMNS}) VALUES ({_marks(15)},NULL,?,?)",
                 [
                     (
                         lead_id,
@@ -341,6 +367,8 @@ class ReviewQueue:
                         purpose,
                         case_reference,
                         PENDING,
+                        c.video_timestamp_millis,
+                        c.video_frame_index,
                     )
                     for lead_id, c in zip(ids, candidates, strict=True)
                 ],

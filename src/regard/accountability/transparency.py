@@ -119,7 +119,10 @@ def outcome_of(rec: Mapping[str, Any]) -> str:
 
 
 def leads_raised(rec: Mapping[str, Any]) -> int:
-    """How many leads a biometric record's search raised (its matches that name a lead)."""
+    """How many leads a biometric record's search raised (its matches that name a lead), or a
+    video search raised when its job ended (the ``FaceSearchCompleted`` record's lead ids)."""
+    if rec.get("kind") == "system" and rec.get("operation") == "FaceSearchCompleted":
+        return len((rec.get("results") or {}).get("lead_ids") or [])
     if not is_search(rec) or rec.get("outcome") != "success":
         return 0
     matches = (rec.get("results") or {}).get("matches") or []

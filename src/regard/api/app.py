@@ -51,6 +51,7 @@ from regard.config import Settings
 from regard.face.engine import Engine
 from regard.keys import KeyStore
 from regard.service import Service
+from regard.video.jobs import VideoJobs
 from regard.workspace import Workspace
 
 logger = logging.getLogger("regard.workspace")
@@ -75,6 +76,8 @@ class ApiState:
     inflight: InflightLimit
     #: Unauthenticated refusals per source address: recorded, counted or throttled.
     refusals: RefusalLedger
+    #: Stored-video jobs and their worker pool (set once the guard exists).
+    video_jobs: VideoJobs | None = None
     _service: Service | None = None
     _service_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -93,7 +96,10 @@ class ApiState:
         _ = self.engine.scorer
 
     def close(self) -> None:
-        """Close the collection service, if it was opened."""
+        """Stop the video workers (a running job resumes at the next start), close the collection
+        service, if it was opened."""
+        if self.video_jobs is not None:
+            self.video_jobs.close(wait=True)
         with self._service_lock:
             if self._service is not None:
                 self._service.close()
@@ -105,7 +111,7 @@ def rekognition_endpoint(state: ApiState, guard: Guard) -> Callable[[Request], A
     """``POST /``: the steps of one Rekognition request (:mod:`regard.api.steps`), in the order they
     run, and the one error handler (:mod:`regard.api.errors_http`) for whatever a step raises."""
     inflight = state.inflight
-    invoke = Invoke(guard, state.engine, state.s3, state.service)
+    invoke = Invoke(guard, state.engine, state.s3, state.service, state.video_jobs)
     handle_error = ErrorHandler(guard, state.refusals)
     region = state.settings.region or None
 
@@ -160,6 +166,13 @@ def create_app(
     )
     # policy before, audit record after, review leads: regard.accountability (docs/accountability.md)
     guard = workspace.guard(state.service)
+    state.video_jobs = VideoJobs(
+        workspace.video_jobs(),
+        settings=settings,
+        engine=state.engine,
+        guard=guard,
+        service_factory=state.service,
+    )
     logger.info("regard: state in %s", workspace.describe())
 
     async def health(request: Request) -> Response:
@@ -178,6 +191,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if warm_up:
             await run_in_threadpool(state.warm_up)
+        if state.video_jobs is not None:  # jobs a stopped server left IN_PROGRESS: run again or fail
+            await run_in_threadpool(state.video_jobs.resume)
         flusher = asyncio.get_running_loop().create_task(flush_ended_windows())
         try:
             yield

@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -52,6 +52,9 @@ from regard.errors import RegardError, UnsupportedOperation
 from regard.face.engine import Engine
 from regard.keys import AccessKey
 from regard.service import Service
+
+if TYPE_CHECKING:
+    from regard.video.jobs import VideoJobs
 
 log = logging.getLogger("regard.api")
 
@@ -187,12 +190,18 @@ class Invoke:
     answer it as AWS JSON 1.1."""
 
     def __init__(
-        self, guard: Guard, engine: Engine, s3: S3Images, service_factory: Callable[[], Service]
+        self,
+        guard: Guard,
+        engine: Engine,
+        s3: S3Images,
+        service_factory: Callable[[], Service],
+        video_jobs: VideoJobs | None = None,
     ) -> None:
         self.guard = guard
         self.engine = engine
         self.s3 = s3
         self.service_factory = service_factory
+        self.video_jobs = video_jobs
 
     async def __call__(self, exchange: Exchange, routed: Routed, key: AccessKey) -> Response:
         """The operation's response, with the request id, its time and the guard's headers."""
@@ -202,6 +211,7 @@ class Invoke:
             service_factory=self.service_factory,
             caller=key.access_key_id,
             request_id=exchange.request_id,
+            video_jobs=self.video_jobs,
         )
         started = time.perf_counter()
         result, accountability_headers = await run_in_threadpool(self._guarded, exchange, routed, key, ctx)

@@ -30,6 +30,7 @@ NOT_RETURNED = {
     "OrientationCorrection": "images are rotated upright from EXIF before analysis; the field is deprecated",
     "SourceImageOrientationCorrection": "images are rotated upright from EXIF; the field is deprecated",
     "TargetImageOrientationCorrection": "images are rotated upright from EXIF; the field is deprecated",
+    "ColorRange": "the video's colour range is not read (frames are converted to RGB for detection)",
 }
 #: Non-standard response members regard adds (botocore and the AWS SDKs ignore unknown members).
 EXTRA_FIELDS = {
@@ -119,6 +120,18 @@ DIFFERENCES: list[tuple[str, str]] = [
         "Bytes up to 5 MB (`REGARD_MAX_IMAGE_BYTES`), S3Object up to 15 MB "
         "(`REGARD_MAX_S3_IMAGE_BYTES`), read from the S3-compatible endpoint the operator configured; "
         "JPEG and PNG as in Rekognition, and WebP, BMP, TIFF, GIF and PGM besides.",
+    ),
+    (
+        "Stored video",
+        "StartFaceDetection and StartFaceSearch read Video.S3Object from the configured S3 endpoint "
+        "(up to `REGARD_VIDEO_MAX_BYTES`, 10 GB, and `REGARD_VIDEO_MAX_SECONDS`, 6 hours) and run as "
+        "jobs in the server's own worker pool; poll GetFaceDetection / GetFaceSearch. A request with "
+        "NotificationChannel is refused with `InvalidParameterException` (regard sends no "
+        "notifications). A corrupt or unsupported video is not refused: its job ends FAILED with a "
+        "StatusMessage. StartFaceSearch is a 1:N identification (profile, purpose, case reference, "
+        "threshold floor and assessment gate as SearchFacesByImage); its matches become leads when the "
+        "job ends. A job's results are readable by the key that started it and by admin keys. "
+        'Real-time (streaming) video is not offered. See docs/http-api.md, "Stored video".',
     ),
     (
         "Errors",

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from regard.accountability.guard import Guard, Guarded
 from regard.accountability.request import Caller, Params, Provenance, RequestInfo
@@ -61,6 +62,10 @@ from regard.service.render import (
     user_match,
     with_fmr,
 )
+from regard.video.outcomes import GetJobResult, StartJobResult
+
+if TYPE_CHECKING:
+    from regard.video.jobs import VideoJobs
 
 #: A Rekognition response (JSON object).
 Json = dict[str, Any]
@@ -82,6 +87,11 @@ class Context:
     request_id: str = ""
     provenance: Provenance = field(default_factory=Provenance)
     timings: dict[str, float] = field(default_factory=dict)
+    #: The stored-video jobs (None: the video operations are not available here).
+    video_jobs: VideoJobs | None = None
+    #: Who asks and the request's fields (set by :func:`run`; a video job keeps them).
+    who: Caller | None = None
+    info: RequestInfo | None = None
 
     @property
     def service(self) -> Service:
@@ -124,7 +134,7 @@ def run(
 ) -> Guarded[R]:
     """``op``'s typed call under ``guard`` (policy, floors, leads, audit record): the request's
     id and provenance come from ``info``, the same fields the guard checks and records."""
-    request = replace(ctx, request_id=info.request_id, provenance=info.provenance)
+    request = replace(ctx, request_id=info.request_id, provenance=info.provenance, who=caller, info=info)
     return guard.run(op.name, params, caller, info, lambda p: op.perform(request, p))
 
 
@@ -496,3 +506,105 @@ def _list_tags_for_resource_response(r: ListTagsForResourceResult, params: Param
 @operation("ListTagsForResource", _list_tags_for_resource_response)
 def list_tags_for_resource(ctx: Context, params: Params) -> ListTagsForResourceResult:
     return ListTagsForResourceResult(ctx.service.list_tags_for_resource(params["ResourceArn"]))
+
+
+# -- stored video (regard.video.jobs) ---------------------------------------------------------------
+#: What a Start with NotificationChannel is told (docs/http-api.md, "Stored video").
+NOTIFICATION_REFUSED = "regard does not send notifications; poll GetFaceDetection or GetFaceSearch"
+
+
+def _jobs(ctx: Context) -> VideoJobs:
+    if ctx.video_jobs is None:
+        raise InvalidParameter("stored video is not available on this server")
+    return ctx.video_jobs
+
+
+def _start_video_job(ctx: Context, params: Params, kind: str) -> StartJobResult:
+    from regard.video.jobs import JobRequest
+
+    if "NotificationChannel" in params:
+        raise InvalidParameter(NOTIFICATION_REFUSED)
+    jobs = _jobs(ctx)
+    s3 = params["Video"].get("S3Object")
+    if not isinstance(s3, dict) or "Bucket" not in s3 or "Name" not in s3:
+        raise InvalidParameter("Video.S3Object needs Bucket and Name")
+    location = {k: s3[k] for k in ("Bucket", "Name", "Version") if k in s3}
+    collection = params.get("CollectionId")
+    if collection is not None:
+        ctx.service.describe_collection(collection)  # ResourceNotFoundException before any download
+    request = JobRequest(
+        kind=kind,
+        video={"S3Object": location},
+        collection_id=collection,
+        face_match_threshold=params.get("FaceMatchThreshold"),
+        face_attributes=params.get("FaceAttributes", "DEFAULT"),
+        job_tag=params.get("JobTag"),
+        client_request_token=params.get("ClientRequestToken"),
+    )
+    limit = ctx.s3.settings.video_max_bytes
+
+    def fetch(dest: Path) -> None:
+        ctx.s3.fetch_to_file(location["Bucket"], location["Name"], location.get("Version"), dest, limit)
+
+    info = ctx.info or RequestInfo(ctx.request_id)
+    caller = ctx.who or Caller(ctx.caller or None, "", "", "")
+    return jobs.prepare(request, caller, info.request_id, info.purpose, info.case_reference, fetch=fetch)
+
+
+def _start_response(r: StartJobResult, params: Params) -> Json:
+    return {"JobId": r.job_id}
+
+
+@operation("StartFaceDetection", _start_response)
+def start_face_detection(ctx: Context, params: Params) -> StartJobResult:
+    return _start_video_job(ctx, params, "FACE_DETECTION")
+
+
+@operation("StartFaceSearch", _start_response)
+def start_face_search(ctx: Context, params: Params) -> StartJobResult:
+    return _start_video_job(ctx, params, "FACE_SEARCH")
+
+
+def _get_video_job(ctx: Context, params: Params, kind: str) -> GetJobResult:
+    from regard.errors import AccessDenied, ResourceNotFound
+    from regard.video.jobs import page
+
+    job = _jobs(ctx).store.get(params["JobId"])
+    if job.kind != kind:
+        raise ResourceNotFound(f"The job {params['JobId']} does not exist")
+    who = ctx.who
+    if who is not None and not who.local and who.role != "admin" and who.access_key_id != job.access_key_id:
+        # a job's results are its requester's (and administrators'): leads are not for passers-by
+        raise AccessDenied(f"job {job.job_id} was started by another access key")
+    return page(job, params.get("MaxResults"), params.get("NextToken"), params.get("SortBy"))
+
+
+def _job_response(r: GetJobResult, key: str) -> Json:
+    out: Json = {"JobStatus": r.status, "JobId": r.job_id, key: r.items}
+    if r.status_message:
+        out["StatusMessage"] = r.status_message
+    if r.metadata:
+        out["VideoMetadata"] = r.metadata
+    if r.video:
+        out["Video"] = r.video
+    if r.job_tag:
+        out["JobTag"] = r.job_tag
+    return _paged(out, r.next_token)
+
+
+def _get_face_detection_response(r: GetJobResult, params: Params) -> Json:
+    return _job_response(r, "Faces")
+
+
+def _get_face_search_response(r: GetJobResult, params: Params) -> Json:
+    return _job_response(r, "Persons")
+
+
+@operation("GetFaceDetection", _get_face_detection_response)
+def get_face_detection(ctx: Context, params: Params) -> GetJobResult:
+    return _get_video_job(ctx, params, "FACE_DETECTION")
+
+
+@operation("GetFaceSearch", _get_face_search_response)
+def get_face_search(ctx: Context, params: Params) -> GetJobResult:
+    return _get_video_job(ctx, params, "FACE_SEARCH")

@@ -14,7 +14,9 @@ contacted. Empty (the default) allows any bucket the configured credentials can 
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import botocore.session
@@ -30,6 +32,17 @@ class InvalidS3Object(RegardError):
 
     code = "InvalidS3ObjectException"
     http_status = 400
+
+
+class VideoTooLarge(RegardError):
+    """A Video.S3Object larger than ``REGARD_VIDEO_MAX_BYTES`` (Rekognition Video: 10 GB)."""
+
+    code = "VideoTooLargeException"
+    http_status = 400
+
+
+#: Bytes read from S3 at a time when a video is streamed to its file.
+CHUNK = 1024 * 1024
 
 
 def bucket_name(name: str) -> str:
@@ -76,9 +89,8 @@ class S3Images:
                 )
             return self._client
 
-    def fetch(self, bucket: str, name: str, version: str | None = None) -> bytes:
-        """The object's bytes; raises InvalidS3Object or ImageTooLarge."""
-        client = self._s3()
+    def _bucket(self, bucket: str, name: str) -> str:
+        """The bucket to ask S3 for; InvalidS3Object for one outside REGARD_S3_BUCKETS."""
         if self.buckets:
             if bucket_name(bucket) not in self.buckets:
                 raise InvalidS3Object(
@@ -87,6 +99,12 @@ class S3Images:
                     f"in REGARD_S3_BUCKETS)"
                 )
             bucket = bucket_name(bucket)
+        return bucket
+
+    def fetch(self, bucket: str, name: str, version: str | None = None) -> bytes:
+        """The object's bytes; raises InvalidS3Object or ImageTooLarge."""
+        client = self._s3()
+        bucket = self._bucket(bucket, name)
         limit = self.settings.max_s3_image_bytes
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": name}
         if version:
@@ -110,3 +128,39 @@ class S3Images:
         if len(data) > limit:
             raise ImageTooLarge(f"S3 object s3://{bucket}/{name} exceeds the limit of {limit} bytes")
         return data
+
+    def fetch_to_file(self, bucket: str, name: str, version: str | None, dest: Path, limit: int) -> int:
+        """Stream a video object to ``dest`` (created 0600) under ``limit`` bytes (the video limit,
+        ``REGARD_VIDEO_MAX_BYTES``); returns its size. Raises InvalidS3Object or VideoTooLarge."""
+        client = self._s3()
+        bucket = self._bucket(bucket, name)
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": name}
+        if version:
+            kwargs["VersionId"] = version
+        written = 0
+        try:
+            head = client.head_object(**kwargs)
+            size = int(head.get("ContentLength", 0))
+            if size > limit:
+                raise VideoTooLarge(
+                    f"S3 object s3://{bucket}/{name} is {size} bytes; the video limit is {limit}"
+                )
+            body = client.get_object(**kwargs)["Body"]
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    while chunk := body.read(CHUNK):
+                        written += len(chunk)
+                        if written > limit:
+                            raise VideoTooLarge(
+                                f"S3 object s3://{bucket}/{name} exceeds the video limit of {limit} bytes"
+                            )
+                        out.write(chunk)
+                finally:
+                    body.close()
+        except (ClientError, BotoCoreError) as exc:
+            raise InvalidS3Object(
+                f"Unable to get object metadata from S3. Check object key, region and/or access "
+                f"permissions. (s3://{bucket}/{name}: {exc})"
+            ) from exc
+        return written
