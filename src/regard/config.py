@@ -111,7 +111,8 @@ class Settings:
     evidence_retention_days: int = 7
     # -- stored-video jobs (regard.video.jobs; docs/http-api.md "Stored video") --
     #: Video jobs (StartFaceDetection, StartFaceSearch) one server process runs at once, in its own
-    #: worker threads beside the request path.
+    #: worker threads beside the request path. 0 pauses processing on this node: it still accepts
+    #: jobs (IN_PROGRESS), and runs them when it is restarted with workers (maintenance windows).
     video_workers: int = 1
     #: At start-up, run again from the beginning the jobs a stopped server left IN_PROGRESS (True),
     #: or fail them with a StatusMessage (False). Never left unfinished either way.

@@ -11,7 +11,8 @@ The Start operation fetches the video (S3, streamed to ``<data_dir>/video/<job i
 file from the command line), hashes and probes it, and inserts the row; the guard then writes the
 Start's audit record (the video by sha256 and duration, never frames) and only then is the job
 handed to the worker pool (:meth:`VideoJobs.submit`): ``video_workers`` threads (default 1) of
-their own, so a long video never holds a request slot.
+their own, so a long video never holds a request slot (0 pauses processing: jobs are accepted and
+run after a restart with workers).
 
 A job that ends SUCCEEDED or FAILED keeps its results; its video file is deleted. A search job's
 matches (a person's track matched to a collection's face) become leads for two-person review when
@@ -657,7 +658,11 @@ class VideoJobs:
             return self._pool
 
     def submit(self, job_id: str) -> None:
-        """Run the job in the worker pool."""
+        """Run the job in the worker pool. With ``video_workers`` 0 processing is paused: the job
+        stays IN_PROGRESS and runs when the server starts again with workers (:meth:`resume`)."""
+        if self.settings.video_workers <= 0:
+            log.info("video job %s: queued; processing is paused (REGARD_VIDEO_WORKERS=0)", job_id)
+            return
         future = self._executor().submit(self._run_logged, job_id)
         with self._lock:
             self._futures[job_id] = future
