@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,18 @@ def bucket_name(name: str) -> str:
 def allowed_buckets(setting: str) -> frozenset[str]:
     """The buckets named in ``REGARD_S3_BUCKETS`` (empty: no allow-list, any bucket)."""
     return frozenset(b for b in (bucket_name(part) for part in setting.split(",")) if b)
+
+
+@contextmanager
+def _s3_errors(bucket: str, name: str) -> Iterator[None]:
+    """S3's client errors as the InvalidS3ObjectException Rekognition answers with."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise InvalidS3Object(
+            f"Unable to get object metadata from S3. Check object key, region and/or access "
+            f"permissions. (s3://{bucket}/{name}: {exc})"
+        ) from exc
 
 
 class S3Images:
@@ -109,7 +123,7 @@ class S3Images:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": name}
         if version:
             kwargs["VersionId"] = version
-        try:
+        with _s3_errors(bucket, name):
             head = client.head_object(**kwargs)
             size = int(head.get("ContentLength", 0))
             if size > limit:
@@ -120,11 +134,6 @@ class S3Images:
                 data: bytes = body.read(limit + 1)
             finally:
                 body.close()
-        except (ClientError, BotoCoreError) as exc:
-            raise InvalidS3Object(
-                f"Unable to get object metadata from S3. Check object key, region and/or access "
-                f"permissions. (s3://{bucket}/{name}: {exc})"
-            ) from exc
         if len(data) > limit:
             raise ImageTooLarge(f"S3 object s3://{bucket}/{name} exceeds the limit of {limit} bytes")
         return data
@@ -138,7 +147,7 @@ class S3Images:
         if version:
             kwargs["VersionId"] = version
         written = 0
-        try:
+        with _s3_errors(bucket, name):
             head = client.head_object(**kwargs)
             size = int(head.get("ContentLength", 0))
             if size > limit:
@@ -158,9 +167,4 @@ class S3Images:
                         out.write(chunk)
                 finally:
                     body.close()
-        except (ClientError, BotoCoreError) as exc:
-            raise InvalidS3Object(
-                f"Unable to get object metadata from S3. Check object key, region and/or access "
-                f"permissions. (s3://{bucket}/{name}: {exc})"
-            ) from exc
         return written
