@@ -4,7 +4,8 @@ Give each run as LABEL=DIR, where DIR holds one ``regard evaluate`` output folde
 (``DIR/<set>/report.json``). For every set it prints, per run: FMR at similarity 80 and 60
 (nominal 1e-4 and 1e-3) overall and per group, with the subject-bootstrap 95% interval, the
 max/min and max/geomean across groups, innocent probes matched in the watchlist test, FNMR,
-TAR with failures to acquire counted as rejections, and failure to acquire per group.
+TAR with failures to acquire counted as rejections, and failure to acquire per group with a
+permutation test of equal rates across groups.
 
     .venv/bin/python bench/fairness_report.py today=/work/runs/today deployed=/work/runs/deployed
 """
@@ -16,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from regard.scoring.calibrate import is_held_apart
 
@@ -139,6 +142,45 @@ def main() -> None:
                 for label, rep in reports.items()
             ),
         )
+        if grouping != "all":
+            for label, rep in reports.items():
+                by = rep["acquisition"]["by_group"].get(grouping, {})
+                counts = {
+                    g: (v["failure_to_acquire"]["errors"], v["failure_to_acquire"]["trials"])
+                    for g, v in by.items()
+                }
+                if counts:
+                    p_value = homogeneity_p(list(counts.values()))
+                    print(
+                        f"  {label}, by {grouping}: "
+                        + ", ".join(f"{g} {e}/{n}" for g, (e, n) in counts.items())
+                        + f"; same rate in every group? permutation p = {p_value:.3f}"
+                    )
+
+
+def homogeneity_p(counts: list[tuple[int, int]], shuffles: int = 20_000, seed: int = 0) -> float:
+    """p-value of a permutation test that every group fails at the same rate (chi-square statistic).
+
+    Exact enough for the small counts left after the detector fallback, where the asymptotic
+    chi-square test is not to be trusted: failures are dealt out to the groups' images at random.
+    """
+    errors = np.array([e for e, _ in counts])
+    sizes = np.array([n for _, n in counts])
+    if errors.sum() == 0 or errors.sum() == sizes.sum():
+        return 1.0
+
+    def statistic(e: np.ndarray) -> np.ndarray:
+        expected = sizes * errors.sum() / sizes.sum()
+        ok = sizes - e
+        expected_ok = sizes - expected
+        return ((e - expected) ** 2 / expected).sum(-1) + ((ok - expected_ok) ** 2 / expected_ok).sum(-1)
+
+    rng = np.random.default_rng(seed)
+    group_of = np.repeat(np.arange(len(sizes)), sizes)
+    draws = np.stack([group_of[rng.permutation(len(group_of))[: errors.sum()]] for _ in range(shuffles)])
+    shuffled = np.stack([(draws == g).sum(1) for g in range(len(sizes))], axis=1)
+    hits = int((statistic(shuffled) >= statistic(errors) - 1e-9).sum())
+    return (hits + 1) / (shuffles + 1)
 
 
 if __name__ == "__main__":

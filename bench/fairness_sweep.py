@@ -130,7 +130,7 @@ def main() -> None:
     model = resnet_identity().key
     sets = {n: load(n) for n in POOL}
     grid = {
-        "clusters": [50] if args.quick else [25, 50, 100],
+        "clusters": [50] if args.quick else [50, 100, 200, 300, 400],
         "target_fmr": [1e-3] if args.quick else [1e-3, 1e-4],
         "iterations": [2] if args.quick else [2, 3],
     }
