@@ -96,7 +96,7 @@ def test_shipped_tables_are_sane() -> None:
 
 
 # The operating points docs/calibration.md documents ("Operating points"), to the third decimal.
-@pytest.mark.parametrize(("similarity", "score"), [(40, 0.4194), (60, 0.3567), (80, 0.3033), (100, 0.1728)])
+@pytest.mark.parametrize(("similarity", "score"), [(40, 0.4100), (60, 0.3513), (80, 0.2964), (100, 0.1582)])
 def test_shipped_operating_points(similarity: float, score: float) -> None:
     scorer = default_scorer()
     assert scorer.score_for_similarity(similarity) == pytest.approx(score, abs=5e-4)

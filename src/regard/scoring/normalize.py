@@ -149,13 +149,13 @@ def default_normalizer() -> ScoreNormalizer:
 class FitOptions:
     """How a normalizer is fitted; the defaults are the ones chosen by the sweep in docs/calibration.md."""
 
-    clusters: int = 100
+    clusters: int = 200
     target_fmr: float = 1e-3
     iterations: int = 2
     seed: int = 0
     #: The fitted offsets are multiplied by this (1: Terhörst's full shift; less trades some of the
     #: equalisation for accuracy within a population, see docs/calibration.md).
-    strength: float = 0.95
+    strength: float = 1.0
 
 
 def kmeans_centroids(templates: np.ndarray, k: int, seed: int) -> np.ndarray:
