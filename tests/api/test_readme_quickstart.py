@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from regard.config import Settings
+from regard.scoring.versions import FACE_MODEL_VERSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -83,7 +84,8 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path, fr_images: Path)
         process.wait()
     assert process.returncode == 0, err[-4000:]
     assert re.search(r"similarity \d+\.\d/100", out)  # regard compare
-    assert "indexed" in out and "model 7.0" in out  # boto3 IndexFaces
+    shipped = max(FACE_MODEL_VERSIONS.values(), key=float)  # what regard's own parameters are
+    assert "indexed" in out and f"model {shipped}" in out  # boto3 IndexFaces
     assert re.search(r"^similarity 9\d\.\d+", out, re.M)  # boto3 CompareFaces with the verification key
     assert "the verification profile does not allow CreateCollection" in out
     assert "regard keys create --name NAME --profile" in out  # the AccessDenied says what would allow it
