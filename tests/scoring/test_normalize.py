@@ -163,6 +163,34 @@ def test_fit_scoring_table_maps_scores_to_fmr_per_image_weighted() -> None:
     assert 0.5e-2 < np.mean(rates) < 2e-2
 
 
+def test_offsets_are_limited_to_the_range_most_templates_fall_in() -> None:
+    """A cluster of a few images far from the rest (here 3 of 603, impostors 2.0 apart) gets an
+    offset far above the others; the limit brings it back to the 99th percentile of the
+    templates' offsets, which here is the sparse population's, and leaves the others alone."""
+    emb, subjects, _ = two_populations()
+    rng = np.random.default_rng(2)
+    far = rng.normal(size=128)
+    far *= 6.0 / np.linalg.norm(far)
+    outliers = (far + rng.normal(size=(3, 128)) * (2.0 / np.sqrt(2 * 128))).astype(np.float32)
+    pool = np.concatenate([emb, outliers])
+    subj = np.concatenate([subjects, ["o1", "o2", "o3"]])
+    fit = {"clusters": 3, "iterations": 1, "target_fmr": 1e-2, "strength": 1.0}
+    free = fit_one_set(pool, subj, offset_quantile=1.0, **fit)
+    limited = fit_one_set(pool, subj, **fit)  # the default limit, 0.99
+    assert FitOptions().offset_quantile == 0.99
+    tiny = int(free.clusters(outliers[:1])[0])
+    others = [c for c in range(3) if c != tiny]
+    assert free.offsets[tiny] > 2 * max(free.offsets[others])
+    # Capped at the largest offset of the clusters that hold the other 600 templates ...
+    assert limited.offsets[tiny] == pytest.approx(max(free.offsets[others]))
+    np.testing.assert_allclose(limited.offsets[others], free.offsets[others])
+    # ... which is also the widest slack a 1:N search must allow for.
+    assert limited.half_offset_range[1] == pytest.approx(max(free.offsets[others]) / 2)
+    assert limited.provenance["offset_quantile"] == 0.99
+    with pytest.raises(InvalidParameter, match="offset_quantile"):
+        fit_one_set(pool, subj, offset_quantile=0.4)
+
+
 def test_too_few_templates_for_the_clusters_is_a_typed_error() -> None:
     emb, subjects, _ = two_populations(n=5)
     with pytest.raises(InvalidParameter, match="too few templates"):

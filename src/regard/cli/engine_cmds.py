@@ -208,6 +208,13 @@ def embed(image: Path, as_json: bool, max_faces: int, detector: str | None) -> N
 )
 @click.option("--iterations", default=FitOptions.iterations, show_default=True, type=click.IntRange(1, 10))
 @click.option("--strength", default=FitOptions.strength, show_default=True, type=click.FloatRange(0.0, 2.0))
+@click.option(
+    "--offset-quantile",
+    default=FitOptions.offset_quantile,
+    show_default=True,
+    type=click.FloatRange(0.5, 1.0, min_open=True),
+    help="Limit offsets to this quantile of the pool's (and 1 minus it); 1: no limit.",
+)
 @click.option("--raw", is_flag=True, help="No normalizer: a table on raw distances (regard before 0.2).")
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Embedding processes."
@@ -221,6 +228,7 @@ def calibrate(
     target_fmr: float,
     iterations: int,
     strength: float,
+    offset_quantile: float,
     raw: bool,
     workers: int,
 ) -> None:
@@ -253,7 +261,13 @@ def calibrate(
         parts.append(Part(name, templates.embeddings[found], np.array(data.subjects)[found]))
         click.echo(f"{name}: {int(found.sum())} of {len(found)} images with a face")
     label = version or "+".join(p.name for p in parts)
-    options = FitOptions(clusters=clusters, target_fmr=target_fmr, iterations=iterations, strength=strength)
+    options = FitOptions(
+        clusters=clusters,
+        target_fmr=target_fmr,
+        iterations=iterations,
+        strength=strength,
+        offset_quantile=offset_quantile,
+    )
     normalizer, _table, table_data = fit_scoring(
         parts,
         model=engine.embedder.identity.key,
@@ -265,7 +279,7 @@ def calibrate(
             "made_by": " ".join(
                 ["regard calibrate", *(str(d) for d in datasets)]
                 + [f"--clusters {clusters} --target-fmr {target_fmr:g} --iterations {iterations}"]
-                + [f"--strength {strength:g}"]
+                + [f"--strength {strength:g} --offset-quantile {offset_quantile:g}"]
                 + (["--all-subjects"] if all_subjects else [])
                 + (["--raw"] if raw else [])
             ),

@@ -18,8 +18,10 @@ normalization" (IJCB 2020), without any demographic label:
    apart, and the calibration table (``regard.scoring.calibrate``) maps the score to a false-match rate.
 
 Steps 2-3 may be repeated on the normalized scores (``iterations``), each round adding the
-residual offsets, since one pair's shift mixes two clusters. Each sample's impostor comparisons
-count with equal total weight, so large datasets in a pool do not drown small ones.
+residual offsets, since one pair's shift mixes two clusters. The offsets are then scaled
+(``strength``) and limited to the range the pool's templates mostly fall in
+(``offset_quantile``). Each sample's impostor comparisons count with equal total weight, so
+large datasets in a pool do not drown small ones.
 
 A template's share of the shift, ``offset / 2``, is its *half offset*; scores and searches use it.
 The normalizer is data with provenance (``data/normalizer.json``): the model its centroids were
@@ -155,7 +157,11 @@ class FitOptions:
     seed: int = 0
     #: The fitted offsets are multiplied by this (1: Terhörst's full shift; less trades some of the
     #: equalisation for accuracy within a population, see docs/calibration.md).
-    strength: float = 1.0
+    strength: float = 0.95
+    #: Offsets are limited to the ``1 - q`` and ``q`` quantiles of the pool templates' offsets (1:
+    #: no limit). A cluster beyond them holds few of the pool's images, so its threshold rests on
+    #: little, and the largest offset sets how far every 1:N search must look (docs/benchmarks.md).
+    offset_quantile: float = 0.99
 
 
 def kmeans_centroids(templates: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -215,6 +221,16 @@ def histogram_threshold(hist: np.ndarray, fmr: float) -> float:
     return (i + min(max(frac, 0.0), 1.0)) * BIN_WIDTH
 
 
+def limit_offsets(offsets: np.ndarray, assigned: np.ndarray, quantile: float) -> np.ndarray:
+    """``offsets`` clipped to the ``1 - quantile`` and ``quantile`` quantiles of the offsets of the
+    templates whose clusters are ``assigned`` (each template counts once, so a cluster of a few
+    images cannot set the range). ``quantile`` 1 leaves them as they are."""
+    if quantile >= 1.0 or len(assigned) == 0:
+        return np.asarray(offsets, dtype=np.float64)
+    lo, hi = np.quantile(np.asarray(offsets)[assigned], [1.0 - quantile, quantile])
+    return np.clip(np.asarray(offsets, dtype=np.float64), lo, hi)
+
+
 def fit_normalizer(
     templates: np.ndarray,
     subjects: Sequence[str] | np.ndarray,
@@ -239,6 +255,8 @@ def fit_normalizer(
         raise InvalidParameter("templates, subjects and domains differ in length")
     if not 0 < opts.target_fmr < 0.5:
         raise InvalidParameter("target_fmr must be between 0 and 0.5")
+    if not 0.5 < opts.offset_quantile <= 1.0:
+        raise InvalidParameter("offset_quantile must be above 0.5 and at most 1")
     cents = kmeans_centroids(emb, opts.clusters, opts.seed)
     k = len(cents)
     assigned = ScoreNormalizer(version, model, np.asarray(cents, np.float32), np.zeros(k)).clusters(emb)
@@ -251,6 +269,7 @@ def fit_normalizer(
             if hist[c].sum() > 0:
                 offsets[c] += histogram_threshold(hist[c], opts.target_fmr) - global_thr
     offsets *= opts.strength
+    offsets = limit_offsets(offsets, assigned, opts.offset_quantile)
     sizes = np.bincount(assigned, minlength=k)
     prov = dict(provenance or {})
     prov.update(
@@ -262,6 +281,7 @@ def fit_normalizer(
             "target_fmr": opts.target_fmr,
             "iterations": opts.iterations,
             "strength": opts.strength,
+            "offset_quantile": opts.offset_quantile,
             "seed": opts.seed,
             "templates": len(emb),
             "smallest_cluster": int(sizes.min()),
