@@ -33,9 +33,9 @@ def identity(model: ModelIdentity, scorer: Scorer) -> str:
 FACE_MODEL_VERSIONS: dict[str, str] = {
     "dlib_face_recognition_resnet_model_v1:1:55533b28a95800a5/"
     "dlib-shape5-similarity-chip150-pad0.25+flip-mean+scoring-f04062bda60b": "7.0",
-    # The same model and templates; the normalizer re-made with 200 clusters and the full shift.
+    # The same model and templates; the normalizer re-made: 200 clusters, offsets limited (offset_quantile).
     "dlib_face_recognition_resnet_model_v1:1:55533b28a95800a5/"
-    "dlib-shape5-similarity-chip150-pad0.25+flip-mean+scoring-5dc70088bd1e": "7.1",
+    "dlib-shape5-similarity-chip150-pad0.25+flip-mean+scoring-e76c9324f862": "7.1",
 }
 
 
