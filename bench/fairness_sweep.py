@@ -250,9 +250,11 @@ def main() -> None:
     best = next(r for r in rows if r[1])
     key = next(k for k in fitted if f"k={k[0]} fmr={k[1]:g} it={k[2]} " in best[4])
     base = -best[3]
+    done = {r[4] for r in rows}
     for strength in sorted({round(base + d, 2) for d in (-0.1, -0.05, 0.05, 0.1)} - {base}):
         label = f"k={key[0]} fmr={key[1]:g} it={key[2]} strength={strength:g}"
-        record(label, (key[0], key[2], -strength), refit(fitted[key], strength))
+        if label not in done:  # the grid's own strengths are already measured
+            record(label, (key[0], key[2], -strength), refit(fitted[key], strength))
     rows.sort(key=lambda r: r[:4])
     smallest = rows[0][0]
     chosen = min((r for r in rows if r[0] <= smallest + TIE), key=lambda r: r[1:4])
