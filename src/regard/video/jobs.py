@@ -59,6 +59,7 @@ from regard.errors import (
 from regard.service.base import Removal, on_removal
 from regard.shared_db import DURABLE_PRAGMAS, PostgresDb, SharedDb, SqliteDb
 from regard.store.base import Store
+from regard.store.migrations.m0011_video_jobs import VIDEO_JOBS
 from regard.video.outcomes import GetJobResult, StartJobResult
 
 if TYPE_CHECKING:
@@ -83,36 +84,7 @@ MAX_RESULTS = 1000
 #: The operation of the audit record a finished search job appends.
 COMPLETED_OPERATION = "FaceSearchCompleted"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS video_jobs (
-    job_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL,
-    status_message TEXT,
-    created_at TEXT NOT NULL,
-    finished_at TEXT,
-    node TEXT NOT NULL,
-    client_request_token TEXT,
-    request_hash TEXT NOT NULL,
-    request TEXT NOT NULL,
-    collection_id TEXT,
-    job_tag TEXT,
-    access_key_id TEXT,
-    principal TEXT,
-    role TEXT,
-    profile TEXT,
-    purpose TEXT,
-    case_reference TEXT,
-    request_id TEXT,
-    video_sha256 TEXT,
-    metadata TEXT,
-    results TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    runner TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS video_jobs_token ON video_jobs (kind, access_key_id, client_request_token);
-CREATE INDEX IF NOT EXISTS video_jobs_status ON video_jobs (status, created_at);
-"""
+_SCHEMA = VIDEO_JOBS  # the table as PostgreSQL's migration 11 creates it
 
 _COLUMNS = (
     "job_id, kind, status, status_message, created_at, finished_at, node, client_request_token, "

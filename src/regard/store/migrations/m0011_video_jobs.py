@@ -5,7 +5,8 @@ queue adds the same columns to ``review.sqlite3`` itself). The SQLite step is em
 
 SQLITE = ""
 
-POSTGRES = """
+#: The jobs table as both backends create it (:mod:`regard.video.jobs` runs it on its own SQLite file).
+VIDEO_JOBS = """
 CREATE TABLE IF NOT EXISTS video_jobs (
     job_id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -34,7 +35,12 @@ CREATE TABLE IF NOT EXISTS video_jobs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS video_jobs_token ON video_jobs (kind, access_key_id, client_request_token);
 CREATE INDEX IF NOT EXISTS video_jobs_status ON video_jobs (status, created_at);
-ALTER TABLE video_jobs ALTER COLUMN results SET STATISTICS 0;
+"""
+
+POSTGRES = (
+    VIDEO_JOBS
+    + """ALTER TABLE video_jobs ALTER COLUMN results SET STATISTICS 0;
 ALTER TABLE leads ADD COLUMN IF NOT EXISTS video_timestamp_millis BIGINT;
 ALTER TABLE leads ADD COLUMN IF NOT EXISTS video_frame_index BIGINT
 """
+)
