@@ -108,6 +108,11 @@ GUARD = "src/regard/accountability/guard.py"
 POLICY = "src/regard/accountability/policy.py"
 AUDIT = "src/regard/accountability/audit.py"
 CALIBRATE = "src/regard/scoring/calibrate.py"
+NORMALIZE = "src/regard/scoring/normalize.py"
+NORMALIZE_TESTS = (
+    T + "scoring/test_normalize.py",
+    T + "store/test_normalized_search.py",
+)
 ERASURE = "src/regard/accountability/erasure.py"
 ASSESSMENT = "src/regard/accountability/assessment.py"
 ASSESS_LIVE = (
@@ -304,6 +309,31 @@ MUTANTS: tuple[Mutant, ...] = (
         "",
         "a torn tail is cut off but the repair record is not written",
         AUDIT_TESTS,
+    ),
+    # -- fair score normalization ------------------------------------------------------------------
+    Mutant(
+        "normalize-first-clustering-only",
+        NORMALIZE,
+        "result: np.ndarray = 0.5 * self.offsets[self.clusters(t)].mean(axis=1)",
+        "result: np.ndarray = 0.5 * self.offsets[self.clusters(t)[:, 0]]",
+        "a template's half offset comes from the first clustering alone, not the ensemble's mean",
+        NORMALIZE_TESTS,
+    ),
+    Mutant(
+        "normalize-iterations-ignore-ensemble",
+        NORMALIZE,
+        "        half = 0.5 * offsets[assigned].mean(axis=1)\n",
+        "        half = np.zeros(len(emb))\n",
+        "every round measures the raw distances again instead of the ensemble's shifted scores",
+        NORMALIZE_TESTS,
+    ),
+    Mutant(
+        "normalize-search-bound-too-tight",
+        NORMALIZE,
+        "return 0.5 * float(blocks.min(axis=1).mean()), 0.5 * float(blocks.max(axis=1).mean())",
+        "return 0.5 * float(blocks.min(axis=1).mean()), 0.5 * float(blocks.max(axis=1).min())",
+        "a search allows for the smallest clustering's largest half offset, below what some templates have",
+        NORMALIZE_TESTS,
     ),
     # -- calibration lookup ------------------------------------------------------------------------
     Mutant(

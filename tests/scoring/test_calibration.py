@@ -205,10 +205,11 @@ def test_calibrate_command_makes_a_loadable_table(datasets: Path, tmp_path: Path
     assert set(data["provenance"]["datasets"]) == {"orl", "yale"}
     assert data["provenance"]["datasets"]["orl"]["subjects"] >= 15 and data["counts"]["impostor"] >= 1000
     scorer = load_scorer(out)
-    assert scorer.normalizer is not None and len(scorer.normalizer.centroids) == 8
+    assert scorer.normalizer is not None and scorer.normalizer.k == 8 and scorer.normalizer.members == 5
+    assert len(scorer.normalizer.centroids) == 40
     made = scorer.normalizer.provenance
     assert made["offset_quantile"] == 0.99 and "--clusters 8 " in made["made_by"]
-    assert "--offset-quantile 0.99" in made["made_by"]
+    assert "--offset-quantile 0.99 --members 5" in made["made_by"] and made["members"] == 5
     assert scorer.table.normalizer == scorer.normalizer.sha256
     table = scorer.table
     assert table.fmr_at(table.distance_for_fmr(1e-2)) == pytest.approx(1e-2, rel=1e-3)

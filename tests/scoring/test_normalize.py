@@ -64,15 +64,16 @@ def test_histogram_threshold_is_the_weighted_quantile() -> None:
 
 
 def fit_one_set(emb: np.ndarray, subjects: np.ndarray, **options: float) -> ScoreNormalizer:
-    """A normalizer fitted on one dataset (every impostor pair counts)."""
-    opts = FitOptions(**{"clusters": 2, "iterations": 1, **options})  # type: ignore[arg-type]
+    """A normalizer fitted on one dataset (every impostor pair counts); one clustering unless
+    ``members`` says otherwise, so cluster indices are the populations'."""
+    opts = FitOptions(**{"clusters": 2, "iterations": 1, "members": 1, **options})  # type: ignore[arg-type]
     return fit_normalizer(emb, subjects, np.zeros(len(emb)), model="m", version="t", options=opts)
 
 
 def test_clusters_found_and_offsets_have_the_right_sign() -> None:
     emb, subjects, truth = two_populations()
     norm = fit_one_set(emb, subjects)
-    clusters = norm.clusters(emb)
+    clusters = norm.clusters(emb)[:, 0]
     # k-means recovers the two populations exactly (labels may be swapped).
     assert len(set(zip(clusters.tolist(), truth.tolist(), strict=True))) == 2
     dense = int(np.bincount(clusters[truth == 0]).argmax())
@@ -132,7 +133,7 @@ def test_impostors_stay_within_their_domain() -> None:
     subj = np.concatenate([subjects, np.char.add(subjects, "b")])
     dom = np.repeat(["a", "b"], len(emb))
     norm = fit_normalizer(
-        both, subj, dom, model="m", version="t", options=FitOptions(clusters=2, iterations=1)
+        both, subj, dom, model="m", version="t", options=FitOptions(clusters=2, iterations=1, members=1)
     )
     alone = fit_one_set(emb, subjects)
     np.testing.assert_allclose(np.sort(norm.offsets), np.sort(alone.offsets), atol=2e-3)
@@ -178,7 +179,7 @@ def test_offsets_are_limited_to_the_range_most_templates_fall_in() -> None:
     free = fit_one_set(pool, subj, offset_quantile=1.0, **fit)
     limited = fit_one_set(pool, subj, **fit)  # the default limit, 0.99
     assert FitOptions().offset_quantile == 0.99
-    tiny = int(free.clusters(outliers[:1])[0])
+    tiny = int(free.clusters(outliers[:1])[0, 0])
     others = [c for c in range(3) if c != tiny]
     assert free.offsets[tiny] > 2 * max(free.offsets[others])
     # Capped at the largest offset of the clusters that hold the other 600 templates ...
@@ -189,6 +190,69 @@ def test_offsets_are_limited_to_the_range_most_templates_fall_in() -> None:
     assert limited.provenance["offset_quantile"] == 0.99
     with pytest.raises(InvalidParameter, match="offset_quantile"):
         fit_one_set(pool, subj, offset_quantile=0.4)
+
+
+def test_an_ensemble_averages_its_clusterings_and_still_equalises() -> None:
+    """Several clusterings: a template's half offset is the mean over them of its cluster's half
+    offset, the bounds a search relies on hold, and one threshold still gives both populations
+    about the target FMR. Stored exactly (format 2), and a single clustering keeps format 1."""
+    emb, subjects, truth = two_populations()
+    target = 1e-2
+    ens = fit_one_set(emb, subjects, members=3, iterations=3, target_fmr=target, strength=1.0)
+    assert ens.members == 3 and ens.k == 2 and ens.centroids.shape == (6, 128)
+    rows = ens.clusters(emb)
+    assert rows.shape == (len(emb), 3)
+    assert all(set(rows[:, j]) <= {2 * j, 2 * j + 1} for j in range(3))  # each in its own clustering
+    half = ens.half_offsets(emb)
+    np.testing.assert_allclose(half, 0.5 * ens.offsets[rows].mean(axis=1))
+    lo, hi = ens.half_offset_range
+    assert lo <= half.min() and half.max() <= hi
+    d = np.linalg.norm(emb[:, None] - emb[None, :], axis=2)
+    s = d - half[:, None] - half[None, :]
+    tau = float(np.quantile(s[np.triu_indices(len(emb), 1)], target))
+    for g in (0, 1):
+        assert impostor_fmr(emb, half, truth == g, tau) == pytest.approx(target, rel=0.35)
+    stored = ens.to_dict()
+    assert stored["format"] == "regard-normalizer/2" and "centroids" not in stored
+    again = ScoreNormalizer.from_dict(json.loads(json.dumps(stored)))
+    np.testing.assert_array_equal(again.centroids, ens.centroids)
+    assert again.members == 3 and again.sha256 == ens.sha256
+    assert fit_one_set(emb, subjects).to_dict()["format"] == "regard-normalizer/1"
+    with pytest.raises(InvalidParameter, match="do not fit together"):
+        replace(ens, members=4)
+    # Known answer: two clusterings of the same two centroids whose largest offsets differ. A
+    # template at the first centroid takes the mean of both, which is what a search must allow for.
+    axis = np.zeros((1, 128), np.float32)
+    axis[0, 0] = 1.0
+    made = ScoreNormalizer(
+        "t", "m", np.concatenate([axis, -axis, axis, -axis]), np.array([0.2, -0.1, 0.1, 0.0]), members=2
+    )
+    assert made.half_offsets(np.concatenate([axis, -axis])).tolist() == pytest.approx([0.075, -0.025])
+    assert made.half_offset_range == pytest.approx((-0.025, 0.075))
+    with pytest.raises(InvalidParameter, match="unreadable centroids"):
+        ScoreNormalizer.from_dict({**stored, "centroids_float32": "not base64!"})
+
+
+def test_an_ensemble_depends_less_on_the_seed_than_one_clustering() -> None:
+    """Why several clusterings: where the pool has no natural clusters, k-means cuts it differently
+    for every seed, and one clustering's offsets move with the cut. Averaging five moves less."""
+    rng = np.random.default_rng(5)
+    # One population whose spread grows steadily along one direction: no clusters to find.
+    n = 600
+    axis = rng.normal(size=128)
+    axis /= np.linalg.norm(axis)
+    position = rng.uniform(-1.0, 1.0, size=n)
+    spread = (0.35 + 0.2 * position) / np.sqrt(2 * 128)
+    emb = (3.0 * position[:, None] * axis + rng.normal(size=(n, 128)) * spread[:, None]).astype(np.float32)
+    subjects = np.array([f"s{i}" for i in range(n)])
+    fit = {"clusters": 6, "iterations": 2, "target_fmr": 1e-2, "strength": 1.0}
+
+    def seed_change(members: int) -> float:
+        a = fit_one_set(emb, subjects, members=members, seed=0, **fit).half_offsets(emb)
+        b = fit_one_set(emb, subjects, members=members, seed=100, **fit).half_offsets(emb)
+        return float(np.sqrt(np.mean((a - b) ** 2)))
+
+    assert seed_change(5) < 0.7 * seed_change(1)
 
 
 def test_too_few_templates_for_the_clusters_is_a_typed_error() -> None:
@@ -286,7 +350,8 @@ def test_shipped_parameters_carry_provenance() -> None:
     assert scorer.table.normalizer == norm.sha256
     assert norm.model == scorer.table.model
     prov = norm.provenance
-    assert prov["clusters"] == len(norm.centroids) and "datasets" in prov and "method" in prov
+    assert prov["clusters"] == norm.k and len(norm.centroids) == norm.k * norm.members
+    assert "datasets" in prov and "method" in prov
     ident = scorer.identity()
     assert ident["normalizer_sha256"] == norm.sha256 and ident["calibration_sha256"] == scorer.table.sha256
     # Similarity 80 means a stricter score than 60, and the scale round-trips.

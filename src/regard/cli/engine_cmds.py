@@ -215,6 +215,13 @@ def embed(image: Path, as_json: bool, max_faces: int, detector: str | None) -> N
     type=click.FloatRange(0.5, 1.0, min_open=True),
     help="Limit offsets to this quantile of the pool's (and 1 minus it); 1: no limit.",
 )
+@click.option(
+    "--members",
+    default=FitOptions.members,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="k-means clusterings (seeds) whose offsets are averaged; 1: a single clustering.",
+)
 @click.option("--raw", is_flag=True, help="No normalizer: a table on raw distances (regard before 0.2).")
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Embedding processes."
@@ -229,6 +236,7 @@ def calibrate(
     iterations: int,
     strength: float,
     offset_quantile: float,
+    members: int,
     raw: bool,
     workers: int,
 ) -> None:
@@ -267,6 +275,7 @@ def calibrate(
         iterations=iterations,
         strength=strength,
         offset_quantile=offset_quantile,
+        members=members,
     )
     normalizer, _table, table_data = fit_scoring(
         parts,
@@ -279,7 +288,7 @@ def calibrate(
             "made_by": " ".join(
                 ["regard calibrate", *(str(d) for d in datasets)]
                 + [f"--clusters {clusters} --target-fmr {target_fmr:g} --iterations {iterations}"]
-                + [f"--strength {strength:g} --offset-quantile {offset_quantile:g}"]
+                + [f"--strength {strength:g} --offset-quantile {offset_quantile:g} --members {members}"]
                 + (["--all-subjects"] if all_subjects else [])
                 + (["--raw"] if raw else [])
             ),

@@ -85,7 +85,7 @@ def _scoring_rows(settings: Settings) -> list[dict[str, object]]:
         rows.append(
             {
                 "name": "score-normalizer",
-                "description": f"fair score normalization, {len(n.centroids)} clusters "
+                "description": f"fair score normalization, {n.k} clusters x {n.members} clusterings "
                 "(regard.scoring.normalize; docs/calibration.md)",
                 "source": f"{where}/normalizer.json",
                 "version": n.version,

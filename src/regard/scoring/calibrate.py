@@ -233,7 +233,8 @@ class Scorer:
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> Comparison:
         distance = float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
-        score = distance - self.half_offset(a) - self.half_offset(b)
+        halves = self.half_offsets(np.stack([np.ravel(a), np.ravel(b)]))  # one centroid lookup for both
+        score = distance - float(halves[0]) - float(halves[1])
         fmr = self.table.fmr_at(score)
         return Comparison(distance=distance, similarity=similarity_from_fmr(fmr), fmr=fmr, score=score)
 
