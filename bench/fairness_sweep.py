@@ -1,6 +1,7 @@
 """Choose the fair score normalizer's details by measurement, never on the held-apart data.
 
-Every candidate setting (clusters, target FMR of the local thresholds, iterations, pool) is
+Every candidate setting (clusters, target FMR of the local thresholds, iterations, clusterings
+averaged, pool) is
 fitted on one half of the *fitting* part of the pooled sets and measured on the other half, and
 the other way round (2-fold cross-validation; the halves are whole subjects). The held-apart
 parts (``regard.scoring.calibrate.is_held_apart``) are never read here. Each setting is scored by its
@@ -129,6 +130,81 @@ def criteria(counts: dict[str, dict[str, tuple[int, int]]]) -> dict[str, float]:
     return c
 
 
+class Folds:
+    """The sweep's 2-fold cross-validation on the fitting parts of the pool (held-apart parts unread)."""
+
+    def __init__(self) -> None:
+        self.model = resnet_identity().key
+        self.sets = {n: load(n) for n in POOL}
+        self.folds = {n: st.fold("sweep") for n, st in self.sets.items()}
+        self.fit_part = {n: ~st.test for n, st in self.sets.items()}
+        # Today's pipeline (MTCNN alone, no flip, raw distances) sets the TAR bar on the same folds.
+        mtcnn_only = load("celeba_dev", cascade=("mtcnn",))
+        plain = Set(
+            mtcnn_only.name,
+            mtcnn_only.plain,
+            mtcnn_only.plain,
+            mtcnn_only.subjects,
+            {},
+            mtcnn_only.test,
+            mtcnn_only.step,
+        )
+        today = [tar_at(None, plain, self.validation(side)["celeba_dev"])[0] for side in (True, False)]
+        self.tar_bar = float(np.mean(today))
+
+    def parts_of(self, side: bool) -> list[Part]:
+        parts = []
+        for n, st in self.sets.items():
+            sel = self.fit_part[n] & (self.folds[n] == side) & st.acquired
+            parts.append(Part(n, st.templates[sel], st.subjects[sel]))
+        return parts
+
+    def validation(self, side: bool) -> dict[str, np.ndarray]:
+        return {n: self.fit_part[n] & (self.folds[n] != side) for n in self.sets}
+
+    def fit(self, opts: FitOptions) -> list[Any]:
+        """One normalizer per fold, fitted at full strength without the offset limit (``refit``
+        applies both, so a swept strength is absolute)."""
+        opts = replace(opts, strength=1.0, offset_quantile=1.0)
+        return [
+            fit_scoring(self.parts_of(side), model=self.model, version="sweep", options=opts)[0]
+            for side in (True, False)
+        ]
+
+    def refit(self, norms: list[Any], strength: float) -> list[Scorer]:
+        """The fold normalizers scaled to ``strength`` and limited as fitting limits them, each
+        with a table refitted on its scores."""
+        scorers = []
+        for side, norm in zip((True, False), norms, strict=True):
+            emb = np.concatenate([p.templates for p in self.parts_of(side)])
+            limited = limit_offsets(norm.offsets * strength, norm.clusters(emb), FitOptions.offset_quantile)
+            scaled = replace(norm, offsets=limited)
+            _, table, _ = fit_scoring(
+                self.parts_of(side), model=self.model, version="sweep", normalizer=scaled
+            )
+            scorers.append(Scorer(table, scaled))
+        return scorers
+
+    def raw(self) -> list[Scorer]:
+        return [
+            Scorer(fit_scoring(self.parts_of(side), model=self.model, version="sweep", normalize=False)[1])
+            for side in (True, False)
+        ]
+
+    def score(self, scorers: list[Scorer]) -> tuple[float, dict[str, float], float]:
+        """Worst criterion, every criterion and celeba_dev TAR@1e-3 of one scorer per fold."""
+        total: dict[str, dict[str, tuple[int, int]]] = {}
+        tars = []
+        for side, scorer in zip((True, False), scorers, strict=True):
+            for k, v in measure(scorer, self.sets, self.validation(side)).items():
+                total[k] = add(total.get(k, {}), v)
+            tars.append(tar_at(scorer, self.sets["celeba_dev"], self.validation(side)["celeba_dev"])[0])
+        crit = criteria(total)
+        tar = float(np.mean(tars))
+        crit["celeba TAR@1e-3 vs today"] = 1.0 + (self.tar_bar - tar) / 0.02
+        return max(crit.values()), crit, tar
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a small grid (smoke run)")
@@ -136,9 +212,9 @@ def main() -> None:
     ap.add_argument("--targets", help="comma-separated local-threshold FMRs instead of the grid's")
     ap.add_argument("--iterations", help="comma-separated iteration counts instead of the grid's")
     ap.add_argument("--strengths", help="comma-separated strengths instead of the grid's")
+    ap.add_argument("--members", help="comma-separated numbers of clusterings averaged instead of the grid's")
     args = ap.parse_args()
-    model = resnet_identity().key
-    sets = {n: load(n) for n in POOL}
+    data = Folds()
     grid = {
         "clusters": [int(k) for k in args.clusters.split(",")]
         if args.clusters
@@ -155,6 +231,7 @@ def main() -> None:
         else [2]
         if args.quick
         else [2, 3],
+        "members": [int(m) for m in args.members.split(",")] if args.members else [1, 5],
     }
     strengths = (
         [float(x) for x in args.strengths.split(",")]
@@ -163,98 +240,43 @@ def main() -> None:
         if args.quick
         else [0.7, 0.85, 0.9, 0.95, 1.0]
     )
-    folds = {n: st.fold("sweep") for n, st in sets.items()}
-    fit_part = {n: ~st.test for n, st in sets.items()}
-
-    def parts_of(side: bool, plain: bool = False) -> list[Part]:
-        parts = []
-        for n, st in sets.items():
-            sel = fit_part[n] & (folds[n] == side) & st.acquired
-            parts.append(Part(n, (st.plain if plain else st.templates)[sel], st.subjects[sel]))
-        return parts
-
-    def validation(side: bool) -> dict[str, np.ndarray]:
-        return {n: fit_part[n] & (folds[n] != side) for n in sets}
-
-    # Today's pipeline (no flip, raw distances) sets the TAR bar on the same folds.
-    today = []
-    mtcnn_only = load("celeba_dev", cascade=("mtcnn",))
-    plain = Set(
-        mtcnn_only.name,
-        mtcnn_only.plain,
-        mtcnn_only.plain,
-        mtcnn_only.subjects,
-        {},
-        mtcnn_only.test,
-        mtcnn_only.step,
-    )
-    for side in (True, False):
-        today.append(tar_at(None, plain, validation(side)["celeba_dev"])[0])
-    tar_bar = float(np.mean(today))
     print(
-        f"today's pipeline (MTCNN alone, no flip, raw distances): TAR@1e-3 {tar_bar:.4f} "
+        f"today's pipeline (MTCNN alone, no flip, raw distances): TAR@1e-3 {data.tar_bar:.4f} "
         "on the validation folds"
     )
 
     rows: list[Any] = []
-    fitted: dict[tuple[int, float, int], list[Any]] = {}
+    fitted: dict[tuple[int, float, int, int], list[Any]] = {}
 
     def record(label: str, key: tuple[float, ...], scorers: list[Scorer]) -> None:
-        total: dict[str, dict[str, tuple[int, int]]] = {}
-        tars = []
-        for side, scorer in zip((True, False), scorers, strict=True):
-            for k, v in measure(scorer, sets, validation(side)).items():
-                total[k] = add(total.get(k, {}), v)
-            tars.append(tar_at(scorer, sets["celeba_dev"], validation(side)["celeba_dev"])[0])
-        crit = criteria(total)
-        tar = float(np.mean(tars))
-        crit["celeba TAR@1e-3 vs today"] = 1.0 + (tar_bar - tar) / 0.02
-        worst = max(crit.values())
+        worst, crit, tar = data.score(scorers)
         rows.append((worst, *key, label, crit, tar))
         print(
             f"{label:48s} worst {worst:5.2f} ({max(crit, key=lambda c: crit[c])})  TAR {tar:.4f}", flush=True
         )
 
-    def refit(norms: list[Any], strength: float) -> list[Scorer]:
-        scorers = []
-        for side, norm in zip((True, False), norms, strict=True):
-            emb = np.concatenate([p.templates for p in parts_of(side)])
-            limited = limit_offsets(norm.offsets * strength, norm.clusters(emb), FitOptions.offset_quantile)
-            scaled = replace(norm, offsets=limited)
-            _, table, _ = fit_scoring(parts_of(side), model=model, version="sweep", normalizer=scaled)
-            scorers.append(Scorer(table, scaled))
-        return scorers
-
-    raw = [
-        fit_scoring(parts_of(side), model=model, version="sweep", normalize=False)[1]
-        for side in (True, False)
-    ]
-    record("raw distance, pooled table", (0, 0, 0), [Scorer(t) for t in raw])
-    for clusters, target, iterations in itertools.product(*grid.values()):
+    record("raw distance, pooled table", (0, 0, 0), data.raw())
+    for clusters, target, iterations, members in itertools.product(*grid.values()):
         # Fitted at full strength: ``refit`` scales the offsets, so the strengths below are absolute
         # (with the default strength here they would multiply it). The offset limit applies after
         # scaling, as in fitting.
-        opts = FitOptions(
-            clusters=clusters, target_fmr=target, iterations=iterations, strength=1.0, offset_quantile=1.0
+        full = data.fit(
+            FitOptions(clusters=clusters, target_fmr=target, iterations=iterations, members=members)
         )
-        full = [
-            fit_scoring(parts_of(side), model=model, version="sweep", options=opts)[0]
-            for side in (True, False)
-        ]
-        fitted[(clusters, target, iterations)] = full
+        fitted[(clusters, target, iterations, members)] = full
         for strength in strengths:
-            label = f"k={clusters} fmr={target:g} it={iterations} strength={strength:g}"
-            record(label, (clusters, iterations, -strength), refit(full, strength))
+            label = f"k={clusters}x{members} fmr={target:g} it={iterations} strength={strength:g}"
+            record(label, (clusters, iterations, -strength), data.refit(full, strength))
     # Stage 2, around the best of stage 1: finer strengths.
     rows.sort(key=lambda r: r[:4])
     best = next(r for r in rows if r[1])
-    key = next(k for k in fitted if f"k={k[0]} fmr={k[1]:g} it={k[2]} " in best[4])
+    key = next(k for k in fitted if f"k={k[0]}x{k[3]} fmr={k[1]:g} it={k[2]} " in best[4])
     base = -best[3]
     done = {r[4] for r in rows}
     for strength in sorted({round(base + d, 2) for d in (-0.1, -0.05, 0.05, 0.1)} - {base}):
-        label = f"k={key[0]} fmr={key[1]:g} it={key[2]} strength={strength:g}"
+        label = f"k={key[0]}x{key[3]} fmr={key[1]:g} it={key[2]} strength={strength:g}"
         if label not in done:  # the grid's own strengths are already measured
-            record(label, (key[0], key[2], -strength), refit(fitted[key], strength))
+            record(label, (key[0], key[2], -strength), data.refit(fitted[key], strength))
     rows.sort(key=lambda r: r[:4])
     smallest = rows[0][0]
     chosen = min((r for r in rows if r[0] <= smallest + TIE), key=lambda r: r[1:4])
