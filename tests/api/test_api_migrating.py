@@ -190,7 +190,7 @@ def test_face_model_version_is_a_number_and_the_identity_an_extension(
     finally:
         rek.meta.events.unregister("after-call.rekognition.DescribeCollection", keep)
     version = described["FaceModelVersion"]
-    assert float(version) >= 7.0 and version == "7.1"
+    assert float(version) >= 7.0 and version == "7.2"
     assert "RegardFaceModel" not in described  # boto3 ignores the extension field
     identity = raw[0]["RegardFaceModel"]
     assert identity["FaceModelVersion"] == version

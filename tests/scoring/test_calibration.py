@@ -96,7 +96,7 @@ def test_shipped_tables_are_sane() -> None:
 
 
 # The operating points docs/calibration.md documents ("Operating points"), to the third decimal.
-@pytest.mark.parametrize(("similarity", "score"), [(40, 0.4167), (60, 0.3567), (80, 0.3023), (100, 0.1665)])
+@pytest.mark.parametrize(("similarity", "score"), [(40, 0.4138), (60, 0.3553), (80, 0.3042), (100, 0.1640)])
 def test_shipped_operating_points(similarity: float, score: float) -> None:
     scorer = default_scorer()
     assert scorer.score_for_similarity(similarity) == pytest.approx(score, abs=5e-4)

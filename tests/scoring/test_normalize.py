@@ -350,8 +350,8 @@ def test_shipped_parameters_carry_provenance() -> None:
     assert scorer.table.normalizer == norm.sha256
     assert norm.model == scorer.table.model
     prov = norm.provenance
-    assert prov["clusters"] == norm.k and len(norm.centroids) == norm.k * norm.members
-    assert "datasets" in prov and "method" in prov
+    assert prov["clusters"] == norm.k and prov["members"] == norm.members == 5
+    assert len(norm.centroids) == norm.k * norm.members and "datasets" in prov and "method" in prov
     ident = scorer.identity()
     assert ident["normalizer_sha256"] == norm.sha256 and ident["calibration_sha256"] == scorer.table.sha256
     # Similarity 80 means a stricter score than 60, and the scale round-trips.

@@ -11,6 +11,10 @@ from collections.abc import Iterator
 
 from regard.api.rekognition.operations import OPERATIONS
 from regard.api.rekognition.shapes import API_VERSION, service_model
+from regard.scoring.versions import FACE_MODEL_VERSIONS
+
+#: The newest FaceModelVersion regard ships (what the shipped model and scoring report).
+SHIPPED_VERSION = max(FACE_MODEL_VERSIONS.values(), key=float)
 
 #: Face attributes regard never infers, by policy: no age, gender, emotion or appearance inference.
 NEVER_INFERRED = {
@@ -108,7 +112,7 @@ DIFFERENCES: list[tuple[str, str]] = [
     ),
     (
         "FaceModelVersion",
-        "a numeric string (`7.0` for the shipped model and scoring) that changes whenever the "
+        f"a numeric string (`{SHIPPED_VERSION}` for the shipped model and scoring) that changes whenever the "
         "embedding model, its template preprocessing, the score normalizer or the calibration table "
         "change (`regard.scoring.versions`); regard's numbers continue from Rekognition's latest but "
         "name regard's models. A scoring of your own (`REGARD_SCORING_DIR`) reads `0.<n>`. The full "
