@@ -84,8 +84,6 @@ MAX_RESULTS = 1000
 #: The operation of the audit record a finished search job appends.
 COMPLETED_OPERATION = "FaceSearchCompleted"
 
-_SCHEMA = VIDEO_JOBS  # the table as PostgreSQL's migration 11 creates it
-
 _COLUMNS = (
     "job_id, kind, status, status_message, created_at, finished_at, node, client_request_token, "
     "request_hash, request, collection_id, job_tag, access_key_id, principal, role, profile, purpose, "
@@ -227,7 +225,9 @@ class JobStore:
     def __init__(self, data_dir: Path, *, db: SharedDb | None = None) -> None:
         self.data_dir = Path(data_dir)
         if db is None:
-            db = SqliteDb(self.data_dir / FILE_NAME, pragmas=DURABLE_PRAGMAS, schema=_SCHEMA)
+            db = SqliteDb(
+                self.data_dir / FILE_NAME, pragmas=DURABLE_PRAGMAS, schema=VIDEO_JOBS
+            )  # as migration 11 creates it
         self.db: SharedDb = db
         #: A row lock on PostgreSQL for :meth:`claim`; SQLite's BEGIN IMMEDIATE serialises writers.
         self.lock_row = " FOR UPDATE" if db.kind == "postgres" else ""
