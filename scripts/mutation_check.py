@@ -114,6 +114,10 @@ NORMALIZE_TESTS = (
     T + "store/test_normalized_search.py",
 )
 ERASURE = "src/regard/accountability/erasure.py"
+METRICS = "src/regard/evaluation/metrics.py"
+GATES = "src/regard/evaluation/gates.py"
+BIAS = "src/regard/evaluation/bias.py"
+EVAL_TESTS = (T + "evaluation/test_eval_metrics.py", T + "evaluation/test_eval_bias.py")
 ASSESSMENT = "src/regard/accountability/assessment.py"
 ASSESS_LIVE = (
     T + "accountability/test_assessment_live.py::test_identification_needs_an_approved_current_assessment"
@@ -334,6 +338,55 @@ MUTANTS: tuple[Mutant, ...] = (
         "return 0.5 * float(blocks.min(axis=1).mean()), 0.5 * float(blocks.max(axis=1).min())",
         "a search allows for the smallest clustering's largest half offset, below what some templates have",
         NORMALIZE_TESTS,
+    ),
+    # -- disparity intervals (what an auditor reads a ratio's uncertainty from) ----------------------
+    Mutant(
+        "interval-zero-groups-not-adjusted",
+        METRICS,
+        "floor = 0.5 / trials",
+        "floor = 0.0",
+        "a group with no errors can have a rate of 0, so max/min's upper end is infinite, not half an error",
+        EVAL_TESTS,
+    ),
+    Mutant(
+        "interval-no-bonferroni",
+        METRICS,
+        "level = (1.0 - confidence) / len(groups)",
+        "level = 1.0 - confidence",
+        "every group's interval at 95% alone, so the ratio's interval holds less often than it says",
+        EVAL_TESTS,
+    ),
+    Mutant(
+        "interval-bootstrap-only",
+        METRICS,
+        "highs.append(max(float(b_hi), cp_hi, floor))",
+        "highs.append(max(float(b_hi), floor))",
+        "a group whose replicates never err gets an upper end of half an error, as if its rate were known",
+        EVAL_TESTS,
+    ),
+    Mutant(
+        "fta-differential-every-group",
+        BIAS,
+        "rates[g] = make_rate(err, n, min_trials=min_images)",
+        "rates[g] = make_rate(err, n, min_trials=1)",
+        "a group of a few images without failures, counted as half a failure, ranks as the worst",
+        EVAL_TESTS,
+    ),
+    Mutant(
+        "interval-bounds-swapped",
+        GATES,
+        'BOUNDS = {"upper95": 1, "lower95": 0}',
+        'BOUNDS = {"upper95": 0, "lower95": 1}',
+        "a gate on the upper end of a disparity's interval reads its lower end",
+        EVAL_TESTS,
+    ),
+    Mutant(
+        "interval-fta-one-group-only",
+        BIAS,
+        "            if options.bootstrap > 0 and spec != ALL and rates[g].estimable:\n",
+        "            if options.bootstrap > 0 and spec != ALL and rates[g].estimable and not reps:\n",
+        "the failure-to-acquire disparity's interval is drawn from the first group alone",
+        EVAL_TESTS,
     ),
     # -- calibration lookup ------------------------------------------------------------------------
     Mutant(

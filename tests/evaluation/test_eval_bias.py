@@ -103,11 +103,30 @@ def test_audit_numbers_are_consistent() -> None:
     diff = p["differentials"]["race"]["fnmr"]
     assert diff["worst_group"] == "b"
     assert diff["max_over_min"] >= diff["max_over_geomean"] >= 1.0
+    # Every differential has a simultaneous interval around its estimate.
+    for point in rep["operating_points"]:
+        for spec, d in point["differentials"].items():
+            for metric in ("fmr", "fnmr"):
+                x = d[metric]
+                if x["max_over_min"] is None:
+                    assert x["ci95_simultaneous"] is None
+                    continue
+                for key in ("max_over_min", "max_over_geomean"):
+                    lo, hi = x["ci95_simultaneous"][key]
+                    where = (point["label"], spec, metric, key)
+                    assert 1.0 <= lo <= x[key] * (1 + 1e-9) and x[key] <= hi * (1 + 1e-9), where
+    unbooted = run_bias_audit(ds, t, SYSTEM, _options(bootstrap=0), _scorer(t)).report
+    assert unbooted["operating_points"][0]["differentials"]["race"]["fnmr"]["ci95_simultaneous"] is None
     cross = p["cross_group_fmr"]["race"]
     assert cross["groups"] == ["a", "b"]
     assert cross["impostor_pairs"][0][0] == card["by_group"]["race"]["a"]["impostor_pairs_same_group"]
     acq = rep["acquisition"]["by_group"]["all"]["all"]["failure_to_acquire"]
     assert (acq["errors"], acq["trials"]) == (2, 240)
+    # 2 failures in 240 images: fewer than three are expected in either group (160 and 80 images
+    # at 0.83%), so neither enters the failure-to-acquire differential.
+    fta = rep["acquisition"]["differentials"]["race"]["failure_to_acquire"]
+    assert fta["max_over_min"] is None and fta["ci95_simultaneous"] is None
+    assert "all" not in rep["acquisition"]["differentials"]
     ident = rep["identification"]
     assert ident["gallery_size"] == 30
     assert ident["mated_probes"] + ident["nonmated_probes"] + ident["gallery_size"] == n
@@ -115,6 +134,38 @@ def test_audit_numbers_are_consistent() -> None:
         w = point["watchlist"]
         assert w["innocent_probes"] == ident["nonmated_probes"]
         assert sum(v["matched"] for v in w["by_group"]["race"].values()) == w["matched"]
+
+
+def test_failure_to_acquire_differential(tmp_path: Path) -> None:
+    ds, t = _synthetic()
+    race = np.array(ds.labels["race"])
+    a, b = np.nonzero(race == "a")[0], np.nonzero(race == "b")[0]
+    failed = np.concatenate([a[:8], b[:2]])
+    status = np.full(len(race), OK)
+    status[failed] = NO_FACE
+    emb = t.embeddings.copy()
+    emb[failed] = np.nan
+    tiny = a[-3:]  # three images, none failed: too few to expect three failures at 10/240
+    race[tiny] = "c"
+    ds.labels["race"] = race.tolist()
+    t = Templates(emb, status, t.face_height, t.sharpness, t.brightness, t.seconds, t.cached)
+    rep = run_bias_audit(ds, t, SYSTEM, _options(), _scorer(t)).report
+    by = rep["acquisition"]["by_group"]["race"]
+    assert [by[g]["failure_to_acquire"]["errors"] for g in ("a", "b", "c")] == [8, 2, 0]
+    fta = rep["acquisition"]["differentials"]["race"]["failure_to_acquire"]
+    # c (0 of 3, which half a failure would make 17%) is left out: a 8/157 against b 2/80.
+    assert fta["groups_compared"] == ["a", "b"]
+    assert fta["max_over_min"] == pytest.approx((8 / 157) / (2 / 80))
+    assert (fta["worst_group"], fta["best_group"]) == ("a", "b")
+    lo, hi = fta["ci95_simultaneous"]["max_over_min"]
+    assert lo == 1.0 and hi > 10  # two failures in b and eight in a cannot pin the ratio down
+    f = tmp_path / "gates.toml"
+    f.write_text(
+        '[[gate]]\nname = "fta"\nmetric = "fta_max_over_min"\nbound = "upper95"\nmax = 1000\n',
+        encoding="utf-8",
+    )
+    gate = check_gates(rep, load_gates(f), str(f))["results"][0]
+    assert gate["passed"] and gate["value"] == pytest.approx(hi)
 
 
 def test_audit_is_deterministic_for_a_seed() -> None:
@@ -144,6 +195,8 @@ def test_report_files_and_sections(tmp_path: Path) -> None:
         assert f'id="{sid}"' in page
     assert page.count("data:image/png;base64,") >= 5
     assert "<b>Summary.</b>" in page and "At similarity 80 (shipped table)" in page
+    differentials = page.split('id="differentials"')[1].split("</section>")[0]
+    assert "95% [" in differentials  # the ratios' intervals are shown
     assert "http://" not in page and "https://" not in page  # self-contained
     assert render_html(data) == page  # the file is the rendering, and rendering is deterministic
 
@@ -192,6 +245,55 @@ max = 1
     assert by_name["lenient FMR differential"]["passed"]
     assert not by_name["unmeasured point"]["passed"]
     assert "not measured" in by_name["unmeasured point"]["reason"]
+
+
+def test_gates_on_the_ends_of_a_differential_interval(tmp_path: Path) -> None:
+    ds, t = _synthetic()
+    rep = run_bias_audit(ds, t, SYSTEM, _options(), _scorer(t)).report
+    point = next(p for p in rep["operating_points"] if p["kind"] == "similarity60")
+    lo, hi = point["differentials"]["race"]["fmr"]["ci95_simultaneous"]["max_over_min"]
+    assert lo < hi
+    f = tmp_path / "gates.toml"
+    f.write_text(
+        f"""
+[[gate]]
+name = "upper"
+metric = "fmr_max_over_min"
+grouping = "race"
+at = "similarity60"
+bound = "upper95"
+max = {hi * 0.999}
+
+[[gate]]
+name = "lower"
+metric = "fmr_max_over_min"
+grouping = "race"
+at = "similarity60"
+bound = "lower95"
+max = {hi * 0.999}
+""",
+        encoding="utf-8",
+    )
+    gates = load_gates(f)
+    by_name = {r["name"]: r for r in check_gates(rep, gates, str(f))["results"]}
+    assert by_name["upper"]["value"] == pytest.approx(hi) and not by_name["upper"]["passed"]
+    assert by_name["lower"]["value"] == pytest.approx(lo) and by_name["lower"]["passed"]
+    # Without intervals the bound cannot be measured, and the gate fails.
+    unbooted = run_bias_audit(ds, t, SYSTEM, _options(bootstrap=0), _scorer(t)).report
+    missing = {r["name"]: r for r in check_gates(unbooted, gates, str(f))["results"]}["upper"]
+    assert not missing["passed"] and "bootstrap" in missing["reason"]
+    f.write_text(
+        '[[gate]]\nname = "fta"\nmetric = "fta_max_over_min"\ngrouping = "race"\n'
+        'bound = "upper95"\nmax = 1000\n',
+        encoding="utf-8",
+    )
+    fta = check_gates(rep, load_gates(f), str(f))["results"][0]
+    # Two failures in all: no group is large enough to compare, and the gate says why.
+    assert not fta["passed"] and "fewer than two estimable groups" in fta["reason"]
+    for bad in ('metric = "fmr"\nbound = "upper95"', 'metric = "fmr_max_over_min"\nbound = "upper90"'):
+        f.write_text(f"[[gate]]\n{bad}\nmax = 1\n", encoding="utf-8")
+        with pytest.raises(InvalidParameter, match="bound"):
+            load_gates(f)
 
 
 def test_gates_file_errors(tmp_path: Path) -> None:

@@ -15,11 +15,14 @@ from regard.evaluation.metrics import (
     clopper_pearson,
     det_points,
     differential,
+    differential_interval,
     fmr_fnmr,
+    fmr_replicates,
     group_rates,
     make_rate,
     min_impostors_for,
     resampled_fmr,
+    subject_rate_replicates,
     threshold_at_fmr,
     threshold_from_smallest,
 )
@@ -160,6 +163,81 @@ def test_bootstrap_fmr_extremes_and_determinism() -> None:
     one = np.array([[0, 1]])
     assert bootstrap_fmr(n, one, seed=9) == bootstrap_fmr(n, one, seed=9)
     assert bootstrap_fmr(np.array([3]), np.zeros((0, 2))) is None
+
+
+def test_differential_interval_known_answers() -> None:
+    # Large counts: the exact binomial intervals are narrow and the bootstrap's decide. A's rate
+    # lies in [1, 2]%, B's in [1, 4]%, so max/min can be anything from 1 (both near 1-2%) to 4
+    # (B at 4%, A at 1%); the ends come from quantiles just inside those.
+    spread = {
+        "A": (np.linspace(1000.0, 2000.0, 1001), np.full(1001, 1e5)),
+        "B": (np.linspace(1000.0, 4000.0, 1001), np.full(1001, 1e5)),
+    }
+    got = differential_interval({"A": (1500, 100_000), "B": (2500, 100_000)}, spread)
+    assert got is not None
+    lo, hi = got["max_over_min"]
+    assert lo == 1.0 and 3.9 < hi < 4.0
+    # Each end is the wider of the bootstrap's and Clopper-Pearson's at level 1 - 0.05/2: a group
+    # whose every replicate has no errors gets Clopper-Pearson's upper end, and its lower end
+    # counts half an error (0.5/100), as the estimate does.
+    b = 40
+    zero = {"A": (np.zeros(b), np.full(b, 100.0)), "B": (np.full(b, 20.0), np.full(b, 100.0))}
+    got = differential_interval({"A": (0, 100), "B": (20, 100)}, zero)
+    assert got is not None
+    a_hi = clopper_pearson(0, 100, 1 - 0.025)[1]
+    b_lo, b_hi = clopper_pearson(20, 100, 1 - 0.025)
+    assert got["max_over_min"] == pytest.approx((b_lo / a_hi, b_hi / 0.005))
+    assert got["max_over_geomean"] == pytest.approx(
+        (b_lo / math.sqrt(a_hi * b_hi), b_hi / math.sqrt(0.005 * b_lo))
+    )
+    assert differential_interval({"A": (0, 100)}, {"A": zero["A"]}) is None
+    assert differential_interval({"A": (0, 0), "B": (20, 100)}, zero) is None
+    assert (
+        differential_interval(
+            {"A": (0, 100), "B": (20, 100)}, {"A": (np.ones(b), np.zeros(b)), "B": zero["B"]}
+        )
+        is None
+    )
+
+
+def test_differential_interval_covers_the_true_ratio() -> None:
+    """Seven groups of 350 independent trials, each resampled on its own (the binomial stands in
+    for a one-image-per-subject bootstrap). The interval should hold the true max/min in at least
+    95% of datasets; the percentile interval of the replicates' own max/min held it in none of
+    them when the rates were equal (an order statistic is biased upwards)."""
+    rng = np.random.default_rng(0)
+    n, replicates, datasets = 350, 400, 150
+    for true in ([0.013] * 7, [0.005, 0.008, 0.01, 0.012, 0.015, 0.018, 0.02]):
+        p = np.array(true)
+        ratio = p.max() / p.min()
+        held = 0
+        for _ in range(datasets):
+            e = rng.binomial(n, p)
+            boot = rng.binomial(n, e / n, size=(replicates, len(p)))
+            reps = {str(g): (boot[:, g].astype(float), np.full(replicates, float(n))) for g in range(len(p))}
+            got = differential_interval({str(g): (int(e[g]), n) for g in range(len(p))}, reps)
+            assert got is not None
+            lo, hi = got["max_over_min"]
+            held += lo <= ratio * (1 + 1e-12) and ratio <= hi
+        assert held / datasets >= 0.95, (true, held)
+
+
+def test_replicates_are_the_resamples_behind_the_rate_intervals() -> None:
+    n = np.array([1, 2, 3, 1, 2])
+    fm = np.array([[0, 1], [1, 2], [2, 4]])
+    num, den = fmr_replicates(n, fm, 300, 7)
+    assert num.shape == den.shape == (300,)
+    rates = num[den > 0] / den[den > 0]
+    assert bootstrap_fmr(n, fm, replicates=300, seed=7) == pytest.approx(
+        tuple(np.quantile(rates, [0.025, 0.975]))
+    )
+    e, pairs = np.array([0.0, 3, 1, 0, 2]), np.array([4.0, 4, 6, 2, 5])
+    num, den = subject_rate_replicates(e, pairs, 300, 7)
+    assert bootstrap_fnmr(e, pairs, replicates=300, seed=7) == pytest.approx(
+        tuple(np.quantile(num / den, [0.025, 0.975]))
+    )
+    # Each replicate draws as many subjects as the group has.
+    assert set(np.round(subject_rate_replicates(np.zeros(5), np.ones(5), 50, 1)[1])) == {5.0}
 
 
 def test_det_points_from_histogram() -> None:

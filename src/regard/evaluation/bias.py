@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,14 +27,18 @@ from regard import __version__
 from regard.evaluation import identification
 from regard.evaluation.dataset import NO_FACE, OK, UNREADABLE, Dataset, Templates
 from regard.evaluation.metrics import (
+    MIN_EXPECTED_ERRORS,
     MIN_GENUINE_PAIRS,
     Rate,
     bootstrap_fmr,
     bootstrap_fnmr,
     differential,
+    differential_interval,
+    fmr_replicates,
     group_rates,
     make_rate,
     min_impostors_for,
+    subject_rate_replicates,
     threshold_from_smallest,
 )
 from regard.evaluation.pairs import (
@@ -145,7 +149,7 @@ def run_bias_audit(
         {"version": table.version, "model": table.model, "dataset": table.dataset} if table else None
     )
     report["system"]["scoring"] = scoring_identity(scorer)
-    report["acquisition"] = _acquisition(dataset, templates, specs, all_values, options.quality)
+    report["acquisition"] = _acquisition(dataset, templates, specs, all_values, options)
 
     # -- pairs ---------------------------------------------------------------------------------
     gallery_size = int(identification.split(subj, options.seed).gallery.size) if len(acquired) else 0
@@ -256,27 +260,50 @@ def _acquisition(
     templates: Templates,
     specs: Sequence[str],
     values: dict[str, list[str]],
-    quality: QualityPolicy,
+    options: BiasOptions,
 ) -> dict[str, Any]:
+    """Failure to acquire and quality rejections per group, and how far apart the groups' failure
+    rates are, with a simultaneous interval.
+
+    A group enters the differential only when at least three failures are expected in it at the
+    overall rate (the rule FMR follows at its nominal rate): otherwise a small group without
+    failures, counted as half a failure, would rank as the worst (0 of 3 images counts as 17%).
+    """
     fta = ~templates.acquired
-    rejected = quality.rejected(templates)
+    rejected = options.quality.rejected(templates)
+    subjects = np.asarray(dataset.subjects)
+    overall = float(fta.mean()) if len(fta) else 0.0
+    min_images = math.ceil(MIN_EXPECTED_ERRORS / overall) if overall > 0 else len(fta) + 1
     out: dict[str, Any] = {
         "no_face": int((templates.status == NO_FACE).sum()),
         "unreadable": int((templates.status == UNREADABLE).sum()),
         "by_group": {},
+        "differentials": {},
     }
     for spec, vals in [(ALL, [ALL] * len(dataset)), *[(s, values[s]) for s in specs]]:
         fta_counts = group_rates(fta.tolist(), vals)
         acq = templates.acquired
         q_counts = group_rates(rejected[acq].tolist(), [v for v, a in zip(vals, acq, strict=True) if a])
         per: dict[str, Any] = {}
-        for g, (err, n) in sorted(fta_counts.items(), key=lambda item: natural_key(item[0])):
+        rates: dict[str, Rate] = {}
+        reps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        labels = np.asarray(vals)
+        for k, (g, (err, n)) in enumerate(sorted(fta_counts.items(), key=lambda item: natural_key(item[0]))):
             qe, qn = q_counts.get(g, (0, 0))
+            rates[g] = make_rate(err, n, min_trials=min_images)  # estimable: for the differential only
             per[g] = {
                 "failure_to_acquire": make_rate(err, n, min_trials=1).to_dict(),
                 "quality_rejected": make_rate(qe, qn, min_trials=1).to_dict(),
             }
+            if options.bootstrap > 0 and spec != ALL and rates[g].estimable:
+                uniq, inv = np.unique(subjects[labels == g], return_inverse=True)
+                failed = np.bincount(inv, weights=fta[labels == g].astype(np.float64), minlength=uniq.size)
+                images = np.bincount(inv, minlength=uniq.size).astype(np.float64)
+                reps[g] = subject_rate_replicates(failed, images, options.bootstrap, (options.seed, k))
         out["by_group"][spec] = per
+        if spec != ALL:
+            d = replace(differential(rates), interval=differential_interval(_counts(rates), reps))
+            out["differentials"][spec] = {"failure_to_acquire": d.to_dict()}
     return out
 
 
@@ -341,6 +368,11 @@ def _measure_point(
         totals = scores.impostor_totals(g.spec)
         fmr_rates: dict[str, Rate] = {}
         fnmr_rates: dict[str, Rate] = {}
+        # Replicate counts per group for the differentials' intervals: each group's subjects are
+        # resampled on their own, with a seed of its own (the same seed would draw the same
+        # indices for groups of equal size and tie their replicates together).
+        fmr_reps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        fnmr_reps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         per: dict[str, Any] = {}
         for k, name in enumerate(g.names):
             sel_t = (g.codes[ti] == k) & (g.codes[tj] == k)
@@ -352,15 +384,26 @@ def _measure_point(
             fnm = int((gd > tau).sum())
             fnmr = make_rate(fnm, int(gd.size), min_trials=MIN_GENUINE_PAIRS)
             if options.bootstrap > 0:
-                fmr = _with_fmr_bootstrap(
-                    fmr, scores, subj, g.codes == k, sel_t, tau, options.bootstrap, seed
-                )
-                fnmr = _with_fnmr_bootstrap(fnmr, subj[gi[sel_g]], gd > tau, options.bootstrap, seed)
+                counts, local = _fmr_subjects(scores, subj, g.codes == k, sel_t, tau)
+                e, n = _fnmr_subjects(subj[gi[sel_g]], gd > tau)
+                fmr = _with_fmr_bootstrap(fmr, counts, local, options.bootstrap, seed)
+                fnmr = _with_fnmr_bootstrap(fnmr, e, n, options.bootstrap, seed)
+                if g.spec != ALL:
+                    own = (seed, k)
+                    if fmr.estimable and fmr.trials:
+                        fmr_reps[name] = fmr_replicates(counts, local, options.bootstrap, own)
+                    if fnmr.estimable and fnmr.trials:
+                        fnmr_reps[name] = subject_rate_replicates(e, n, options.bootstrap, own)
             fmr_rates[name], fnmr_rates[name] = fmr, fnmr
             per[name] = {"fmr": fmr.to_dict(), "fnmr": fnmr.to_dict()}
         by_group[g.spec] = per
         if g.spec != ALL:
-            fd, nd = differential(fmr_rates), differential(fnmr_rates)
+            fd = replace(
+                differential(fmr_rates), interval=differential_interval(_counts(fmr_rates), fmr_reps)
+            )
+            nd = replace(
+                differential(fnmr_rates), interval=differential_interval(_counts(fnmr_rates), fnmr_reps)
+            )
             differentials[g.spec] = {"fmr": fd.to_dict(), "fnmr": nd.to_dict()}
             # Cross-group impostor FMR matrix.
             n_g = len(g.names)
@@ -384,34 +427,39 @@ def _measure_point(
     point["cross_group_fmr"] = cross
 
 
+def _counts(rates: dict[str, Rate]) -> dict[str, tuple[int, int]]:
+    return {g: (r.errors, r.trials) for g, r in rates.items()}
+
+
+def _fmr_subjects(
+    scores: PairScores, subj: np.ndarray, members: np.ndarray, sel_t: np.ndarray, tau: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A group's images per subject and its false-matching pairs as rows of subject indices."""
+    uniq, counts = np.unique(subj[members], return_counts=True)
+    pairs = _fm_subject_pairs(scores, subj, sel_t, tau)
+    return counts, np.searchsorted(uniq, pairs).reshape(-1, 2)
+
+
+def _fnmr_subjects(pair_subjects: np.ndarray, errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A group's false non-matches and genuine pairs per subject."""
+    uniq, inv = np.unique(pair_subjects, return_inverse=True)
+    e = np.bincount(inv, weights=errors.astype(np.float64), minlength=uniq.size)
+    n = np.bincount(inv, minlength=uniq.size).astype(np.float64)
+    return e, n
+
+
 def _with_fmr_bootstrap(
-    rate: Rate,
-    scores: PairScores,
-    subj: np.ndarray,
-    members: np.ndarray,
-    sel_t: np.ndarray,
-    tau: float,
-    replicates: int,
-    seed: int,
+    rate: Rate, counts: np.ndarray, local: np.ndarray, replicates: int, seed: int
 ) -> Rate:
     if rate.trials == 0:
         return rate
-    group_subj = subj[members]
-    uniq, counts = np.unique(group_subj, return_counts=True)
-    pairs = _fm_subject_pairs(scores, subj, sel_t, tau)
-    local = np.searchsorted(uniq, pairs).reshape(-1, 2)
     ci = bootstrap_fmr(counts, local, replicates=replicates, seed=seed)
     return Rate(rate.errors, rate.trials, rate.ci, rate.estimable, ci, rate.note)
 
 
-def _with_fnmr_bootstrap(
-    rate: Rate, pair_subjects: np.ndarray, errors: np.ndarray, replicates: int, seed: int
-) -> Rate:
+def _with_fnmr_bootstrap(rate: Rate, e: np.ndarray, n: np.ndarray, replicates: int, seed: int) -> Rate:
     if rate.trials == 0:
         return rate
-    uniq, inv = np.unique(pair_subjects, return_inverse=True)
-    e = np.bincount(inv, weights=errors.astype(np.float64), minlength=uniq.size)
-    n = np.bincount(inv, minlength=uniq.size).astype(np.float64)
     ci = bootstrap_fnmr(e, n, replicates=replicates, seed=seed)
     return Rate(rate.errors, rate.trials, rate.ci, rate.estimable, ci, rate.note)
 

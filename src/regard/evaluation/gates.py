@@ -8,13 +8,22 @@
     grouping = "race"          # default: every grouping in the report
     at = "similarity80"        # "similarity80", "similarity60", "floor" or a target FMR such as "1e-4"
     max = 10                   # and/or min = ...
+    # bound = "upper95"        # differentials only: the upper (or "lower95") end of the ratio's
+    #                          # simultaneous 95% interval instead of the estimate
     # allow_missing = true     # pass when the number cannot be measured (default: fail)
 
 Metrics: ``fmr_max_over_min``, ``fmr_max_over_geomean``, ``fnmr_max_over_min``,
 ``fnmr_max_over_geomean`` (per grouping); ``fmr``, ``fnmr`` (all pairs); ``worst_group_fmr``,
 ``worst_group_fnmr`` (highest estimable group rate); ``failure_to_acquire`` (worst group, or
-all images with ``grouping = "all"``); ``fpir``, ``fnir`` (1:N); ``watchlist_matches`` (innocent
-probes matched). A gate whose number cannot be measured fails unless ``allow_missing`` is set.
+all images with ``grouping = "all"``); ``fta_max_over_min``, ``fta_max_over_geomean`` (failure to
+acquire, per grouping; ``at`` does not apply); ``fpir``, ``fnir`` (1:N); ``watchlist_matches``
+(innocent probes matched). A gate whose number cannot be measured fails unless ``allow_missing`` is set.
+
+A ratio of a few dozen false matches per group moves a lot between samples: ``bound = "upper95"``
+gates a differential on the upper end of its simultaneous 95% interval (the disparity that the
+data cannot rule out; :func:`regard.evaluation.metrics.differential_interval`), ``"lower95"`` on
+the lower end (the disparity they demonstrate). An
+audit run with ``--bootstrap 0`` has no intervals, so such a gate cannot be measured.
 """
 
 from __future__ import annotations
@@ -32,8 +41,11 @@ DIFF_METRICS = {
     "fnmr_max_over_min": ("fnmr", "max_over_min"),
     "fnmr_max_over_geomean": ("fnmr", "max_over_geomean"),
 }
+FTA_METRICS = {"fta_max_over_min": "max_over_min", "fta_max_over_geomean": "max_over_geomean"}
 POINT_METRICS = {"fmr", "fnmr", "worst_group_fmr", "worst_group_fnmr", "fpir", "fnir", "watchlist_matches"}
-METRICS = set(DIFF_METRICS) | POINT_METRICS | {"failure_to_acquire"}
+METRICS = set(DIFF_METRICS) | set(FTA_METRICS) | POINT_METRICS | {"failure_to_acquire"}
+#: ``bound`` -> the end of a differential's bootstrap interval it reads.
+BOUNDS = {"upper95": 1, "lower95": 0}
 
 
 def load_gates(path: Path) -> list[dict[str, Any]]:
@@ -52,6 +64,12 @@ def load_gates(path: Path) -> list[dict[str, Any]]:
             raise InvalidParameter(f"gate {i + 1}: metric must be one of {sorted(METRICS)}")
         if "max" not in g and "min" not in g:
             raise InvalidParameter(f"gate {i + 1}: give max, min or both")
+        ratios = set(DIFF_METRICS) | set(FTA_METRICS)
+        if "bound" in g and (g["metric"] not in ratios or g["bound"] not in BOUNDS):
+            raise InvalidParameter(
+                f"gate {i + 1}: bound must be one of {sorted(BOUNDS)} and needs a differential metric "
+                f"({', '.join(sorted(ratios))})"
+            )
         g.setdefault("name", f"gate {i + 1}: {g['metric']}")
     return gates
 
@@ -90,6 +108,18 @@ def _values(report: dict[str, Any], gate: dict[str, Any]) -> Iterator[tuple[str,
             g, r = max(rates, key=lambda x: x[1])
             yield f"{spec}: worst {g}", r, ""
         return
+    if metric in FTA_METRICS:
+        diffs = report["acquisition"].get("differentials", {})
+        specs = [grouping] if grouping else list(diffs)
+        if not specs:
+            yield "failure to acquire", None, "the report has no groups"
+        for spec in specs:
+            d = diffs.get(spec, {}).get("failure_to_acquire")
+            if d is None:
+                yield f"failure to acquire, {spec}", None, f"no grouping {spec!r} in the report"
+                continue
+            yield _ratio(f"failure to acquire, {spec}", d, FTA_METRICS[metric], gate.get("bound"))
+        return
     at = str(gate.get("at", "similarity80"))
     points = _points(report, at)
     if not points:
@@ -107,7 +137,7 @@ def _values(report: dict[str, Any], gate: dict[str, Any]) -> Iterator[tuple[str,
             if d is None:
                 yield f"{where}, {spec}", None, f"no grouping {spec!r} in the report"
                 continue
-            yield f"{where}, {spec}", d[rate][key], d[rate]["note"]
+            yield _ratio(f"{where}, {spec}", d[rate], key, gate.get("bound"))
     elif metric in {"fmr", "fnmr"}:
         r = p["global"][metric]
         yield where, (r["rate"] if r["estimable"] else None), r["note"]
@@ -135,6 +165,16 @@ def _values(report: dict[str, Any], gate: dict[str, Any]) -> Iterator[tuple[str,
                 (r["rate"] if r and r["trials"] else None),
                 "no probes" if not r or not r["trials"] else "",
             )
+
+
+def _ratio(where: str, d: dict[str, Any], key: str, bound: str | None) -> tuple[str, float | None, str]:
+    """A differential's ratio, or one end of its bootstrap interval (``bound``)."""
+    if bound is None or d[key] is None:
+        return where, d[key], d["note"]
+    ci = (d.get("ci95_simultaneous") or {}).get(key)
+    if ci is None:
+        return f"{where} ({bound})", None, "no bootstrap interval (audit run with --bootstrap 0?)"
+    return f"{where} ({bound})", float(ci[BOUNDS[bound]]), d["note"]
 
 
 def check_gates(report: dict[str, Any], gates: list[dict[str, Any]], source: str) -> dict[str, Any]:

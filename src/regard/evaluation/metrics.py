@@ -150,11 +150,14 @@ class Differential:
     groups: list[str]
     zero_adjusted: list[str] = field(default_factory=list)
     note: str = ""
+    #: Simultaneous 95% intervals of both ratios (:func:`differential_interval`), when computed.
+    interval: Mapping[str, tuple[float, float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "max_over_min": self.max_min,
             "max_over_geomean": self.max_geomean,
+            "ci95_simultaneous": {k: list(v) for k, v in self.interval.items()} if self.interval else None,
             "worst_group": self.worst,
             "best_group": self.best,
             "groups_compared": self.groups,
@@ -222,6 +225,77 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float] |
     return (float(lo), float(hi))
 
 
+def differential_interval(
+    observed: Mapping[str, tuple[int, int]],
+    replicates: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    confidence: float = 0.95,
+) -> dict[str, tuple[float, float]] | None:
+    """Simultaneous intervals of max/min and max/geomean across groups.
+
+    ``observed[group]`` is the group's ``(errors, trials)``; ``replicates[group]`` the same counts
+    in each bootstrap replicate, the group's subjects resampled on their own. Each group's rate
+    gets an interval at level ``1 - (1 - confidence) / groups`` (Bonferroni), so that all of them
+    hold together with about ``confidence``: at each end the wider of the bootstrap's percentile
+    and the exact binomial (Clopper-Pearson) interval, so a group whose every replicate has no
+    errors still gets an upper end above zero. The true max then lies between the largest lower
+    and the largest upper end, the true min between the smallest ends, and the ratios between
+    what those allow (never below 1). Ends below half an error count as half an error, as the
+    estimate counts a group without errors (:func:`differential`).
+
+    Why not the percentile interval of the replicates' own max/min: max/min is an order statistic,
+    biased upwards when groups are close, and its bootstrap inherits the bias. Simulated with
+    seven groups (``bench/differential_coverage.py``), it held the true ratio in 0% of datasets
+    where every group had the same rate. ``None`` with fewer than two groups or when a group has
+    no trials.
+    """
+    groups = [g for g in replicates if g in observed]
+    if len(groups) < 2:
+        return None
+    level = (1.0 - confidence) / len(groups)
+    lows, highs = [], []
+    for g in groups:
+        errors, trials = observed[g]
+        e = np.asarray(replicates[g][0], dtype=np.float64)
+        n = np.asarray(replicates[g][1], dtype=np.float64)
+        ok = n > 0
+        if trials <= 0 or not ok.any():
+            return None
+        b_lo, b_hi = np.quantile(e[ok] / n[ok], [level / 2.0, 1.0 - level / 2.0])
+        cp_lo, cp_hi = clopper_pearson(errors, trials, 1.0 - level)
+        floor = 0.5 / trials
+        lows.append(max(min(float(b_lo), cp_lo), floor))
+        highs.append(max(float(b_hi), cp_hi, floor))
+    lo_g, hi_g = np.array(lows), np.array(highs)
+    geo_lo, geo_hi = float(np.exp(np.log(lo_g).mean())), float(np.exp(np.log(hi_g).mean()))
+    return {
+        "max_over_min": (max(1.0, lo_g.max() / hi_g.min()), hi_g.max() / lo_g.min()),
+        "max_over_geomean": (max(1.0, lo_g.max() / geo_hi), hi_g.max() / geo_lo),
+    }
+
+
+def subject_rate_replicates(
+    errors_per_subject: np.ndarray, pairs_per_subject: np.ndarray, replicates: int, seed: int | Sequence[int]
+) -> tuple[FloatArray, FloatArray]:
+    """(errors, trials) of each of ``replicates`` subject resamples, for a rate whose trials
+    belong to one subject each: false non-matches over genuine pairs, failures to acquire over
+    images."""
+    e = np.asarray(errors_per_subject, dtype=np.float64)
+    n = np.asarray(pairs_per_subject, dtype=np.float64)
+    w = _resample_weights(n.size, replicates, np.random.default_rng(seed))
+    result: tuple[FloatArray, FloatArray] = (w @ e, w @ n)
+    return result
+
+
+def fmr_replicates(
+    images_per_subject: np.ndarray, false_match_pairs: np.ndarray, replicates: int, seed: int | Sequence[int]
+) -> tuple[FloatArray, FloatArray]:
+    """(false matches, impostor pairs) of each of ``replicates`` subject resamples (see
+    :func:`bootstrap_fmr` for the arguments)."""
+    n = np.asarray(images_per_subject, dtype=np.float64)
+    w = _resample_weights(n.size, replicates, np.random.default_rng(seed))
+    return resampled_fmr_counts(n, false_match_pairs, w)
+
+
 def bootstrap_fnmr(
     errors_per_subject: np.ndarray,
     pairs_per_subject: np.ndarray,
@@ -276,6 +350,16 @@ def resampled_fmr(
     images_per_subject: np.ndarray, false_match_pairs: np.ndarray, weights: np.ndarray
 ) -> FloatArray:
     """The false-match rate of each replicate (row of subject multiplicities ``weights``)."""
+    num, den = resampled_fmr_counts(images_per_subject, false_match_pairs, weights)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates: FloatArray = num / den
+    return rates
+
+
+def resampled_fmr_counts(
+    images_per_subject: np.ndarray, false_match_pairs: np.ndarray, weights: np.ndarray
+) -> tuple[FloatArray, FloatArray]:
+    """(false matches, impostor pairs) of each replicate (row of subject multiplicities ``weights``)."""
     n = np.asarray(images_per_subject, dtype=np.float64)
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     s = n.size
@@ -288,9 +372,7 @@ def resampled_fmr(
         a = sparse.coo_matrix((np.ones(fm.shape[0]), (fm[:, 0], fm[:, 1])), shape=(s, s)).tocsr()
         # sum_k w[b, s_k] * w[b, t_k] for every replicate b.
         num = np.asarray((a @ w.T).T * w).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rates: FloatArray = num / den
-    return rates
+    return np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
 
 
 # -- curves -----------------------------------------------------------------------------------------

@@ -84,6 +84,15 @@ def _rate_cell(r: dict[str, Any] | None) -> str:
     return f"<td>{text}</td>"
 
 
+def _ratio_cell(x: dict[str, Any], key: str) -> str:
+    """A differential's ratio with its simultaneous 95% interval, when the audit computed one."""
+    text = _fmt(x[key])
+    ci = (x.get("ci95_simultaneous") or {}).get(key)
+    if ci:
+        text += f" <small>95% [{_fmt(ci[0])}, {_fmt(ci[1])}]</small>"
+    return f"<td>{text}</td>"
+
+
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], first_left: bool = True) -> str:
     h = "".join(
         f'<th class="l">{_e(c)}</th>' if i == 0 and first_left else f"<th>{_e(c)}</th>"
@@ -240,8 +249,8 @@ def render_html(data: BiasData) -> str:
                     [
                         _td(spec, True),
                         _td(metric.upper()),
-                        _td(_fmt(x["max_over_min"])),
-                        _td(_fmt(x["max_over_geomean"])),
+                        _ratio_cell(x, "max_over_min"),
+                        _ratio_cell(x, "max_over_geomean"),
                         _td(x["worst_group"] or "-"),
                         _td(x["best_group"] or "-"),
                         _td(", ".join(x["zero_count_groups"]) or "-"),
@@ -253,6 +262,12 @@ def render_html(data: BiasData) -> str:
                 ["grouping", "rate", "max/min", "max/geomean", "worst", "best", "zero-error groups", "note"],
                 rows,
             )
+    if body:
+        body += (
+            '<p class="note">95% [..]: where the ratio can lie, given every group\'s subject-bootstrap '
+            "interval at once (each at level 1 - 0.05/groups). A few dozen errors per group leave it wide; "
+            "an interval reaching past a limit means the data do not show the limit is met.</p>"
+        )
     parts.append(_section("differentials", body or '<p class="note">No groups to compare.</p>'))
 
     body = ""
@@ -310,9 +325,11 @@ def _summary(rep: dict[str, Any]) -> str:
             for metric in ("fmr", "fnmr"):
                 x = d[metric]
                 if x["max_over_geomean"] is not None:
+                    ci = (x.get("ci95_simultaneous") or {}).get("max_over_geomean")
+                    interval = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
                     text += (
-                        f" {metric.upper()} by {_e(spec)}: max/geomean {_fmt(x['max_over_geomean'])},"
-                        f" worst {_e(x['worst_group'])}."
+                        f" {metric.upper()} by {_e(spec)}: max/geomean {_fmt(x['max_over_geomean'])}"
+                        f"{interval}, worst {_e(x['worst_group'])}."
                     )
     cal = rep["system"].get("calibration_table")
     if cal and rep["dataset"]["name"] in str(cal.get("dataset", "")):
@@ -481,6 +498,21 @@ def _acquisition_html(acq: dict[str, Any]) -> str:
                 for g, v in per.items()
             ],
         )
+        d = acq.get("differentials", {}).get(spec, {}).get("failure_to_acquire")
+        if d and d["max_over_min"] is not None:
+            body += _table(
+                ["failure to acquire", "max/min", "max/geomean", "worst", "best", "zero-error groups"],
+                [
+                    [
+                        _td(f"by {spec}", True),
+                        _ratio_cell(d, "max_over_min"),
+                        _ratio_cell(d, "max_over_geomean"),
+                        _td(d["worst_group"] or "-"),
+                        _td(d["best_group"] or "-"),
+                        _td(", ".join(d["zero_count_groups"]) or "-"),
+                    ]
+                ],
+            )
     return body
 
 
