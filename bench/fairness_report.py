@@ -3,7 +3,8 @@
 Give each run as LABEL=DIR, where DIR holds one ``regard evaluate`` output folder per set
 (``DIR/<set>/report.json``). For every set it prints, per run: FMR at similarity 80 and 60
 (nominal 1e-4 and 1e-3) overall and per group, with the subject-bootstrap 95% interval, the
-max/min and max/geomean across groups, innocent probes matched in the watchlist test, FNMR,
+max/min and max/geomean across groups (with their simultaneous 95% intervals, in reports made
+since they were added), innocent probes matched in the watchlist test, FNMR,
 TAR with failures to acquire counted as rejections, and failure to acquire per group with a
 permutation test of equal rates across groups.
 
@@ -37,6 +38,14 @@ def _rate(r: dict[str, Any]) -> str:
     boot = r.get("ci95_bootstrap_subjects")
     ci = f" ({boot[0]:.2g}-{boot[1]:.2g})" if boot else ""
     return f"{r['rate']:.2g}{ci}"
+
+
+def _ratio(diff: dict[str, Any], key: str) -> str:
+    """A differential's ratio, with its simultaneous 95% interval where the report has one."""
+    if not diff.get(key):
+        return "-"
+    boot = (diff.get("ci95_simultaneous") or {}).get(key)
+    return f"{diff[key]:.1f}" + (f" ({boot[0]:.1f}-{boot[1]:.1f})" if boot else "")
 
 
 def _point(rep: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -88,8 +97,7 @@ def main() -> None:
                 worst = diff.get("worst_group")
                 best = diff.get("best_group")
                 wb = f"{worst} {_rate(by[worst]['fmr'])} / {best} {_rate(by[best]['fmr'])}" if worst else "-"
-                mm = f"{diff['max_over_min']:.1f}" if diff.get("max_over_min") else "-"
-                mg = f"{diff['max_over_geomean']:.1f}" if diff.get("max_over_geomean") else "-"
+                mm, mg = _ratio(diff, "max_over_min"), _ratio(diff, "max_over_geomean")
                 ident = rep["identification"]["operating_points"].get(p["label"], {})
                 fpir = ident.get("fpir") or {}
                 watch = f"{fpir.get('errors', '-')}/{fpir.get('trials', '-')}"
@@ -151,10 +159,17 @@ def main() -> None:
                 }
                 if counts:
                     p_value = homogeneity_p(list(counts.values()))
+                    fta = (
+                        rep["acquisition"]
+                        .get("differentials", {})
+                        .get(grouping, {})
+                        .get("failure_to_acquire", {})
+                    )
                     print(
                         f"  {label}, by {grouping}: "
                         + ", ".join(f"{g} {e}/{n}" for g, (e, n) in counts.items())
                         + f"; same rate in every group? permutation p = {p_value:.3f}"
+                        + (f"; max/min {_ratio(fta, 'max_over_min')}" if fta else "")
                     )
 
 

@@ -11,7 +11,10 @@ acquires (every pipeline acquires those), split as ``regard evaluate`` splits th
 - **deployed**: the same faces' flip-mean templates scored by the shipped normalizer and table.
 
 Counts are innocent probes (people never enrolled) with any gallery entry at or above similarity
-80, with Clopper-Pearson 95% intervals. Needs ``bench/fairness_templates.py`` first.
+80, with Clopper-Pearson 95% intervals. Since the probes are the same people, the last column
+compares the two runs pair by pair (exact McNemar test): probes matched only before, only as
+deployed, and the two-sided p-value that the difference between those two counts is chance.
+Needs ``bench/fairness_templates.py`` first.
 
     .venv/bin/python bench/fairness_watchlist.py
 """
@@ -22,11 +25,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fairness_data import load
-from regard.evaluation.identification import evaluate_identification
+from regard.evaluation.identification import evaluate_identification, split
 from regard.evaluation.metrics import clopper_pearson
 from regard.evaluation.pairs import Grouping
 from regard.scoring.calibrate import Scorer, default_scorer, raw_table
@@ -54,6 +58,26 @@ def watchlist(emb: np.ndarray, subjects: np.ndarray, groups: np.ndarray, scorer:
     return out
 
 
+def matched_probes(emb: np.ndarray, subjects: np.ndarray, scorer: Scorer) -> np.ndarray:
+    """Innocent probe -> matched at similarity 80, for the split ``watchlist`` uses (its indices)."""
+    codes = np.unique(subjects, return_inverse=True)[1]
+    sp = split(codes, 0)
+    gallery, probes = emb[sp.gallery].astype(np.float64), emb[sp.nonmated].astype(np.float64)
+    d = np.sqrt(
+        np.maximum((probes**2).sum(1)[:, None] + (gallery**2).sum(1)[None, :] - 2 * probes @ gallery.T, 0)
+    )
+    half_g = scorer.half_offsets(emb[sp.gallery]) if scorer.normalized else np.zeros(len(gallery))
+    half_p = scorer.half_offsets(emb[sp.nonmated]) if scorer.normalized else np.zeros(len(probes))
+    hit: np.ndarray = ((d - half_p[:, None] - half_g[None, :]) <= scorer.score_for_similarity(80)).any(axis=1)
+    return np.stack([sp.nonmated, hit], axis=1)
+
+
+def mcnemar(before: np.ndarray, after: np.ndarray) -> str:
+    only_before, only_after = int((before & ~after).sum()), int((after & ~before).sum())
+    p = binomtest(only_before, only_before + only_after, 0.5).pvalue if only_before + only_after else 1.0
+    return f"{only_before} / {only_after}, p = {p:.2g}"
+
+
 def cell(c: tuple[int, int]) -> str:
     lo, hi = clopper_pearson(*c)
     return f"{c[0]}/{c[1]} ({100 * c[0] / max(c[1], 1):.0f}%, {100 * lo:.0f}-{100 * hi:.0f}%)"
@@ -69,10 +93,23 @@ def main() -> None:
         groups = plain.labels[column][both]
         before = watchlist(plain.plain[both], plain.subjects[both], groups, before_scorer)
         after = watchlist(deployed.templates[both], deployed.subjects[both], groups, deployed_scorer)
+        hit_before = matched_probes(plain.plain[both], plain.subjects[both], before_scorer)
+        hit_after = matched_probes(deployed.templates[both], deployed.subjects[both], deployed_scorer)
+        assert (hit_before[:, 0] == hit_after[:, 0]).all()  # the same probes
+        probe_group = groups[hit_before[:, 0]]
         print(f"\n{name} (held apart, {int(both.sum())} images MTCNN alone acquires), similarity 80:\n")
-        print(f"| {column} | before | deployed |\n|---|---:|---:|")
+        print(
+            f"| {column} | before | deployed | matched only before / only deployed (McNemar) |\n"
+            "|---|---:|---:|---|"
+        )
         for g in before:
-            print(f"| {g} | {cell(before[g])} | {cell(after[g])} |")
+            sel = np.ones(len(probe_group), bool) if g == "all" else probe_group == g
+            b, a = hit_before[sel, 1].astype(bool), hit_after[sel, 1].astype(bool)
+            # The same counts as regard's own watchlist test, from the same split.
+            assert (int(b.sum()), int(sel.sum())) == before[g] and (int(a.sum()), int(sel.sum())) == after[
+                g
+            ], g
+            print(f"| {g} | {cell(before[g])} | {cell(after[g])} | {mcnemar(b, a)} |")
 
 
 if __name__ == "__main__":
