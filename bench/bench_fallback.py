@@ -61,7 +61,8 @@ def _on_off(on: Engine, off: Engine, images: list[RGBImage], reps: int) -> None:
     print(f"\n1. detection where MTCNN finds a face: {n} celeba_dev photos")
     print(f"   fallback 'none'         {t_off.mean() * 1000:8.1f} ms/photo")
     ratio = t_on.sum() / t_off.sum()
-    print(f"   fallback 'pad,pad-cnn'  {t_on.mean() * 1000:8.1f} ms/photo   ratio {ratio:.3f}")
+    label = f"fallback '{','.join(on.fallback_steps())}'"
+    print(f"   {label:24s}{t_on.mean() * 1000:8.1f} ms/photo   ratio {ratio:.3f}")
     print(f"   identical detections on {same}/{n} photos")
 
 
@@ -69,18 +70,25 @@ def _cascade(on: Engine, crops: list[tuple[str, RGBImage]], scanned: int, reps: 
     print(f"\n2. FairFace crops where MTCNN finds nothing: {len(crops)} of {scanned} scanned")
     if not crops:
         return
+    steps = on.fallback_steps()
+    # The step that finds a crop: the first cascade prefix that finds it.
+    cut = [",".join(steps[:k]) for k in range(1, len(steps) + 1)]
+    prefixes = [Engine(replace(on.settings, detect_fallback=c)) for c in cut]
+    for engine in prefixes:
+        engine.predictors = on.predictors
     t_fail, t_all = np.zeros(len(crops)), np.zeros(len(crops))
     finder = []
     for i, (_, image) in enumerate(crops):
         found = on.detect(image)
-        finder.append(found[0].detector if found else "nothing")
+        step = next((steps[k] for k, e in enumerate(prefixes) if e.detect(image)), "nothing")
+        finder.append(step if found else "nothing")
         t_fail[i] = _best(lambda im=image: on.detect(im, detector="mtcnn"), reps)
         t_all[i] = _best(lambda im=image: on.detect(im), reps)
-    steps = {"mtcnn": "pad (MTCNN, padded)", "cnn": "pad-cnn (MMOD, padded)", "nothing": "still no face"}
     extra = t_all - t_fail
-    for key, label in steps.items():
+    for key in [*steps, "nothing"]:
         mine = np.asarray(finder) == key
         cost = f"   the cascade adds {extra[mine].mean() * 1000:6.1f} ms" if mine.any() else ""
+        label = "still no face" if key == "nothing" else f"found by {key}"
         print(f"   {label:24s} {int(mine.sum()):4d}{cost}")
     print(f"   MTCNN failing           {t_fail.mean() * 1000:8.1f} ms/crop")
     print(f"   MTCNN + cascade         {t_all.mean() * 1000:8.1f} ms/crop")
@@ -121,7 +129,7 @@ def main() -> int:
         print(f"datasets folder {celeba} is absent", file=sys.stderr)
         return 1
     base = Settings.from_env(onnx_provider="cpu", detector="default")
-    on = Engine(replace(base, detect_fallback="pad,pad-cnn"))
+    on = Engine(replace(base, detect_fallback=Settings().detect_fallback))  # the shipped cascade
     off = Engine(replace(base, detect_fallback="none"))
     off.predictors = on.predictors  # share the shape predictors (loaded once)
     print(f"cpu cores: {os.cpu_count()}; onnx threads: {base.threads or 'default'}")

@@ -36,10 +36,11 @@ class Settings:
     #: Longest image side fed to the detector; larger photos are scaled down for detection.
     detect_max_side: int = 1024
     #: When the default detector finds no face, retry "pad" (it again, on the image padded by 25%
-    #: with its mean colour) and then "pad-cnn" (dlib's MMOD CNN on that padded image); "none"
-    #: turns this off. Failure to acquire on held-apart FairFace crops 9.8% -> 0.94%, worst race
-    #: 14.1% -> 1.4% (docs/calibration.md). A detector asked for by name never falls back.
-    detect_fallback: str = "pad,pad-cnn"
+    #: with its mean colour), then "pad-cnn" (dlib's MMOD CNN on that padded image), then "rot"
+    #: and "rot-cnn" (each on the padded image turned by 15, 30 and 45 degrees either way); "none"
+    #: turns this off. See docs/calibration.md for failure to acquire before and after each step.
+    #: A detector asked for by name never falls back.
+    detect_fallback: str = "pad,pad-cnn,rot,rot-cnn"
     #: A folder with normalizer.json and calibration.json made by ``regard calibrate`` on your own
     #: photos ("" = the parameters shipped with regard; a folder without normalizer.json scores
     #: raw distances). See docs/calibration.md.

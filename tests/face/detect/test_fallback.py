@@ -1,4 +1,5 @@
-"""The detector fallback cascade: tight face crops MTCNN misses are found on a padded image."""
+"""The detector fallback cascade: tight or tilted face crops MTCNN misses are found on a padded
+(and, failing that, turned) image."""
 
 from __future__ import annotations
 
@@ -7,15 +8,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from skimage import data as skimage_data
 
 from regard.config import Settings
 from regard.errors import InvalidParameter
 from regard.face.detect.base import alignment_box, clip_box
-from regard.face.detect.fallback import describe, extend_for, pad_image, parse_steps, unpad
+from regard.face.detect.fallback import (
+    ROTATE_MAX_SIDE,
+    ROTATE_MIN_FRACTION,
+    ROTATIONS,
+    describe,
+    extend_for,
+    pad_image,
+    parse_steps,
+    rotate_image,
+    turn_back,
+    unpad,
+)
 from regard.face.engine import Engine
 from regard.types import Box, Detection, RGBImage
 
-DEFAULT_STEPS = ("pad", "pad-cnn")
+DEFAULT_STEPS = ("pad", "pad-cnn", "rot", "rot-cnn")
+DEFAULT = "pad,pad-cnn,rot,rot-cnn"
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +38,7 @@ def cascade(engine: Engine) -> Engine:
     """The suite's engine with the shipped cascade, whatever REGARD_DETECT_FALLBACK says."""
     if engine.fallback_steps() == DEFAULT_STEPS:
         return engine
-    return Engine(replace(engine.settings, detector="default", detect_fallback="pad,pad-cnn"))
+    return Engine(replace(engine.settings, detector="default", detect_fallback=DEFAULT))
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +141,10 @@ def test_cascade_is_not_called_when_the_detector_finds_a_face(
 
 
 def test_the_setting() -> None:
-    assert Settings().detect_fallback == "pad,pad-cnn"
+    assert Settings().detect_fallback == DEFAULT
     assert Settings.from_env({"REGARD_DETECT_FALLBACK": "none"}).detect_fallback == "none"
-    assert parse_steps("pad,pad-cnn") == DEFAULT_STEPS
+    assert parse_steps(DEFAULT) == DEFAULT_STEPS
+    assert parse_steps("pad,pad-cnn") == ("pad", "pad-cnn")
     assert parse_steps(" Pad ") == ("pad",)
     assert parse_steps("none") == parse_steps("") == ()
     for bad in ("pad,bogus", "pad,pad", "hog"):
@@ -171,8 +187,137 @@ def test_extend_for_pads_only_when_a_box_leaves_the_picture() -> None:
 def test_template_cache_identity_names_the_fallback() -> None:
     from regard.evaluation.dataset import TemplateSource
 
-    on = TemplateSource(Engine(Settings.from_env(detector="default", detect_fallback="pad,pad-cnn")))
+    on = TemplateSource(Engine(Settings.from_env(detector="default", detect_fallback=DEFAULT)))
     off = TemplateSource(Engine(Settings.from_env(detector="default", detect_fallback="none")))
     assert on.identity()["detect_fallback"] == describe(DEFAULT_STEPS) != "none"
+    # The angles are part of the identity; a cascade without rotation keeps its earlier name.
+    assert describe(DEFAULT_STEPS) == "pad,pad-cnn,rot,rot-cnn@0.25/-15,15,-30,30,-45,45"
+    assert describe(("pad", "pad-cnn")) == "pad,pad-cnn@0.25"
     assert off.identity()["detect_fallback"] == "none"
     assert "flip-mean" in on.identity()["preprocessing"]
+
+
+@pytest.mark.parametrize(("height", "width"), [(40, 60), (61, 33)])
+@pytest.mark.parametrize("degrees", [-30.0, 15.0, 37.0, 90.0])
+def test_rotate_image_maps_its_points_back(height: int, width: int, degrees: float) -> None:
+    """A bright 3x3 block, turned: its centre of mass maps back to where it was."""
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[10:13, 20:23] = 255  # centred on (21.5, 11.5) in continuous pixel coordinates
+    turned, matrix = rotate_image(image, degrees)
+    theta = np.deg2rad(degrees)
+    assert turned.shape[:2] == (
+        int(np.ceil(abs(width * np.sin(theta)) + abs(height * np.cos(theta)) - 1e-9)),
+        int(np.ceil(abs(width * np.cos(theta)) + abs(height * np.sin(theta)) - 1e-9)),
+    )
+    weight = np.where(turned[..., 0] > 20, turned[..., 0], 0).astype(np.float64)
+    ys, xs = np.nonzero(weight)
+    w = weight[ys, xs]
+    cx, cy = ((xs + 0.5) @ w) / w.sum(), ((ys + 0.5) @ w) / w.sum()
+    back = matrix @ np.array([cx, cy, 1.0])
+    assert np.allclose(back, (21.5, 11.5), atol=0.1)
+
+
+def test_rotate_image_turns_counter_clockwise_and_fills_with_the_mean() -> None:
+    image = np.zeros((40, 60, 3), dtype=np.uint8)
+    image[10:13, 20:23] = 255  # up and to the left of the centre
+    turned, _ = rotate_image(image, 90.0)
+    assert turned.shape[:2] == (60, 40)
+    ys, xs = np.nonzero(turned[..., 0] > 100)
+    # A quarter turn counter-clockwise takes up-left to down-left: offset (-8.5, -8.5) from the
+    # centre (30, 20) goes to (-8.5, +8.5) from the new centre (20, 30).
+    assert (xs.mean() + 0.5, ys.mean() + 0.5) == (11.5, 38.5)
+    corner = rotate_image(np.full((40, 60, 3), 90, dtype=np.uint8), 45.0)[0][0, 0]
+    assert corner.tolist() == [90, 90, 90]
+
+
+def test_turn_back_keeps_the_box_size_and_turns_the_landmarks() -> None:
+    matrix = np.array([[0.0, -1.0, 50.0], [1.0, 0.0, 0.0]])  # a quarter turn plus a shift
+    pts = ((10.0, 20.0), (30.0, 20.0), (20.0, 30.0), (12.0, 40.0), (28.0, 40.0))
+    found = Detection(Box(0.0, 10.0, 40.0, 40.0), 99.0, pts, "mtcnn")
+    (back,) = turn_back([found], matrix)
+    assert back.box == Box(0.0, 0.0, 40.0, 40.0)  # centre (20, 30) -> (20, 20), same size
+    assert back.landmarks[0] == (30.0, 10.0) and back.landmarks[4] == (10.0, 28.0)
+    assert back.detector == "mtcnn" and back.confidence == 99.0
+
+
+def _tilted_crop(engine: Engine, image: RGBImage, degrees: float, keep: float) -> tuple[RGBImage, np.ndarray]:
+    """A square crop of ``keep`` times the HOG box's side around the face of ``image`` turned by
+    ``degrees``; and the 2x3 matrix from ``image``'s pixels to the crop's."""
+    box = engine.detect(image, detector="hog")[0].box
+    turned, back = rotate_image(image, degrees)
+    forward = np.linalg.inv(np.vstack([back, [0.0, 0.0, 1.0]]))[:2]
+    cx, cy = forward @ np.array([box.left + box.width / 2, box.top + box.height / 2, 1.0])
+    side = int(box.width * keep)
+    left, top = int(cx - side / 2), int(cy - side / 2)
+    crop = np.ascontiguousarray(turned[top : top + side, left : left + side])
+    return crop, forward - np.array([[0.0, 0.0, left], [0.0, 0.0, top]])
+
+
+@pytest.mark.parametrize("scale", [1, 4])
+def test_rotation_step_finds_a_tilted_tight_crop_and_maps_its_landmarks(
+    cascade: Engine, no_fallback: Engine, fr_images: Path, scale: int
+) -> None:
+    """At scale 4 (732 px) the rotation steps look at a copy scaled down to ROTATE_MAX_SIDE: the
+    landmarks must come back in the crop's own pixels all the same."""
+    photo = cascade.load_image(fr_images / "obama2.jpg")
+    crop, to_crop = _tilted_crop(cascade, photo, -30.0, 0.7)
+    if scale != 1:
+        size = (crop.shape[1] * scale, crop.shape[0] * scale)
+        crop = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BICUBIC))
+        to_crop = to_crop * scale
+        assert max(pad_image(crop)[0].shape[:2]) > ROTATE_MAX_SIDE
+    # The premise: MTCNN, MTCNN on the padded crop and MMOD on it all miss this tilted face.
+    padded, _, _ = pad_image(crop)
+    assert cascade.detect(crop, detector="mtcnn") == []
+    assert cascade.detect(padded, detector="mtcnn") == cascade.detect(padded, detector="cnn") == []
+    assert no_fallback.detect(crop) == []
+    assert Engine(replace(cascade.settings, detect_fallback="pad,pad-cnn")).detect(crop) == []
+
+    (face,) = cascade.detect(crop)
+    assert face.detector == "mtcnn" and -30.0 in ROTATIONS
+    # Known answer: the upright photo's landmarks, carried into the crop by the same turn, are
+    # where the rotation step put them. MTCNN's landmarks on a tight crop wander by about a tenth
+    # of the distance between the eyes (0.08-0.14 here); a turn the wrong way, or none, puts
+    # them off by more than half of it.
+    upright = cascade.detect(photo, detector="mtcnn", max_faces=1)[0]
+    expected = np.array([to_crop @ np.array([x, y, 1.0]) for x, y in upright.landmarks])
+    got = np.array(face.landmarks)
+    eyes = float(np.linalg.norm(expected[0] - expected[1]))
+    assert np.linalg.norm(got - expected, axis=1).max() < 0.25 * eyes
+    # The face is the same person as the upright photo's: within dlib's 0.6 and far nearer than
+    # another man's photo.
+    template = _template(cascade, crop)
+    same = np.linalg.norm(template - _template(cascade, photo))
+    other = np.linalg.norm(template - _template(cascade, cascade.load_image(fr_images / "biden.jpg")))
+    assert same < 0.6 and same < other - 0.2
+
+
+def test_rotation_steps_look_on_a_small_copy_for_faces_that_fill_it(
+    cascade: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a faceless 1600x1200 photo every step runs: the turned pictures are copies of at most
+    ROTATE_MAX_SIDE pixels (turned, at most that times sqrt 2), searched only for faces of at
+    least ROTATE_MIN_FRACTION of the copy's shorter side."""
+    photo = np.asarray(Image.fromarray(skimage_data.coffee()).resize((1600, 1200)))
+    calls: list[tuple[str, tuple[int, int], int]] = []
+    real = cascade.detector
+
+    class Recording:
+        def __init__(self, name: str | None) -> None:
+            self.inner = real(name)
+
+        def detect(self, image: RGBImage, *, min_face_size: int) -> list[Detection]:
+            calls.append((self.inner.name, image.shape[:2], min_face_size))
+            return self.inner.detect(image, min_face_size=min_face_size)
+
+    monkeypatch.setattr(cascade, "detector", Recording)
+    assert cascade.detect(photo) == []
+    first, pad, pad_cnn, *turned = calls
+    assert first[1] == (768, 1024) and first[2] == 15  # scaled to detect_max_side: 24 px -> 15
+    assert pad[1] == pad_cnn[1] == (1152, 1536) and pad[2] == pad_cnn[2] == 15
+    assert [name for name, _, _ in turned] == ["mtcnn"] * len(ROTATIONS) + ["cnn"] * len(ROTATIONS)
+    for _, (height, width), min_face in turned:
+        assert max(height, width) <= ROTATE_MAX_SIDE * np.sqrt(2) + 1
+        assert min_face == round(ROTATE_MIN_FRACTION * 288)  # the copy is 384 x 288
+    shapes = [shape for _, shape, _ in turned]
+    assert shapes[: len(ROTATIONS)] == shapes[len(ROTATIONS) :]  # both detectors, the same turns
