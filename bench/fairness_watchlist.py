@@ -16,7 +16,10 @@ compares the two runs pair by pair (exact McNemar test): probes matched only bef
 deployed, and the two-sided p-value that the difference between those two counts is chance.
 Needs ``bench/fairness_templates.py`` first.
 
-    .venv/bin/python bench/fairness_watchlist.py
+    .venv/bin/python bench/fairness_watchlist.py [--seeds 20]
+
+With ``--seeds N`` it also repeats the paired comparison on the splits of seeds 0 to N-1 and
+says, per group, in how many the deployed scoring matched fewer of the same innocent probes.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ def watchlist(emb: np.ndarray, subjects: np.ndarray, groups: np.ndarray, scorer:
         [Grouping.of("group", [str(g) for g in groups])],
         {"80": tau},
         seed=0,
-        names=[str(i) for i in range(len(emb))],
+        names=[str(s) for s in subjects],  # the paths: each image its own person
+        subject_names=[str(s) for s in subjects],
         similarity=scorer.similarity,
         half_offsets=half,
     )
@@ -58,10 +62,11 @@ def watchlist(emb: np.ndarray, subjects: np.ndarray, groups: np.ndarray, scorer:
     return out
 
 
-def matched_probes(emb: np.ndarray, subjects: np.ndarray, scorer: Scorer) -> np.ndarray:
+def matched_probes(emb: np.ndarray, subjects: np.ndarray, scorer: Scorer, seed: int = 0) -> np.ndarray:
     """Innocent probe -> matched at similarity 80, for the split ``watchlist`` uses (its indices)."""
     codes = np.unique(subjects, return_inverse=True)[1]
-    sp = split(codes, 0)
+    names = [str(s) for s in subjects]  # each image its own person (and its path)
+    sp = split(codes, seed, subject_names=names, image_names=names)
     gallery, probes = emb[sp.gallery].astype(np.float64), emb[sp.nonmated].astype(np.float64)
     d = np.sqrt(
         np.maximum((probes**2).sum(1)[:, None] + (gallery**2).sum(1)[None, :] - 2 * probes @ gallery.T, 0)
@@ -83,7 +88,33 @@ def cell(c: tuple[int, int]) -> str:
     return f"{c[0]}/{c[1]} ({100 * c[0] / max(c[1], 1):.0f}%, {100 * lo:.0f}-{100 * hi:.0f}%)"
 
 
+def over_seeds(
+    before: tuple[np.ndarray, np.ndarray, Scorer],
+    after: tuple[np.ndarray, np.ndarray, Scorer],
+    groups: np.ndarray,
+    seeds: int,
+) -> None:
+    """Per group, over ``seeds`` splits: how often the deployed scoring matched fewer of the same
+    innocent probes than before, and the spread of the two counts."""
+    tally: dict[str, list[tuple[int, int]]] = {}
+    for seed in range(seeds):
+        hb, ha = matched_probes(*before, seed=seed), matched_probes(*after, seed=seed)
+        g = groups[hb[:, 0]]
+        for name in ["all", *sorted(set(g.tolist()))]:
+            sel = np.ones(len(g), bool) if name == "all" else g == name
+            tally.setdefault(name, []).append((int(hb[sel, 1].sum()), int(ha[sel, 1].sum())))
+    print(f"\nOver seeds 0-{seeds - 1} (each a different split into gallery and innocent probes):\n")
+    print("| group | deployed fewer / same / more | before: median (range) | deployed: median (range) |")
+    print("|---|---|---|---|")
+    for name, counts in tally.items():
+        b, a = np.array([c[0] for c in counts]), np.array([c[1] for c in counts])
+        verdict = f"{int((a < b).sum())} / {int((a == b).sum())} / {int((a > b).sum())}"
+        spread = [f"{np.median(x):.0f} ({x.min()}-{x.max()})" for x in (b, a)]
+        print(f"| {name} | {verdict} | {spread[0]} | {spread[1]} |")
+
+
 def main() -> None:
+    seeds = int(sys.argv[sys.argv.index("--seeds") + 1]) if "--seeds" in sys.argv else 0
     before_scorer = Scorer(raw_table())
     deployed_scorer = default_scorer()
     for name, column in SETS.items():
@@ -110,6 +141,13 @@ def main() -> None:
                 g
             ], g
             print(f"| {g} | {cell(before[g])} | {cell(after[g])} | {mcnemar(b, a)} |")
+        if seeds:
+            over_seeds(
+                (plain.plain[both], plain.subjects[both], before_scorer),
+                (deployed.templates[both], deployed.subjects[both], deployed_scorer),
+                groups,
+                seeds,
+            )
 
 
 if __name__ == "__main__":

@@ -72,12 +72,56 @@ def test_split_is_seeded_and_disjoint() -> None:
     subj = np.repeat(np.arange(10), 3)
     a, b = split(subj, 4), split(subj, 4)
     assert a.gallery.tolist() == b.gallery.tolist()
-    assert len(a.gallery) == 5
+    assert 1 <= len(a.gallery) <= 9  # about half: each subject's hash decides
+    assert split(subj, 5).gallery.tolist() != a.gallery.tolist()  # another seed, another split
     enrolled = set(subj[a.gallery].tolist())
     assert all(subj[i] in enrolled for i in a.mated)
     assert not any(subj[i] in enrolled for i in a.nonmated)
     assert (subj[a.gallery[a.mate_pos]] == subj[a.mated]).all()
     assert len(a.gallery) + len(a.mated) + len(a.nonmated) == subj.size
+
+
+def test_split_keeps_everyone_s_role_when_other_images_come_or_go() -> None:
+    """The split hashes names: dropping or adding images (a detector that finds fewer or more
+    faces) changes no one else's role, and the gallery image of an enrolled person stays put."""
+    rng = np.random.default_rng(0)
+    people = [f"person{k}" for k in range(400)]
+    who = [p for p in people for _ in range(3)]
+    images = [f"{p}/{i}.jpg" for p in people for i in range(3)]
+    full = _roles(who, images, seed=7)
+    keep = rng.random(len(images)) > 0.2  # a detector that misses a fifth of the images
+    part = _roles(
+        [w for w, k in zip(who, keep, strict=True) if k],
+        [m for m, k in zip(images, keep, strict=True) if k],
+        7,
+    )
+    assert 0.4 < sum(r == "gallery" for r in full.values()) / len(people) < 0.6
+    for image, role in part.items():
+        if role != "gallery" or full[image] == "gallery":  # a gallery image lost promotes another
+            assert full[image] == role, image
+    enrolled = {m.split("/")[0] for m, r in full.items() if r != "probe"}
+    assert enrolled >= {m.split("/")[0] for m, r in part.items() if r != "probe"}
+    # With two subjects, whatever their draws: one is enrolled, one is not.
+    for seed in range(20):
+        sp = split(np.array([0, 0, 1]), seed)
+        assert len(sp.gallery) == 1 and len(sp.nonmated) >= 1
+
+
+def _roles(who: list[str], images: list[str], seed: int) -> dict[str, str]:
+    codes = np.unique(who, return_inverse=True)[1]
+    sp = split(codes, seed, subject_names=who, image_names=images)
+    roles = {images[i]: "gallery" for i in sp.gallery}
+    roles.update({images[i]: "mated" for i in sp.mated})
+    roles.update({images[i]: "probe" for i in sp.nonmated})
+    assert len(roles) == len(images)
+    return roles
+
+
+def test_split_refuses_mismatched_names() -> None:
+    with pytest.raises(ValueError, match="one subject name"):
+        split(np.array([0, 1]), 0, subject_names=["a"])
+    with pytest.raises(ValueError, match="two codes"):
+        split(np.array([0, 1]), 0, subject_names=["a", "a"])
 
 
 def test_group_names_sort_numbers_as_numbers() -> None:
@@ -185,7 +229,7 @@ def test_identification_searches_by_score() -> None:
     half = rng.uniform(-0.15, 0.15, size=len(subj))
     g = Grouping.of("grp", groups)
     names = [f"img{i}" for i in range(len(subj))]
-    sp = split(subj, 2)
+    sp = split(subj, 2, image_names=names)  # as evaluate_identification splits
     score = np.array(
         [[np.linalg.norm(emb[p] - emb[q]) - half[p] - half[q] for q in sp.gallery] for p in range(len(subj))]
     )

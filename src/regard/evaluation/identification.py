@@ -1,10 +1,12 @@
 """1:N identification: a gallery and probe split, FPIR/FNIR per group, a watchlist test.
 
-Subjects are split with a seed: half are *enrolled* (one image each in the gallery, their other
-images are mated probes), the other half are not (all their images are non-mated probes: people
-who are not on the list). A search returns every gallery entry whose score (the distance minus
-the probe's and the entry's half offsets, as in ``regard.scoring.calibrate.Scorer``) is at or below the
-threshold, so the candidate list can be as long as the gallery; candidates rank by score.
+Subjects are split with a seed (:func:`split`, by a hash of the seed and each subject's name,
+so the split does not move when a run acquires other images): half are *enrolled* (one image each
+in the gallery, their other images are mated probes), the other half are not (all their images
+are non-mated probes: people who are not on the list). A search returns every gallery entry
+whose score (the distance minus the probe's and the entry's half offsets, as in
+``regard.scoring.calibrate.Scorer``) is at or below the threshold, so the candidate list can be
+as long as the gallery; candidates rank by score.
 
 - FPIR (false positive identification rate): share of non-mated probes with at least one
   candidate.
@@ -16,6 +18,7 @@ threshold, so the candidate list can be as long as the gallery; candidates rank 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,27 +40,57 @@ class Split:
     nonmated: np.ndarray  # acquired-image indices of probes whose subject is not enrolled
 
 
-def split(subjects: np.ndarray, seed: int) -> Split:
-    """Seeded gallery/probe split of the acquired images by subject (integer codes)."""
-    rng = np.random.default_rng(seed)
+#: A subject whose draw is below this (half of all 64-bit draws) is enrolled.
+HALF_OF_DRAWS = 1 << 63
+
+
+def _draw(seed: int, key: str) -> int:
+    """A stable pseudo-random number for ``key`` under ``seed``."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest(), "big")
+
+
+def split(
+    subjects: np.ndarray,
+    seed: int,
+    *,
+    subject_names: Sequence[str] | None = None,
+    image_names: Sequence[str] | None = None,
+) -> Split:
+    """Seeded gallery/probe split of the acquired images by subject.
+
+    Every subject and every image draws a number from a hash of the seed and its name
+    (``subject_names`` and ``image_names``, one per image; by default the subject code and the
+    position). A subject whose draw falls in the lower half of all draws is enrolled (about half
+    of them; with two or more subjects at least one is enrolled and one is not), with its image
+    of smallest draw in the gallery. So a person's role depends only on the seed and who they
+    are: two runs whose detectors acquired different images (a fallback step, another detector)
+    enrol the same people and probe with the same people wherever both acquired them, and their
+    watchlist counts compare person by person.
+    """
     subj = np.asarray(subjects)
-    unique = np.unique(subj)
-    order = rng.permutation(unique.size)
-    enrolled = set(unique[order[: (unique.size + 1) // 2]].tolist())
-    gallery: list[int] = []
-    pos: dict[int, int] = {}
-    mated: list[int] = []
-    nonmated: list[int] = []
-    for idx in rng.permutation(subj.size).tolist():
-        s = int(subj[idx])
-        if s not in enrolled:
-            nonmated.append(idx)
-        elif s not in pos:
-            pos[s] = len(gallery)
-            gallery.append(idx)
-        else:
-            mated.append(idx)
-    g = np.array(sorted(gallery), dtype=np.int64)
+    who = [str(s) for s in subj] if subject_names is None else [str(s) for s in subject_names]
+    what = [str(i) for i in range(subj.size)] if image_names is None else [str(n) for n in image_names]
+    if len(who) != subj.size or len(what) != subj.size:
+        raise ValueError("need one subject name and one image name per image")
+    code_of: dict[str, int] = {}
+    for code, name in zip(subj.tolist(), who, strict=True):
+        if code_of.setdefault(name, int(code)) != int(code):
+            raise ValueError(f"subject {name!r} has two codes")
+    ranked = sorted(code_of, key=lambda name: (_draw(seed, name), name))
+    chosen_names = [name for name in ranked if _draw(seed, name) < HALF_OF_DRAWS]
+    if len(ranked) >= 2:  # at least one person on the list and one not
+        chosen_names = ranked[: min(max(len(chosen_names), 1), len(ranked) - 1)]
+    enrolled = {code_of[name] for name in chosen_names}
+    gallery_of: dict[int, int] = {}  # enrolled subject -> its image with the smallest draw
+    for idx, code in enumerate(subj.tolist()):
+        if int(code) in enrolled:
+            best = gallery_of.setdefault(int(code), idx)
+            if (_draw(seed, what[idx]), what[idx]) < (_draw(seed, what[best]), what[best]):
+                gallery_of[int(code)] = idx
+    chosen = set(gallery_of.values())
+    mated = [i for i, code in enumerate(subj.tolist()) if int(code) in enrolled and i not in chosen]
+    nonmated = [i for i, code in enumerate(subj.tolist()) if int(code) not in enrolled]
+    g = np.array(sorted(chosen), dtype=np.int64)
     where = {int(subj[i]): k for k, i in enumerate(g)}
     m = np.array(sorted(mated), dtype=np.int64)
     return Split(
@@ -83,11 +116,13 @@ def evaluate_identification(
     names: Sequence[str],
     similarity: Any,
     half_offsets: np.ndarray | None = None,
+    subject_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Everything the report says about 1:N search. ``thresholds`` are scores; ``names`` label
-    acquired images in examples; ``similarity`` maps a score to the shipped similarity (or None);
-    ``half_offsets`` has one entry per row of ``emb`` (None: scores are raw distances)."""
-    sp = split(subjects, seed)
+    acquired images in examples and key the split (with ``subject_names``: :func:`split`);
+    ``similarity`` maps a score to the shipped similarity (or None); ``half_offsets`` has one
+    entry per row of ``emb`` (None: scores are raw distances)."""
+    sp = split(subjects, seed, subject_names=subject_names, image_names=names)
     emb = np.asarray(emb, dtype=np.float64)
     half = (
         np.zeros(emb.shape[0]) if half_offsets is None else np.asarray(half_offsets, np.float64).reshape(-1)
