@@ -17,7 +17,7 @@ from regard.evaluation import scorer_for
 from regard.evaluation.bias import BiasOptions, run_bias_audit
 from regard.evaluation.dataset import NO_FACE, OK, Dataset, Templates
 from regard.evaluation.gates import check_gates, load_gates
-from regard.evaluation.metrics import threshold_at_fmr
+from regard.evaluation.metrics import bootstrap_fmr, bootstrap_fnmr, threshold_at_fmr
 from regard.evaluation.report import SECTIONS, render_html, write_report
 from regard.scoring.calibrate import CalibrationTable, Scorer, raw_scorer
 from regard.scoring.normalize import ScoreNormalizer
@@ -81,6 +81,34 @@ def _options(**kw: object) -> BiasOptions:
     return BiasOptions(**base)  # type: ignore[arg-type]
 
 
+def _per_subject(
+    ds: Dataset, t: Templates, scorer: Scorer, tau: float, race: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pair at a time, among the images of ``race`` (None: all): images per subject and the
+    false-matching pairs as rows of subject indices (as :func:`bootstrap_fmr` takes them); false
+    non-matches and genuine pairs per subject (as :func:`bootstrap_fnmr`). Subjects in name order."""
+    acquired = [int(i) for i in np.nonzero(t.acquired)[0] if race is None or ds.labels["race"][i] == race]
+    emb = t.embeddings[acquired].astype(np.float64)
+    half = scorer.half_offsets(t.embeddings[acquired])
+    names = sorted({ds.subjects[i] for i in acquired})
+    index = {name: k for k, name in enumerate(names)}
+    images = np.zeros(len(names))
+    errors, genuine = np.zeros(len(names)), np.zeros(len(names))
+    false_matches = []
+    for i in acquired:
+        images[index[ds.subjects[i]]] += 1
+    for (a, i), (b, j) in itertools.combinations(enumerate(acquired), 2):
+        score = float(np.linalg.norm(emb[a] - emb[b]) - half[a] - half[b])
+        assert abs(score - tau) > 1e-5  # no pair so near the threshold that rounding could move it
+        s, u = index[ds.subjects[i]], index[ds.subjects[j]]
+        if s == u:
+            errors[s] += score > tau
+            genuine[s] += 1
+        elif score <= tau:
+            false_matches.append(sorted((s, u)))
+    return images, np.array(false_matches, dtype=np.int64).reshape(-1, 2), errors, genuine
+
+
 def test_audit_numbers_are_consistent() -> None:
     ds, t = _synthetic()
     rep = run_bias_audit(ds, t, SYSTEM, _options(), _scorer(t)).report
@@ -115,6 +143,23 @@ def test_audit_numbers_are_consistent() -> None:
                     lo, hi = x["ci95_simultaneous"][key]
                     where = (point["label"], spec, metric, key)
                     assert 1.0 <= lo <= x[key] * (1 + 1e-9) and x[key] <= hi * (1 + 1e-9), where
+    # One set of replicates per group: a group's own FNMR interval is the percentile interval of
+    # the resamples drawn with (seed, its index), those its differential reads; "all" keeps the seed.
+    told = 0
+    for point in rep["operating_points"]:
+        for k, (g, v) in enumerate(sorted(point["by_group"]["race"].items())):
+            images, false_matches, errs, pairs = _per_subject(ds, t, _scorer(t), point["score"], g)
+            own_fmr = bootstrap_fmr(images, false_matches, replicates=200, seed=(0, k))
+            own_fnmr = bootstrap_fnmr(errs, pairs, replicates=200, seed=(0, k))
+            assert v["fmr"]["ci95_bootstrap_subjects"] == pytest.approx(own_fmr)
+            assert v["fnmr"]["ci95_bootstrap_subjects"] == pytest.approx(own_fnmr)
+            if len(false_matches):  # the seed tells (without errors the interval is (0, 0))
+                told += own_fmr != pytest.approx(bootstrap_fmr(images, false_matches, replicates=200, seed=0))
+    assert told >= 3
+    images, false_matches, errs, pairs = _per_subject(ds, t, _scorer(t), p["score"], None)
+    assert p["global"]["fmr"]["ci95_bootstrap_subjects"] == pytest.approx(
+        bootstrap_fmr(images, false_matches, replicates=200, seed=0)
+    )
     unbooted = run_bias_audit(ds, t, SYSTEM, _options(bootstrap=0), _scorer(t)).report
     assert unbooted["operating_points"][0]["differentials"]["race"]["fnmr"]["ci95_simultaneous"] is None
     cross = p["cross_group_fmr"]["race"]

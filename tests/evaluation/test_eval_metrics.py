@@ -21,6 +21,7 @@ from regard.evaluation.metrics import (
     group_rates,
     make_rate,
     min_impostors_for,
+    replicate_interval,
     resampled_fmr,
     subject_rate_replicates,
     threshold_at_fmr,
@@ -236,6 +237,9 @@ def test_replicates_are_the_resamples_behind_the_rate_intervals() -> None:
     assert bootstrap_fnmr(e, pairs, replicates=300, seed=7) == pytest.approx(
         tuple(np.quantile(num / den, [0.025, 0.975]))
     )
+    # replicate_interval reads those replicates back into the same interval.
+    assert replicate_interval(num, den) == bootstrap_fnmr(e, pairs, replicates=300, seed=7)
+    assert replicate_interval(np.zeros(3), np.zeros(3)) is None  # no replicate has a trial
     # Each replicate draws as many subjects as the group has.
     assert set(np.round(subject_rate_replicates(np.zeros(5), np.ones(5), 50, 1)[1])) == {5.0}
 

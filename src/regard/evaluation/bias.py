@@ -30,14 +30,13 @@ from regard.evaluation.metrics import (
     MIN_EXPECTED_ERRORS,
     MIN_GENUINE_PAIRS,
     Rate,
-    bootstrap_fmr,
-    bootstrap_fnmr,
     differential,
     differential_interval,
     fmr_replicates,
     group_rates,
     make_rate,
     min_impostors_for,
+    replicate_interval,
     subject_rate_replicates,
     threshold_from_smallest,
 )
@@ -152,7 +151,9 @@ def run_bias_audit(
     report["acquisition"] = _acquisition(dataset, templates, specs, all_values, options)
 
     # -- pairs ---------------------------------------------------------------------------------
-    gallery_size = int(identification.split(subj, options.seed).gallery.size) if len(acquired) else 0
+    names = [dataset.paths[i] for i in acquired]
+    roles = identification.split(subj, options.seed, subject_names=subj_names, image_names=names)
+    gallery_size = int(roles.gallery.size)
     fixed: dict[str, float] = {}
     if scorer is not None:
         fixed["similarity 80 (shipped table)"] = scorer.score_for_similarity(80.0)
@@ -210,7 +211,6 @@ def run_bias_audit(
     report["operating_points"] = points
     report["calibration"] = _calibration(scores, scorer)
     sim = (lambda x: scorer.similarity(x)) if scorer else (lambda x: None)
-    names = [dataset.paths[i] for i in acquired]
     report["identification"] = identification.evaluate_identification(
         emb,
         subj,
@@ -220,6 +220,7 @@ def run_bias_audit(
         names=names,
         similarity=sim,
         half_offsets=half,
+        subject_names=subj_names,
     )
     return BiasData(report, scores, groupings, points)
 
@@ -368,9 +369,10 @@ def _measure_point(
         totals = scores.impostor_totals(g.spec)
         fmr_rates: dict[str, Rate] = {}
         fnmr_rates: dict[str, Rate] = {}
-        # Replicate counts per group for the differentials' intervals: each group's subjects are
-        # resampled on their own, with a seed of its own (the same seed would draw the same
-        # indices for groups of equal size and tie their replicates together).
+        # One set of subject resamples per group gives both its own interval and the
+        # differentials' (metrics.differential_interval). Each group of a grouping is resampled
+        # on its own with a seed of its own (the same seed would draw the same indices for groups
+        # of equal size and tie their replicates together); "all" keeps the run's seed.
         fmr_reps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         fnmr_reps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         per: dict[str, Any] = {}
@@ -386,14 +388,15 @@ def _measure_point(
             if options.bootstrap > 0:
                 counts, local = _fmr_subjects(scores, subj, g.codes == k, sel_t, tau)
                 e, n = _fnmr_subjects(subj[gi[sel_g]], gd > tau)
-                fmr = _with_fmr_bootstrap(fmr, counts, local, options.bootstrap, seed)
-                fnmr = _with_fnmr_bootstrap(fnmr, e, n, options.bootstrap, seed)
+                draw: int | tuple[int, int] = seed if g.spec == ALL else (seed, k)
+                fmr_draws = fmr_replicates(counts, local, options.bootstrap, draw) if fmr.trials else None
+                fnmr_draws = subject_rate_replicates(e, n, options.bootstrap, draw) if fnmr.trials else None
+                fmr, fnmr = _with_interval(fmr, fmr_draws), _with_interval(fnmr, fnmr_draws)
                 if g.spec != ALL:
-                    own = (seed, k)
-                    if fmr.estimable and fmr.trials:
-                        fmr_reps[name] = fmr_replicates(counts, local, options.bootstrap, own)
-                    if fnmr.estimable and fnmr.trials:
-                        fnmr_reps[name] = subject_rate_replicates(e, n, options.bootstrap, own)
+                    if fmr.estimable and fmr_draws is not None:
+                        fmr_reps[name] = fmr_draws
+                    if fnmr.estimable and fnmr_draws is not None:
+                        fnmr_reps[name] = fnmr_draws
             fmr_rates[name], fnmr_rates[name] = fmr, fnmr
             per[name] = {"fmr": fmr.to_dict(), "fnmr": fnmr.to_dict()}
         by_group[g.spec] = per
@@ -448,19 +451,11 @@ def _fnmr_subjects(pair_subjects: np.ndarray, errors: np.ndarray) -> tuple[np.nd
     return e, n
 
 
-def _with_fmr_bootstrap(
-    rate: Rate, counts: np.ndarray, local: np.ndarray, replicates: int, seed: int
-) -> Rate:
-    if rate.trials == 0:
+def _with_interval(rate: Rate, draws: tuple[np.ndarray, np.ndarray] | None) -> Rate:
+    """``rate`` with the percentile interval of its replicates' rates (errors / trials)."""
+    if draws is None or rate.trials == 0:
         return rate
-    ci = bootstrap_fmr(counts, local, replicates=replicates, seed=seed)
-    return Rate(rate.errors, rate.trials, rate.ci, rate.estimable, ci, rate.note)
-
-
-def _with_fnmr_bootstrap(rate: Rate, e: np.ndarray, n: np.ndarray, replicates: int, seed: int) -> Rate:
-    if rate.trials == 0:
-        return rate
-    ci = bootstrap_fnmr(e, n, replicates=replicates, seed=seed)
+    ci = replicate_interval(*draws)
     return Rate(rate.errors, rate.trials, rate.ci, rate.estimable, ci, rate.note)
 
 

@@ -225,6 +225,17 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float] |
     return (float(lo), float(hi))
 
 
+def replicate_interval(
+    errors: np.ndarray, trials: np.ndarray, confidence: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile interval of a rate from its replicates' (errors, trials), as
+    :func:`fmr_replicates` and :func:`subject_rate_replicates` give them; replicates without
+    trials are left out (None when none has any)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = np.asarray(errors, dtype=np.float64) / np.asarray(trials, dtype=np.float64)
+    return _percentiles(rates, confidence)
+
+
 def differential_interval(
     observed: Mapping[str, tuple[int, int]],
     replicates: Mapping[str, tuple[np.ndarray, np.ndarray]],
@@ -301,7 +312,7 @@ def bootstrap_fnmr(
     pairs_per_subject: np.ndarray,
     *,
     replicates: int = 1000,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     confidence: float = 0.95,
 ) -> tuple[float, float] | None:
     """Percentile interval of a false non-match rate, resampling subjects with replacement.
@@ -327,7 +338,7 @@ def bootstrap_fmr(
     false_match_pairs: np.ndarray,
     *,
     replicates: int = 1000,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     confidence: float = 0.95,
 ) -> tuple[float, float] | None:
     """Percentile interval of a false-match rate among all impostor pairs of a set of subjects.
