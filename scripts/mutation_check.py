@@ -118,6 +118,10 @@ METRICS = "src/regard/evaluation/metrics.py"
 GATES = "src/regard/evaluation/gates.py"
 BIAS = "src/regard/evaluation/bias.py"
 EVAL_TESTS = (T + "evaluation/test_eval_metrics.py", T + "evaluation/test_eval_bias.py")
+IDENTIFICATION = "src/regard/evaluation/identification.py"
+SPLIT_TESTS = (T + "evaluation/test_eval_pairs.py",)
+ENGINE = "src/regard/face/engine.py"
+FALLBACK_TESTS = (T + "face/detect/test_fallback.py",)
 ASSESSMENT = "src/regard/accountability/assessment.py"
 ASSESS_LIVE = (
     T + "accountability/test_assessment_live.py::test_identification_needs_an_approved_current_assessment"
@@ -387,6 +391,51 @@ MUTANTS: tuple[Mutant, ...] = (
         "            if options.bootstrap > 0 and spec != ALL and rates[g].estimable and not reps:\n",
         "the failure-to-acquire disparity's interval is drawn from the first group alone",
         EVAL_TESTS,
+    ),
+    Mutant(
+        "interval-groups-share-a-seed",
+        BIAS,
+        "draw: int | tuple[int, int] = seed if g.spec == ALL else (seed, k)",
+        "draw: int | tuple[int, int] = seed",
+        "every group of a grouping is resampled with the run's seed: groups of equal size draw the "
+        "same indices and their intervals move together",
+        (T + "evaluation/test_eval_bias.py::test_audit_numbers_are_consistent",),
+    ),
+    # -- the watchlist test's split (who is on the list) -------------------------------------------
+    Mutant(
+        "split-by-rank",
+        IDENTIFICATION,
+        "chosen_names = [name for name in ranked if _draw(seed, name) < HALF_OF_DRAWS]",
+        "chosen_names = ranked[: (len(ranked) + 1) // 2]",
+        "exactly half the subjects enrolled by rank: a run that acquires other images moves the "
+        "boundary and changes other people's roles, so two runs' watchlists no longer pair up",
+        SPLIT_TESTS,
+    ),
+    Mutant(
+        "split-by-position",
+        IDENTIFICATION,
+        "else [str(n) for n in image_names]",
+        "else [str(i) for i in range(subj.size)]",
+        "gallery images drawn by position, not by name: one image more or less reshuffles them",
+        SPLIT_TESTS,
+    ),
+    # -- the detector fallback's rotation steps ------------------------------------------------------
+    Mutant(
+        "rotation-landmarks-not-turned-back",
+        ENGINE,
+        "on_small = turn_back(finder.detect(picture, min_face_size=min_small), matrix)",
+        "on_small = finder.detect(picture, min_face_size=min_small)",
+        "a face found on a turned picture keeps the turned picture's coordinates: its chip is cut "
+        "from the wrong place",
+        FALLBACK_TESTS,
+    ),
+    Mutant(
+        "rotation-no-size-floor",
+        ENGINE,
+        "round(ROTATE_MIN_FRACTION * shorter)",
+        "0",
+        "the rotation steps look for faces of any size: slower on faceless photos, and false faces",
+        FALLBACK_TESTS,
     ),
     # -- calibration lookup ------------------------------------------------------------------------
     Mutant(
