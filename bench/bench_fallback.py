@@ -6,7 +6,10 @@ Prints:
    fallback cascade on and off: the same faces, the same time (the cascade is never called);
 2. on FairFace crops (spread over demographics/fairface_train) where MTCNN finds nothing: the time
    MTCNN takes to fail, the time the cascade adds, and which step recovers each crop;
-3. the descriptor alone vs the flip-mean template (chip and mirror in one batch), in ms/face.
+3. the descriptor alone vs the flip-mean template (chip and mirror in one batch), in ms/face;
+4. faceless pictures (scikit-image's faceless photos, and background crops of the PASCAL photos
+   in detection/dlib away from every labelled or detected face), where every step runs: the
+   pictures each cascade prefix finds a (false) face in, and its time per picture.
 
 Timings are the best of ``--reps`` passes, the two variants interleaved photo by photo so that
 a busy machine weighs on both alike.
@@ -116,6 +119,99 @@ def _flip(engine: Engine, images: list[RGBImage], reps: int) -> None:
     print(f"   flip-mean (2 chips)     {t_flip / n * 1000:8.2f} ms/face   x{t_flip / t_plain:.2f}")
 
 
+SKIMAGE_FACELESS = (
+    "coffee",
+    "chelsea",
+    "rocket",
+    "horse",
+    "coins",
+    "moon",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "brick",
+    "grass",
+    "gravel",
+    "page",
+    "text",
+    "clock",
+    "colorwheel",
+    "logo",
+    "cell",
+)
+
+
+def _faceless(engine: Engine, crops_per_photo: int) -> list[tuple[str, RGBImage]]:
+    """scikit-image's faceless photos, and square background crops (80 px and up) of the PASCAL
+    photos of detection/dlib that keep half a box away from every labelled or detected face."""
+    import re
+
+    from skimage import data
+
+    out: list[tuple[str, RGBImage]] = []
+    for name in SKIMAGE_FACELESS:
+        image = np.asarray(getattr(data, name)())
+        if image.dtype == bool:
+            image = image.astype(np.uint8) * 255
+        if image.dtype != np.uint8:
+            image = (255 * (image - image.min()) / max(1e-9, float(np.ptp(image)))).astype(np.uint8)
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        out.append((name, np.ascontiguousarray(image[..., :3])))
+    folder = DATASETS / "detection" / "dlib"
+    xml = "".join((folder / f).read_text() for f in ("training.xml", "testing.xml") if (folder / f).is_file())
+    boxes: dict[str, list[tuple[float, float, float, float]]] = {}
+    for m in re.finditer(r"<image file='([^']+)'[^>]*>(.*?)</image>", xml, re.S):
+        found = re.findall(r"top='(-?\d+)' left='(-?\d+)' width='(\d+)' height='(\d+)'", m.group(2))
+        boxes.setdefault(m.group(1), []).extend(
+            (float(b[1]), float(b[0]), float(b[2]), float(b[3])) for b in found
+        )
+    rng = np.random.default_rng(0)
+    for name, labelled in sorted(boxes.items()):
+        image = engine.load_image(folder / name)
+        h, w = image.shape[:2]
+        faces = labelled + [
+            (d.box.left, d.box.top, d.box.width, d.box.height)
+            for det in ("hog", "cnn", "mtcnn")
+            for d in engine.detect(image, detector=det)
+        ]
+        got = 0
+        for _ in range(400):
+            if got >= crops_per_photo or min(h, w) <= 80:
+                break
+            side = int(rng.integers(80, min(h, w)))
+            x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+            if any(
+                x < fl + fw * 1.5
+                and fl - fw * 0.5 < x + side
+                and y < ft + fh * 1.5
+                and ft - fh * 0.5 < y + side
+                for fl, ft, fw, fh in faces
+            ):
+                continue
+            out.append((f"{name}@{x},{y},{side}", np.ascontiguousarray(image[y : y + side, x : x + side])))
+            got += 1
+    return out
+
+
+def _false_faces(on: Engine, pictures: list[tuple[str, RGBImage]]) -> None:
+    steps = on.fallback_steps()
+    cascades = ["none"] + [",".join(steps[:k]) for k in range(1, len(steps) + 1)]
+    engines = [Engine(replace(on.settings, detect_fallback=c)) for c in cascades]
+    for engine in engines:
+        engine.predictors = on.predictors
+    print(f"\n4. faceless pictures: {len(pictures)} (every cascade step runs on them)")
+    for cascade, engine in zip(cascades, engines, strict=True):
+        times, false = np.zeros(len(pictures)), []
+        for i, (name, image) in enumerate(pictures):
+            found = engine.detect(image)
+            times[i] = _best(lambda im=image, e=engine: e.detect(im), 1)
+            if found:
+                false.append(name)
+        cost = f"{times.mean() * 1000:8.1f} ms/picture"
+        print(f"   {cascade:28s} false faces in {len(false):3d}   {cost}   {false}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -123,6 +219,9 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=40, help="celeba_dev photos for 1 and 3")
     parser.add_argument("--crops", type=int, default=400, help="FairFace crops scanned for 2")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--faceless-crops", type=int, default=15, help="background crops per PASCAL photo for 4"
+    )
     args = parser.parse_args()
     celeba = DATASETS / "recognition" / "celeba_dev"
     if not celeba.is_dir():
@@ -152,6 +251,7 @@ def main() -> int:
         print(f"\n2. skipped: {fairface} is absent")
 
     _flip(on, hits, args.reps)
+    _false_faces(on, _faceless(on, args.faceless_crops))
     return 0
 
 
