@@ -191,7 +191,7 @@ def test_template_cache_identity_names_the_fallback() -> None:
     off = TemplateSource(Engine(Settings.from_env(detector="default", detect_fallback="none")))
     assert on.identity()["detect_fallback"] == describe(DEFAULT_STEPS) != "none"
     # The angles are part of the identity; a cascade without rotation keeps its earlier name.
-    assert describe(DEFAULT_STEPS) == "pad,pad-cnn,rot,rot-cnn@0.25/-15,15,-30,30,-45,45"
+    assert describe(DEFAULT_STEPS) == "pad,pad-cnn,rot,rot-cnn@0.25/-15,15,-30,30,-45,45@384,0.25"
     assert describe(("pad", "pad-cnn")) == "pad,pad-cnn@0.25"
     assert off.identity()["detect_fallback"] == "none"
     assert "flip-mean" in on.identity()["preprocessing"]

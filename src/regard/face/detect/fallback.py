@@ -50,9 +50,9 @@ ROTATED = frozenset({"rot", "rot-cnn"})
 #: UTKFace's crops, 224 and 200 px, padded: 336 and 300, are not scaled) ...
 ROTATE_MAX_SIDE = 384
 #: ... and only for faces at least this fraction of its shorter side (three eighths of the
-#: original's; a face that fills a tight crop is at least a half). A faceless photo then costs
-#: them about a second, and they add no false face on the faceless pictures measured
-#: (docs/benchmarks.md); without this floor they found a face in a cat.
+#: original's; a face that fills a tight crop is at least a half). A faceless picture then costs
+#: them about 0.25 s (0.4 s for a 1600x1200 photo), and they found no false face in the 101
+#: faceless pictures measured (docs/benchmarks.md); without this floor they found one in a cat.
 ROTATE_MIN_FRACTION = 0.25
 #: Angles in degrees, counter-clockwise as shown, in the order the rotation steps try them
 #: (the smaller turns first). Chosen on FairFace's fitting half by the lowest failure rate in the
@@ -80,13 +80,14 @@ def parse_steps(value: str) -> tuple[str, ...]:
 def describe(steps: tuple[str, ...]) -> str:
     """The cascade in one string, for cache keys: ``"pad,pad-cnn@0.25"``, or ``"none"``.
 
-    With a rotation step the angles follow: ``"pad,pad-cnn,rot,rot-cnn@0.25/-15,15,-30,30,-45,45"``.
+    With a rotation step its angles, copy size and size floor follow:
+    ``"pad,pad-cnn,rot,rot-cnn@0.25/-15,15,-30,30,-45,45@384,0.25"``.
     """
     if not steps:
         return OFF
     text = f"{','.join(steps)}@{PAD_FRACTION}"
     if ROTATED.intersection(steps):
-        text += "/" + ",".join(f"{a:g}" for a in ROTATIONS)
+        text += "/" + ",".join(f"{a:g}" for a in ROTATIONS) + f"@{ROTATE_MAX_SIDE},{ROTATE_MIN_FRACTION:g}"
     return text
 
 
