@@ -297,8 +297,9 @@ def _acquisition(
                 "quality_rejected": make_rate(qe, qn, min_trials=1).to_dict(),
             }
             if options.bootstrap > 0 and spec != ALL and rates[g].estimable:
-                uniq, inv = np.unique(subjects[labels == g], return_inverse=True)
-                failed = np.bincount(inv, weights=fta[labels == g].astype(np.float64), minlength=uniq.size)
+                member = labels == g
+                uniq, inv = np.unique(subjects[member], return_inverse=True)
+                failed = np.bincount(inv, weights=fta[member].astype(np.float64), minlength=uniq.size)
                 images = np.bincount(inv, minlength=uniq.size).astype(np.float64)
                 reps[g] = subject_rate_replicates(failed, images, options.bootstrap, (options.seed, k))
         out["by_group"][spec] = per

@@ -44,7 +44,7 @@ DIFF_METRICS = {
 FTA_METRICS = {"fta_max_over_min": "max_over_min", "fta_max_over_geomean": "max_over_geomean"}
 POINT_METRICS = {"fmr", "fnmr", "worst_group_fmr", "worst_group_fnmr", "fpir", "fnir", "watchlist_matches"}
 METRICS = set(DIFF_METRICS) | set(FTA_METRICS) | POINT_METRICS | {"failure_to_acquire"}
-#: ``bound`` -> the end of a differential's bootstrap interval it reads.
+#: ``bound`` -> the end of a differential's simultaneous 95% interval it reads.
 BOUNDS = {"upper95": 1, "lower95": 0}
 
 
@@ -168,7 +168,7 @@ def _values(report: dict[str, Any], gate: dict[str, Any]) -> Iterator[tuple[str,
 
 
 def _ratio(where: str, d: dict[str, Any], key: str, bound: str | None) -> tuple[str, float | None, str]:
-    """A differential's ratio, or one end of its bootstrap interval (``bound``)."""
+    """A differential's ratio, or one end of its simultaneous 95% interval (``bound``)."""
     if bound is None or d[key] is None:
         return where, d[key], d["note"]
     ci = (d.get("ci95_simultaneous") or {}).get(key)

@@ -323,14 +323,9 @@ def bootstrap_fnmr(
     e = np.asarray(errors_per_subject, dtype=np.float64)
     n = np.asarray(pairs_per_subject, dtype=np.float64)
     keep = n > 0
-    e, n = e[keep], n[keep]
-    if n.size == 0:
+    if not keep.any():
         return None
-    w = _resample_weights(n.size, replicates, np.random.default_rng(seed))
-    den = w @ n
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rates = (w @ e) / den
-    return _percentiles(rates, confidence)
+    return replicate_interval(*subject_rate_replicates(e[keep], n[keep], replicates, seed), confidence)
 
 
 def bootstrap_fmr(
@@ -350,21 +345,10 @@ def bootstrap_fmr(
     replicate counts ``w_s * w_t`` of each. Copies of one drawn subject are not paired with
     each other (they would be the same person), matching the denominator.
     """
-    n = np.asarray(images_per_subject, dtype=np.float64)
-    if n.size < 2:
+    if np.asarray(images_per_subject).size < 2:
         return None
-    w = _resample_weights(n.size, replicates, np.random.default_rng(seed))
-    return _percentiles(resampled_fmr(n, false_match_pairs, w), confidence)
-
-
-def resampled_fmr(
-    images_per_subject: np.ndarray, false_match_pairs: np.ndarray, weights: np.ndarray
-) -> FloatArray:
-    """The false-match rate of each replicate (row of subject multiplicities ``weights``)."""
-    num, den = resampled_fmr_counts(images_per_subject, false_match_pairs, weights)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rates: FloatArray = num / den
-    return rates
+    draws = fmr_replicates(images_per_subject, false_match_pairs, replicates, seed)
+    return replicate_interval(*draws, confidence)
 
 
 def resampled_fmr_counts(
