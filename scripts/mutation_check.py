@@ -120,7 +120,7 @@ BIAS = "src/regard/evaluation/bias.py"
 EVAL_TESTS = (T + "evaluation/test_eval_metrics.py", T + "evaluation/test_eval_bias.py")
 IDENTIFICATION = "src/regard/evaluation/identification.py"
 SPLIT_TESTS = (T + "evaluation/test_eval_pairs.py",)
-ENGINE = "src/regard/face/engine.py"
+FALLBACK = "src/regard/face/detect/fallback.py"
 FALLBACK_TESTS = (T + "face/detect/test_fallback.py",)
 ASSESSMENT = "src/regard/accountability/assessment.py"
 ASSESS_LIVE = (
@@ -422,18 +422,18 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- the detector fallback's rotation steps ------------------------------------------------------
     Mutant(
         "rotation-landmarks-not-turned-back",
-        ENGINE,
-        "on_small = turn_back(finder.detect(picture, min_face_size=min_small), matrix)",
-        "on_small = finder.detect(picture, min_face_size=min_small)",
+        FALLBACK,
+        "on_small = turn_back(finder.detect(picture, min_face_size=self.min_face_size), matrix)",
+        "on_small = finder.detect(picture, min_face_size=self.min_face_size)",
         "a face found on a turned picture keeps the turned picture's coordinates: its chip is cut "
         "from the wrong place",
         FALLBACK_TESTS,
     ),
     Mutant(
         "rotation-no-size-floor",
-        ENGINE,
-        "round(ROTATE_MIN_FRACTION * shorter)",
-        "0",
+        FALLBACK,
+        "floor = round(ROTATE_MIN_FRACTION * min(self.small.shape[:2]))",
+        "floor = 0",
         "the rotation steps look for faces of any size: slower on faceless photos, and false faces",
         FALLBACK_TESTS,
     ),

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 from regard.config import Settings
 from regard.errors import InvalidParameter
@@ -20,19 +19,7 @@ from regard.face import imaging
 from regard.face.align import face_chips
 from regard.face.analyze import analyze_face
 from regard.face.detect.base import MAX_FACES, Detector, alignment_box, downscale, finalize, rescale
-from regard.face.detect.fallback import (
-    ROTATE_MAX_SIDE,
-    ROTATE_MIN_FRACTION,
-    ROTATED,
-    ROTATIONS,
-    STEPS,
-    extend_for,
-    pad_image,
-    parse_steps,
-    rotate_image,
-    turn_back,
-    unpad,
-)
+from regard.face.detect.fallback import ROTATED, STEPS, Turned, extend_for, pad_image, parse_steps, unpad
 from regard.face.embed import (
     FLIP_MEAN,
     DlibEmbedder,
@@ -229,29 +216,17 @@ class Engine:
         """The first step of the cascade that finds a face, in ``image``'s pixels."""
         padded, dx, dy = pad_image(image)
         height, width = image.shape[:2]
-        turned: dict[float, tuple[RGBImage, npt.NDArray[np.float64]]] = {}  # shared by the rot steps
+        turned: Turned | None = None  # made for the first rotation step, shared by the second
         for step in steps:
             name = STEPS[step]
             finder = primary if name is None else self.detector(name)
-            if step not in ROTATED:
+            if step in ROTATED:
+                turned = turned or Turned(padded, dx, dy, width, height, min_face_size)
+                found = turned.find(finder)
+            else:
                 found = unpad(finder.detect(padded, min_face_size=min_face_size), dx, dy, width, height)
-                if found:
-                    return found
-                continue
-            # The faces these steps are for fill the picture (fallback.py): they look on a copy of
-            # at most ROTATE_MAX_SIDE pixels, and only for faces at least ROTATE_MIN_FRACTION of
-            # its shorter side, which bounds a faceless photo's time and its false faces.
-            small, factor = downscale(padded, ROTATE_MAX_SIDE)
-            shorter = min(small.shape[:2])
-            min_small = max(round(min_face_size * factor), round(ROTATE_MIN_FRACTION * shorter), 1)
-            for angle in ROTATIONS:
-                if angle not in turned:
-                    turned[angle] = rotate_image(small, angle)
-                picture, matrix = turned[angle]
-                on_small = turn_back(finder.detect(picture, min_face_size=min_small), matrix)
-                found = unpad([rescale(d, factor) for d in on_small], dx, dy, width, height)
-                if found:
-                    return found
+            if found:
+                return found
         return []
 
     def analyze(self, image: RGBImage, detection: Detection) -> FaceAnalysis:

@@ -37,6 +37,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from regard.errors import InvalidParameter
+from regard.face.detect.base import Detector, downscale, rescale
 from regard.types import Box, Detection, RGBImage
 
 #: Padding on each side, as a fraction of the image's width (left, right) and height (top, bottom).
@@ -171,6 +172,36 @@ def turn_back(detections: list[Detection], matrix: npt.NDArray[np.float64]) -> l
         eye_a, eye_b, nose, mouth_a, mouth_b = (back(x, y) for x, y in d.landmarks)
         out.append(Detection(box, d.confidence, (eye_a, eye_b, nose, mouth_a, mouth_b), d.detector))
     return out
+
+
+class Turned:
+    """What the rotation steps look at: a copy of the padded image of at most
+    :data:`ROTATE_MAX_SIDE` pixels, turned by each of :data:`ROTATIONS` on first use (the two
+    steps share the turned copies), searched only for faces of at least
+    :data:`ROTATE_MIN_FRACTION` of the copy's shorter side: the faces these steps are for fill
+    the picture, and the floor bounds a faceless photo's time and its false faces."""
+
+    def __init__(
+        self, padded: RGBImage, dx: int, dy: int, width: int, height: int, min_face_size: int
+    ) -> None:
+        self.small, self.factor = downscale(padded, ROTATE_MAX_SIDE)
+        floor = round(ROTATE_MIN_FRACTION * min(self.small.shape[:2]))
+        self.min_face_size = max(round(min_face_size * self.factor), floor, 1)
+        self.unpad = (dx, dy, width, height)  # the padding, and the original image's size
+        self.copies: dict[float, tuple[RGBImage, npt.NDArray[np.float64]]] = {}
+
+    def find(self, finder: Detector) -> list[Detection]:
+        """The faces ``finder`` sees on the first angle that shows any, in the original image's
+        pixels (turned back, scaled back, the padding taken off)."""
+        for angle in ROTATIONS:
+            if angle not in self.copies:
+                self.copies[angle] = rotate_image(self.small, angle)
+            picture, matrix = self.copies[angle]
+            on_small = turn_back(finder.detect(picture, min_face_size=self.min_face_size), matrix)
+            found = unpad([rescale(d, self.factor) for d in on_small], *self.unpad)
+            if found:
+                return found
+        return []
 
 
 def extend_for(image: RGBImage, boxes: list[Box]) -> tuple[RGBImage, list[Box]]:
