@@ -9,12 +9,16 @@ Prints:
 3. the descriptor alone vs the flip-mean template (chip and mirror in one batch), in ms/face;
 4. faceless pictures (scikit-image's faceless photos, and background crops of the PASCAL photos
    in detection/dlib away from every labelled or detected face), where every step runs: the
-   pictures each cascade prefix finds a (false) face in, and its time per picture.
+   pictures each cascade prefix finds a (false) face in, and its time per picture;
+5. a faceless photo at 640x480 and 1600x1200 (scikit-image's coffee, resized), every cascade
+   prefix, with ``pad-cnn`` as shipped (the padded image doubled for MMOD only up to
+   ``PAD_UPSAMPLE_MAX_SIDE``) and doubled at any size (as before that limit), side by side.
 
 Timings are the best of ``--reps`` passes, the two variants interleaved photo by photo so that
 a busy machine weighs on both alike.
 
 Usage: .venv/bin/python bench/bench_fallback.py [--photos 40] [--crops 400] [--reps 3]
+       [--sections 1,2,3,4,5]
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from skimage import data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_inference import _timed as _best
 from regard.config import Settings
 from regard.face.align import face_chips
+from regard.face.detect import fallback
 from regard.face.detect.base import alignment_box
 from regard.face.embed import mean_of_mirrors, with_mirrors
 from regard.face.engine import Engine
@@ -146,8 +153,6 @@ def _faceless(engine: Engine, crops_per_photo: int) -> list[tuple[str, RGBImage]
     photos of detection/dlib that keep half a box away from every labelled or detected face."""
     import re
 
-    from skimage import data
-
     out: list[tuple[str, RGBImage]] = []
     for name in SKIMAGE_FACELESS:
         image = np.asarray(getattr(data, name)())
@@ -212,6 +217,32 @@ def _false_faces(on: Engine, pictures: list[tuple[str, RGBImage]]) -> None:
         print(f"   {cascade:28s} false faces in {len(false):3d}   {cost}   {false}")
 
 
+def _large_faceless(on: Engine, reps: int) -> None:
+    steps = on.fallback_steps()
+    cascades = ["none"] + [",".join(steps[:k]) for k in range(1, len(steps) + 1)]
+    engines = [Engine(replace(on.settings, detect_fallback=c)) for c in cascades]
+    for engine in engines:
+        engine.predictors = on.predictors
+    shipped = fallback.PAD_UPSAMPLE_MAX_SIDE
+    print(f"\n5. a faceless photo: pad-cnn doubling up to {shipped} px (shipped) / at any size (before)")
+    for width, height in ((640, 480), (1600, 1200)):
+        photo = np.asarray(Image.fromarray(data.coffee()).resize((width, height)))
+        for cascade, engine in zip(cascades, engines, strict=True):
+            times = []
+            for limit in (shipped, 10**9):  # interleaved, so a busy machine weighs on both alike
+                fallback.PAD_UPSAMPLE_MAX_SIDE = limit
+                try:
+                    assert engine.detect(photo) == []
+                    times.append(_best(lambda e=engine, im=photo: e.detect(im), reps))
+                finally:
+                    fallback.PAD_UPSAMPLE_MAX_SIDE = shipped
+            now, before = times
+            print(
+                f"   {width}x{height} {cascade:26s} {now * 1000:8.0f} ms / {before * 1000:8.0f} ms"
+                f"   ratio {now / before:.2f}"
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -222,7 +253,9 @@ def main() -> int:
     parser.add_argument(
         "--faceless-crops", type=int, default=15, help="background crops per PASCAL photo for 4"
     )
+    parser.add_argument("--sections", default="1,2,3,4,5", help="which of the sections to run")
     args = parser.parse_args()
+    sections = {int(x) for x in args.sections.split(",")}
     celeba = DATASETS / "recognition" / "celeba_dev"
     if not celeba.is_dir():
         print(f"datasets folder {celeba} is absent", file=sys.stderr)
@@ -235,10 +268,13 @@ def main() -> int:
 
     photos = [on.load_image(celeba / r["path"]) for r in _rows(celeba, args.photos * 2)]
     hits = [im for im in photos if on.detect(im, detector="mtcnn")][: args.photos]
-    _on_off(on, off, hits, args.reps)
+    if 1 in sections:
+        _on_off(on, off, hits, args.reps)
 
     fairface = DATASETS / "demographics" / "fairface_train"
-    if fairface.is_dir():
+    if 2 not in sections:
+        pass
+    elif fairface.is_dir():
         rows = _rows(fairface, args.crops)
         crops = []
         for row in rows:
@@ -250,8 +286,12 @@ def main() -> int:
     else:
         print(f"\n2. skipped: {fairface} is absent")
 
-    _flip(on, hits, args.reps)
-    _false_faces(on, _faceless(on, args.faceless_crops))
+    if 3 in sections:
+        _flip(on, hits, args.reps)
+    if 4 in sections:
+        _false_faces(on, _faceless(on, args.faceless_crops))
+    if 5 in sections:
+        _large_faceless(on, args.reps)
     return 0
 
 

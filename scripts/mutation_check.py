@@ -437,6 +437,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "the rotation steps look for faces of any size: slower on faceless photos, and false faces",
         FALLBACK_TESTS,
     ),
+    Mutant(
+        "pad-cnn-doubles-any-size",
+        FALLBACK,
+        'if step == "pad-cnn" and max(padded.shape[:2]) > PAD_UPSAMPLE_MAX_SIDE:',
+        "if False:",
+        "pad-cnn doubles a large padded photo for MMOD: a faceless 1600x1200 photo takes seconds",
+        FALLBACK_TESTS,
+    ),
+    Mutant(
+        "pad-cnn-limit-on-the-original",
+        FALLBACK,
+        'if step == "pad-cnn" and max(padded.shape[:2]) > PAD_UPSAMPLE_MAX_SIDE:',
+        'if step == "pad-cnn" and max(padded.shape[:2]) > 1.5 * PAD_UPSAMPLE_MAX_SIDE:',
+        "the limit read against the unpadded side: padded photos up to 1,536 px are doubled",
+        FALLBACK_TESTS,
+    ),
     # -- calibration lookup ------------------------------------------------------------------------
     Mutant(
         "calib-ln-not-log10",

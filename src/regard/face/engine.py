@@ -19,7 +19,16 @@ from regard.face import imaging
 from regard.face.align import face_chips
 from regard.face.analyze import analyze_face
 from regard.face.detect.base import MAX_FACES, Detector, alignment_box, downscale, finalize, rescale
-from regard.face.detect.fallback import ROTATED, STEPS, Turned, extend_for, pad_image, parse_steps, unpad
+from regard.face.detect.fallback import (
+    ROTATED,
+    STEPS,
+    Turned,
+    extend_for,
+    pad_image,
+    padded_min_face,
+    parse_steps,
+    unpad,
+)
 from regard.face.embed import (
     FLIP_MEAN,
     DlibEmbedder,
@@ -224,7 +233,8 @@ class Engine:
                 turned = turned or Turned(padded, dx, dy, width, height, min_face_size)
                 found = turned.find(finder)
             else:
-                found = unpad(finder.detect(padded, min_face_size=min_face_size), dx, dy, width, height)
+                smallest = padded_min_face(step, padded, min_face_size)
+                found = unpad(finder.detect(padded, min_face_size=smallest), dx, dy, width, height)
             if found:
                 return found
         return []

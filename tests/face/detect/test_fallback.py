@@ -14,13 +14,16 @@ from skimage import data as skimage_data
 from regard.config import Settings
 from regard.errors import InvalidParameter
 from regard.face.detect.base import alignment_box, clip_box
+from regard.face.detect.dlib_detectors import MMOD_WINDOW
 from regard.face.detect.fallback import (
+    PAD_UPSAMPLE_MAX_SIDE,
     ROTATE_MAX_SIDE,
     ROTATE_MIN_FRACTION,
     ROTATIONS,
     describe,
     extend_for,
     pad_image,
+    padded_min_face,
     parse_steps,
     rotate_image,
     turn_back,
@@ -190,9 +193,10 @@ def test_template_cache_identity_names_the_fallback() -> None:
     on = TemplateSource(Engine(Settings.from_env(detector="default", detect_fallback=DEFAULT)))
     off = TemplateSource(Engine(Settings.from_env(detector="default", detect_fallback="none")))
     assert on.identity()["detect_fallback"] == describe(DEFAULT_STEPS) != "none"
-    # The angles are part of the identity; a cascade without rotation keeps its earlier name.
-    assert describe(DEFAULT_STEPS) == "pad,pad-cnn,rot,rot-cnn@0.25/-15,15,-30,30,-45,45@384,0.25"
-    assert describe(("pad", "pad-cnn")) == "pad,pad-cnn@0.25"
+    # pad-cnn's doubling limit and the rotation steps' angles are part of the identity.
+    assert describe(DEFAULT_STEPS) == "pad,pad-cnn,rot,rot-cnn@0.25^768/-15,15,-30,30,-45,45@384,0.25"
+    assert describe(("pad", "pad-cnn")) == "pad,pad-cnn@0.25^768"
+    assert describe(("pad",)) == "pad@0.25"
     assert off.identity()["detect_fallback"] == "none"
     assert "flip-mean" in on.identity()["preprocessing"]
 
@@ -314,10 +318,57 @@ def test_rotation_steps_look_on_a_small_copy_for_faces_that_fill_it(
     assert cascade.detect(photo) == []
     first, pad, pad_cnn, *turned = calls
     assert first[1] == (768, 1024) and first[2] == 15  # scaled to detect_max_side: 24 px -> 15
-    assert pad[1] == pad_cnn[1] == (1152, 1536) and pad[2] == pad_cnn[2] == 15
+    assert pad[1] == pad_cnn[1] == (1152, 1536) and pad[2] == 15
+    assert pad_cnn[2] == MMOD_WINDOW  # over PAD_UPSAMPLE_MAX_SIDE: MMOD does not double it
     assert [name for name, _, _ in turned] == ["mtcnn"] * len(ROTATIONS) + ["cnn"] * len(ROTATIONS)
     for _, (height, width), min_face in turned:
         assert max(height, width) <= ROTATE_MAX_SIDE * np.sqrt(2) + 1
         assert min_face == round(ROTATE_MIN_FRACTION * 288)  # the copy is 384 x 288
     shapes = [shape for _, shape, _ in turned]
     assert shapes[: len(ROTATIONS)] == shapes[len(ROTATIONS) :]  # both detectors, the same turns
+
+
+def test_padded_min_face() -> None:
+    """``pad-cnn`` looks for faces under MMOD's window (which doubles the image) only on padded
+    images of at most PAD_UPSAMPLE_MAX_SIDE a side; every other step keeps the minimum face."""
+    at_limit = np.zeros((PAD_UPSAMPLE_MAX_SIDE // 2, PAD_UPSAMPLE_MAX_SIDE, 3), dtype=np.uint8)
+    over = np.zeros((PAD_UPSAMPLE_MAX_SIDE + 1, 10, 3), dtype=np.uint8)
+    assert padded_min_face("pad-cnn", at_limit, 15) == 15
+    assert padded_min_face("pad-cnn", over, 15) == MMOD_WINDOW
+    assert padded_min_face("pad-cnn", over, 60) == 60  # never lowered
+    assert padded_min_face("pad", over, 15) == 15
+
+
+@pytest.mark.parametrize(("scale", "smallest"), [(1, 24), (4, MMOD_WINDOW)])
+def test_pad_cnn_finds_a_tight_crop_with_and_without_doubling(
+    cascade: Engine, fr_images: Path, monkeypatch: pytest.MonkeyPatch, scale: int, smallest: int
+) -> None:
+    """obama3's tight crop (207 px) and the same crop enlarged 4x (828 px, padded 1,242: over
+    PAD_UPSAMPLE_MAX_SIDE): pad-cnn finds both, the small one looking for faces from the
+    minimum face size up (MMOD doubles it), the large one from MMOD's window up (not doubled)."""
+    crop = _tight_crop(cascade, cascade.load_image(fr_images / "obama3.jpg"), 0.7)
+    side = crop.shape[0] * scale
+    crop = np.asarray(Image.fromarray(crop).resize((side, side), Image.Resampling.BICUBIC))
+    padded, _, _ = pad_image(crop)
+    assert (max(padded.shape[:2]) > PAD_UPSAMPLE_MAX_SIDE) == (scale > 1)
+    # The premise: neither MTCNN step finds it, so pad-cnn is the step that does.
+    assert cascade.detect(crop, detector="mtcnn") == []
+    assert cascade.detect(padded, detector="mtcnn") == []
+    calls: list[tuple[str, int]] = []
+    real = cascade.detector
+
+    class Recording:
+        def __init__(self, name: str | None) -> None:
+            self.inner = real(name)
+
+        def detect(self, image: RGBImage, *, min_face_size: int) -> list[Detection]:
+            calls.append((self.inner.name, min_face_size))
+            return self.inner.detect(image, min_face_size=min_face_size)
+
+    monkeypatch.setattr(cascade, "detector", Recording)
+    (face,) = cascade.detect(crop)
+    assert face.detector == "cnn" and calls == [("mtcnn", 24), ("mtcnn", 24), ("cnn", smallest)]
+    # The face fills the crop: its box's centre is in the middle third, its width most of the side.
+    cx, cy = face.box.left + face.box.width / 2, face.box.top + face.box.height / 2
+    assert side / 3 < cx < 2 * side / 3 and side / 3 < cy < 2 * side / 3
+    assert face.box.width > 0.8 * side

@@ -7,7 +7,8 @@ so when the default detector finds nothing the engine retries, in order:
 
 * ``pad``: MTCNN again on the image padded by :data:`PAD_FRACTION` of its width left and right
   and of its height top and bottom, the padding filled with the image's mean colour;
-* ``pad-cnn``: dlib's MMOD CNN detector (``cnn``) on that same padded image;
+* ``pad-cnn``: dlib's MMOD CNN detector (``cnn``) on that same padded image (doubled for faces
+  under MMOD's 40 px window only while the padded image is at most :data:`PAD_UPSAMPLE_MAX_SIDE`);
 * ``rot``: MTCNN on that padded image, scaled down to :data:`ROTATE_MAX_SIDE`, turned by each
   angle of :data:`ROTATIONS` in turn;
 * ``rot-cnn``: MMOD on those turned images.
@@ -25,7 +26,9 @@ Chosen on the fitting half of demographics/fairface_train (lowest worst-race fai
 fewest steps): ``pad,pad-cnn`` took failure to acquire from 10.2% to 0.93% (worst race 13.4% ->
 1.6%; celeba_dev 15 photos -> 1). Of the 24 crops it still missed there, the rotation steps find
 18 (failures per race 2-6 -> 0-2); the angles were chosen by the same rule (:data:`ROTATIONS`).
-Images where the first detector finds a face are never padded or turned for detection.
+``pad-cnn`` doubles only padded images of at most :data:`PAD_UPSAMPLE_MAX_SIDE` (measured on the
+same fitting parts). Images where the first detector finds a face are never padded or turned for
+detection.
 :func:`extend_for` also serves them: any face whose alignment box crosses the frame is aligned
 on the picture extended with its mean colour.
 """
@@ -38,12 +41,25 @@ from PIL import Image
 
 from regard.errors import InvalidParameter
 from regard.face.detect.base import Detector, downscale, rescale
+from regard.face.detect.dlib_detectors import MMOD_WINDOW
 from regard.types import Box, Detection, RGBImage
 
 #: Padding on each side, as a fraction of the image's width (left, right) and height (top, bottom).
 PAD_FRACTION = 0.25
 #: Step name -> the detector it runs on the padded image (None: the default detector again).
 STEPS: dict[str, str | None] = {"pad": None, "pad-cnn": "cnn", "rot": None, "rot-cnn": "cnn"}
+#: ``pad-cnn`` doubles the padded image to find faces under MMOD's window (:data:`MMOD_WINDOW`,
+#: 40 px) only while its longest side is at most this, so MMOD never looks at more than 1,536 px
+#: a side (a full-size photo's 1,024 px detection picture, padded); a larger padded image is
+#: searched at its own resolution, for faces of at least the window. Doubling every padded image
+#: took a faceless 1600x1200 photo's padding steps from 0.9 s to 2.5 s (bench/bench_fallback.py,
+#: section 5). Measured on the pool's
+#: fitting parts (bench/fairness_templates.py's images where MTCNN, padded or not, finds nothing):
+#: ``pad-cnn`` finds 232 faces there; without doubling it loses 7 of FairFace's 102 (224 px
+#: crops, 336 px padded), none of UTKFace's 126 (300 px padded) and none of celeba_dev's 4
+#: (padded 474 to 1,536 px). Images up to 512 px a side (every FairFace and UTKFace crop) are
+#: searched as before.
+PAD_UPSAMPLE_MAX_SIDE = 768
 #: The steps that look on the padded image turned by each of :data:`ROTATIONS`.
 ROTATED = frozenset({"rot", "rot-cnn"})
 #: The rotation steps are for tight crops (ID photos, mugshots), where the face fills the picture.
@@ -79,14 +95,17 @@ def parse_steps(value: str) -> tuple[str, ...]:
 
 
 def describe(steps: tuple[str, ...]) -> str:
-    """The cascade in one string, for cache keys: ``"pad,pad-cnn@0.25"``, or ``"none"``.
+    """The cascade in one string, for cache keys: ``"pad@0.25"``, or ``"none"``.
 
-    With a rotation step its angles, copy size and size floor follow:
-    ``"pad,pad-cnn,rot,rot-cnn@0.25/-15,15,-30,30,-45,45@384,0.25"``.
+    With ``pad-cnn`` the largest padded image it doubles follows (``"pad,pad-cnn@0.25^768"``);
+    with a rotation step its angles, copy size and size floor:
+    ``"pad,pad-cnn,rot,rot-cnn@0.25^768/-15,15,-30,30,-45,45@384,0.25"``.
     """
     if not steps:
         return OFF
     text = f"{','.join(steps)}@{PAD_FRACTION}"
+    if "pad-cnn" in steps:
+        text += f"^{PAD_UPSAMPLE_MAX_SIDE}"
     if ROTATED.intersection(steps):
         text += "/" + ",".join(f"{a:g}" for a in ROTATIONS) + f"@{ROTATE_MAX_SIDE},{ROTATE_MIN_FRACTION:g}"
     return text
@@ -104,6 +123,15 @@ def pad_image(image: RGBImage, fraction: float = PAD_FRACTION) -> tuple[RGBImage
     padded[...] = fill
     padded[dy : dy + height, dx : dx + width] = image
     return padded, dx, dy
+
+
+def padded_min_face(step: str, padded: RGBImage, min_face_size: int) -> int:
+    """The smallest face ``step`` looks for on ``padded``: ``min_face_size``, except that
+    ``pad-cnn`` on a padded image over :data:`PAD_UPSAMPLE_MAX_SIDE` looks only for faces MMOD
+    sees without doubling the image."""
+    if step == "pad-cnn" and max(padded.shape[:2]) > PAD_UPSAMPLE_MAX_SIDE:
+        return max(min_face_size, MMOD_WINDOW)
+    return min_face_size
 
 
 def unpad(detections: list[Detection], dx: int, dy: int, width: int, height: int) -> list[Detection]:
