@@ -53,12 +53,11 @@ STEPS: dict[str, str | None] = {"pad": None, "pad-cnn": "cnn", "rot": None, "rot
 #: a side (a full-size photo's 1,024 px detection picture, padded); a larger padded image is
 #: searched at its own resolution, for faces of at least the window. Doubling every padded image
 #: took a faceless 1600x1200 photo's padding steps from 0.9 s to 2.5 s (bench/bench_fallback.py,
-#: section 5). Measured on the pool's
-#: fitting parts (bench/fairness_templates.py's images where MTCNN, padded or not, finds nothing):
-#: ``pad-cnn`` finds 232 faces there; without doubling it loses 7 of FairFace's 102 (224 px
-#: crops, 336 px padded), none of UTKFace's 126 (300 px padded) and none of celeba_dev's 4
-#: (padded 474 to 1,536 px). Images up to 512 px a side (every FairFace and UTKFace crop) are
-#: searched as before.
+#: section 5). On the pool's fitting parts (bench/fairness_templates.py's images where MTCNN,
+#: padded or not, finds nothing) ``pad-cnn`` finds 232 faces; without doubling it loses 7 of
+#: FairFace's 102 (224 px crops, 336 px padded), none of UTKFace's 126 (300 px padded) and none
+#: of celeba_dev's 4 (padded 474 to 1,536 px). Images up to 512 px a side (every FairFace and
+#: UTKFace crop) are searched as before.
 PAD_UPSAMPLE_MAX_SIDE = 768
 #: The steps that look on the padded image turned by each of :data:`ROTATIONS`.
 ROTATED = frozenset({"rot", "rot-cnn"})
