@@ -29,6 +29,7 @@ from regard.face.detect.fallback import (
     turn_back,
     unpad,
 )
+from regard.face.detect.mtcnn import PNET_CELL
 from regard.face.engine import Engine
 from regard.types import Box, Detection, RGBImage
 
@@ -193,10 +194,10 @@ def test_template_cache_identity_names_the_fallback() -> None:
     on = TemplateSource(Engine(Settings.from_env(detector="default", detect_fallback=DEFAULT)))
     off = TemplateSource(Engine(Settings.from_env(detector="default", detect_fallback="none")))
     assert on.identity()["detect_fallback"] == describe(DEFAULT_STEPS) != "none"
-    # pad-cnn's doubling limit and the rotation steps' angles are part of the identity.
+    # The padding steps' enlarging limit and the rotation steps' angles are part of the identity.
     assert describe(DEFAULT_STEPS) == "pad,pad-cnn,rot,rot-cnn@0.25^768/-15,15,-30,30,-45,45@384,0.25"
     assert describe(("pad", "pad-cnn")) == "pad,pad-cnn@0.25^768"
-    assert describe(("pad",)) == "pad@0.25"
+    assert describe(("pad",)) == "pad@0.25^768"
     assert off.identity()["detect_fallback"] == "none"
     assert "flip-mean" in on.identity()["preprocessing"]
 
@@ -296,15 +297,14 @@ def test_rotation_step_finds_a_tilted_tight_crop_and_maps_its_landmarks(
     assert same < 0.6 and same < other - 0.2
 
 
-def test_rotation_steps_look_on_a_small_copy_for_faces_that_fill_it(
-    cascade: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On a faceless 1600x1200 photo every step runs: the turned pictures are copies of at most
-    ROTATE_MAX_SIDE pixels (turned, at most that times sqrt 2), searched only for faces of at
-    least ROTATE_MIN_FRACTION of the copy's shorter side."""
-    photo = np.asarray(Image.fromarray(skimage_data.coffee()).resize((1600, 1200)))
-    calls: list[tuple[str, tuple[int, int], int]] = []
-    real = cascade.detector
+#: One detector call: the detector's name, the picture's (height, width), the minimum face asked for.
+Call = tuple[str, tuple[int, int], int]
+
+
+def _record_detectors(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[Call]:
+    """Every detector call ``engine.detect`` makes from now on, in order."""
+    calls: list[Call] = []
+    real = engine.detector
 
     class Recording:
         def __init__(self, name: str | None) -> None:
@@ -314,29 +314,48 @@ def test_rotation_steps_look_on_a_small_copy_for_faces_that_fill_it(
             calls.append((self.inner.name, image.shape[:2], min_face_size))
             return self.inner.detect(image, min_face_size=min_face_size)
 
-    monkeypatch.setattr(cascade, "detector", Recording)
+    monkeypatch.setattr(engine, "detector", Recording)
+    return calls
+
+
+@pytest.mark.parametrize(("width", "smallest", "pad_smallest"), [(1600, 15, 15), (3200, 8, PNET_CELL)])
+def test_every_step_on_a_large_faceless_photo(
+    cascade: Engine, monkeypatch: pytest.MonkeyPatch, width: int, smallest: int, pad_smallest: int
+) -> None:
+    """On a faceless photo every step runs. It is scaled to detect_max_side, so the 24 px minimum
+    face shrinks (1600 px: 15; 3200 px: 8). The padding steps look at the padded picture (over
+    PAD_UPSAMPLE_MAX_SIDE) without enlarging it: MTCNN for faces of at least P-net's 12 px cell,
+    MMOD of at least its 40 px window. The turned pictures are copies of at most
+    ROTATE_MAX_SIDE pixels (turned, at most that times sqrt 2), searched only for faces of at
+    least ROTATE_MIN_FRACTION of the copy's shorter side."""
+    photo = np.asarray(Image.fromarray(skimage_data.coffee()).resize((width, width * 3 // 4)))
+    calls = _record_detectors(cascade, monkeypatch)
     assert cascade.detect(photo) == []
     first, pad, pad_cnn, *turned = calls
-    assert first[1] == (768, 1024) and first[2] == 15  # scaled to detect_max_side: 24 px -> 15
-    assert pad[1] == pad_cnn[1] == (1152, 1536) and pad[2] == 15
-    assert pad_cnn[2] == MMOD_WINDOW  # over PAD_UPSAMPLE_MAX_SIDE: MMOD does not double it
+    assert first == ("mtcnn", (768, 1024), smallest)  # the detection picture (MTCNN may enlarge it)
+    assert pad == ("mtcnn", (1152, 1536), pad_smallest)
+    assert pad_cnn == ("cnn", (1152, 1536), MMOD_WINDOW)
     assert [name for name, _, _ in turned] == ["mtcnn"] * len(ROTATIONS) + ["cnn"] * len(ROTATIONS)
-    for _, (height, width), min_face in turned:
-        assert max(height, width) <= ROTATE_MAX_SIDE * np.sqrt(2) + 1
+    for _, (height, width_turned), min_face in turned:
+        assert max(height, width_turned) <= ROTATE_MAX_SIDE * np.sqrt(2) + 1
         assert min_face == round(ROTATE_MIN_FRACTION * 288)  # the copy is 384 x 288
     shapes = [shape for _, shape, _ in turned]
     assert shapes[: len(ROTATIONS)] == shapes[len(ROTATIONS) :]  # both detectors, the same turns
 
 
 def test_padded_min_face() -> None:
-    """``pad-cnn`` looks for faces under MMOD's window (which doubles the image) only on padded
-    images of at most PAD_UPSAMPLE_MAX_SIDE a side; every other step keeps the minimum face."""
+    """A padding step looks for faces its detector sees only by enlarging the picture (MTCNN under
+    P-net's 12 px cell, MMOD under its 40 px window) only on padded images of at most
+    PAD_UPSAMPLE_MAX_SIDE a side; other steps keep the minimum face."""
     at_limit = np.zeros((PAD_UPSAMPLE_MAX_SIDE // 2, PAD_UPSAMPLE_MAX_SIDE, 3), dtype=np.uint8)
     over = np.zeros((PAD_UPSAMPLE_MAX_SIDE + 1, 10, 3), dtype=np.uint8)
     assert padded_min_face("pad-cnn", at_limit, 15) == 15
-    assert padded_min_face("pad-cnn", over, 15) == MMOD_WINDOW
+    assert padded_min_face("pad-cnn", over, 15) == MMOD_WINDOW == 40
     assert padded_min_face("pad-cnn", over, 60) == 60  # never lowered
+    assert padded_min_face("pad", at_limit, 5) == 5
+    assert padded_min_face("pad", over, 5) == PNET_CELL == 12
     assert padded_min_face("pad", over, 15) == 15
+    assert padded_min_face("rot", over, 5) == padded_min_face("rot-cnn", over, 5) == 5
 
 
 @pytest.mark.parametrize(("scale", "smallest"), [(1, 24), (4, MMOD_WINDOW)])
@@ -354,20 +373,14 @@ def test_pad_cnn_finds_a_tight_crop_with_and_without_doubling(
     # The premise: neither MTCNN step finds it, so pad-cnn is the step that does.
     assert cascade.detect(crop, detector="mtcnn") == []
     assert cascade.detect(padded, detector="mtcnn") == []
-    calls: list[tuple[str, int]] = []
-    real = cascade.detector
-
-    class Recording:
-        def __init__(self, name: str | None) -> None:
-            self.inner = real(name)
-
-        def detect(self, image: RGBImage, *, min_face_size: int) -> list[Detection]:
-            calls.append((self.inner.name, min_face_size))
-            return self.inner.detect(image, min_face_size=min_face_size)
-
-    monkeypatch.setattr(cascade, "detector", Recording)
+    calls = _record_detectors(cascade, monkeypatch)
     (face,) = cascade.detect(crop)
-    assert face.detector == "cnn" and calls == [("mtcnn", 24), ("mtcnn", 24), ("cnn", smallest)]
+    assert face.detector == "cnn"
+    assert [(name, min_face) for name, _, min_face in calls] == [
+        ("mtcnn", 24),
+        ("mtcnn", 24),
+        ("cnn", smallest),
+    ]
     # The face fills the crop: its box's centre is in the middle third, its width most of the side.
     cx, cy = face.box.left + face.box.width / 2, face.box.top + face.box.height / 2
     assert side / 3 < cx < 2 * side / 3 and side / 3 < cy < 2 * side / 3

@@ -7,8 +7,7 @@ so when the default detector finds nothing the engine retries, in order:
 
 * ``pad``: MTCNN again on the image padded by :data:`PAD_FRACTION` of its width left and right
   and of its height top and bottom, the padding filled with the image's mean colour;
-* ``pad-cnn``: dlib's MMOD CNN detector (``cnn``) on that same padded image (doubled for faces
-  under MMOD's 40 px window only while the padded image is at most :data:`PAD_UPSAMPLE_MAX_SIDE`);
+* ``pad-cnn``: dlib's MMOD CNN detector (``cnn``) on that same padded image;
 * ``rot``: MTCNN on that padded image, scaled down to :data:`ROTATE_MAX_SIDE`, turned by each
   angle of :data:`ROTATIONS` in turn;
 * ``rot-cnn``: MMOD on those turned images.
@@ -26,8 +25,8 @@ Chosen on the fitting half of demographics/fairface_train (lowest worst-race fai
 fewest steps): ``pad,pad-cnn`` took failure to acquire from 10.2% to 0.93% (worst race 13.4% ->
 1.6%; celeba_dev 15 photos -> 1). Of the 24 crops it still missed there, the rotation steps find
 18 (failures per race 2-6 -> 0-2); the angles were chosen by the same rule (:data:`ROTATIONS`).
-``pad-cnn`` doubles only padded images of at most :data:`PAD_UPSAMPLE_MAX_SIDE` (measured on the
-same fitting parts). Images where the first detector finds a face are never padded or turned for
+Both padding steps enlarge only padded images of at most :data:`PAD_UPSAMPLE_MAX_SIDE` (measured
+on the same fitting parts). Images where the first detector finds a face are never padded or turned for
 detection.
 :func:`extend_for` also serves them: any face whose alignment box crosses the frame is aligned
 on the picture extended with its mean colour.
@@ -42,23 +41,31 @@ from PIL import Image
 from regard.errors import InvalidParameter
 from regard.face.detect.base import Detector, downscale, rescale
 from regard.face.detect.dlib_detectors import MMOD_WINDOW
+from regard.face.detect.mtcnn import PNET_CELL
 from regard.types import Box, Detection, RGBImage
 
 #: Padding on each side, as a fraction of the image's width (left, right) and height (top, bottom).
 PAD_FRACTION = 0.25
 #: Step name -> the detector it runs on the padded image (None: the default detector again).
 STEPS: dict[str, str | None] = {"pad": None, "pad-cnn": "cnn", "rot": None, "rot-cnn": "cnn"}
-#: ``pad-cnn`` doubles the padded image to find faces under MMOD's window (:data:`MMOD_WINDOW`,
-#: 40 px) only while its longest side is at most this, so MMOD never looks at more than 1,536 px
-#: a side (a full-size photo's 1,024 px detection picture, padded); a larger padded image is
-#: searched at its own resolution, for faces of at least the window. Doubling every padded image
-#: took a faceless 1600x1200 photo's padding steps from 0.9 s to 2.5 s (bench/bench_fallback.py,
-#: section 5). On the pool's fitting parts (bench/fairness_templates.py's images where MTCNN,
-#: padded or not, finds nothing) ``pad-cnn`` finds 232 faces; without doubling it loses 7 of
-#: FairFace's 102 (224 px crops, 336 px padded), none of UTKFace's 126 (300 px padded) and none
-#: of celeba_dev's 4 (padded 474 to 1,536 px). Images up to 512 px a side (every FairFace and
-#: UTKFace crop) are searched as before.
+#: The padding steps enlarge the padded image (MTCNN's pyramid starts above scale 1 for faces
+#: under P-net's 12 px cell; MMOD doubles it for faces under its 40 px window) only while its
+#: longest side is at most this; a larger padded image is searched at its own resolution, for
+#: faces of at least :data:`NATIVE_FACE`. So ``pad-cnn``'s MMOD never looks at more than 1,536 px
+#: a side (a full-size photo's 1,024 px detection picture, padded), and ``pad``'s MTCNN never
+#: enlarges a photo that was scaled down for detection (the 24 px minimum face of a 4032x3024
+#: photo is 6 px in its detection picture). Enlarging every padded image took a faceless photo's
+#: padding steps from 0.67 s to 2.0 s at 1600x1200, and from 1.2 s to 3.8 s at 4032x3024
+#: (bench/bench_fallback.py, section 5). On the pool's fitting parts (bench/fairness_templates.py's
+#: images where MTCNN finds nothing) ``pad-cnn`` finds 232 faces; without doubling it loses 7 of
+#: FairFace's 102 (224 px crops, 336 px padded), none of UTKFace's 126 (300 px padded) and none of
+#: celeba_dev's 4 (padded 474 to 1,536 px). Images up to 512 px a side (every FairFace and UTKFace
+#: crop) are searched as before, and so, by ``pad``, are photos up to 2,048 px. Of the shared
+#: sets' images where MTCNN finds no face, four are over 512 px (all celeba_dev fitting photos):
+#: two are found as before, the two over 2,048 px by ``pad-cnn`` instead of ``pad``.
 PAD_UPSAMPLE_MAX_SIDE = 768
+#: The smallest face each padding step's detector sees without enlarging the picture.
+NATIVE_FACE = {"pad": PNET_CELL, "pad-cnn": MMOD_WINDOW}
 #: The steps that look on the padded image turned by each of :data:`ROTATIONS`.
 ROTATED = frozenset({"rot", "rot-cnn"})
 #: The rotation steps are for tight crops (ID photos, mugshots), where the face fills the picture.
@@ -96,14 +103,14 @@ def parse_steps(value: str) -> tuple[str, ...]:
 def describe(steps: tuple[str, ...]) -> str:
     """The cascade in one string, for cache keys: ``"pad@0.25"``, or ``"none"``.
 
-    With ``pad-cnn`` the largest padded image it doubles follows (``"pad,pad-cnn@0.25^768"``);
+    With a padding step the largest padded image they enlarge follows (``"pad,pad-cnn@0.25^768"``);
     with a rotation step its angles, copy size and size floor:
     ``"pad,pad-cnn,rot,rot-cnn@0.25^768/-15,15,-30,30,-45,45@384,0.25"``.
     """
     if not steps:
         return OFF
     text = f"{','.join(steps)}@{PAD_FRACTION}"
-    if "pad-cnn" in steps:
+    if NATIVE_FACE.keys() & set(steps):
         text += f"^{PAD_UPSAMPLE_MAX_SIDE}"
     if ROTATED.intersection(steps):
         text += "/" + ",".join(f"{a:g}" for a in ROTATIONS) + f"@{ROTATE_MAX_SIDE},{ROTATE_MIN_FRACTION:g}"
@@ -125,11 +132,11 @@ def pad_image(image: RGBImage, fraction: float = PAD_FRACTION) -> tuple[RGBImage
 
 
 def padded_min_face(step: str, padded: RGBImage, min_face_size: int) -> int:
-    """The smallest face ``step`` looks for on ``padded``: ``min_face_size``, except that
-    ``pad-cnn`` on a padded image over :data:`PAD_UPSAMPLE_MAX_SIDE` looks only for faces MMOD
-    sees without doubling the image."""
-    if step == "pad-cnn" and max(padded.shape[:2]) > PAD_UPSAMPLE_MAX_SIDE:
-        return max(min_face_size, MMOD_WINDOW)
+    """The smallest face ``step`` looks for on ``padded``: ``min_face_size``, except that a
+    padding step on a padded image over :data:`PAD_UPSAMPLE_MAX_SIDE` looks only for faces its
+    detector sees without enlarging the image (:data:`NATIVE_FACE`)."""
+    if step in NATIVE_FACE and max(padded.shape[:2]) > PAD_UPSAMPLE_MAX_SIDE:
+        return max(min_face_size, NATIVE_FACE[step])
     return min_face_size
 
 
