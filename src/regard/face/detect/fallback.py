@@ -26,8 +26,8 @@ fewest steps): ``pad,pad-cnn`` took failure to acquire from 10.2% to 0.93% (wors
 1.6%; celeba_dev 15 photos -> 1). Of the 24 crops it still missed there, the rotation steps find
 18 (failures per race 2-6 -> 0-2); the angles were chosen by the same rule (:data:`ROTATIONS`).
 Both padding steps enlarge only padded images of at most :data:`PAD_UPSAMPLE_MAX_SIDE` (measured
-on the same fitting parts). Images where the first detector finds a face are never padded or turned for
-detection.
+on the same fitting parts). Images where the first detector finds a face are never padded or
+turned for detection.
 :func:`extend_for` also serves them: any face whose alignment box crosses the frame is aligned
 on the picture extended with its mean colour.
 """
@@ -101,10 +101,10 @@ def parse_steps(value: str) -> tuple[str, ...]:
 
 
 def describe(steps: tuple[str, ...]) -> str:
-    """The cascade in one string, for cache keys: ``"pad@0.25"``, or ``"none"``.
+    """The cascade in one string, for cache keys: ``"pad,pad-cnn@0.25^768"``, or ``"none"``.
 
-    With a padding step the largest padded image they enlarge follows (``"pad,pad-cnn@0.25^768"``);
-    with a rotation step its angles, copy size and size floor:
+    After the padding the largest padded image the padding steps enlarge (``^768``); with a
+    rotation step its angles, copy size and size floor:
     ``"pad,pad-cnn,rot,rot-cnn@0.25^768/-15,15,-30,30,-45,45@384,0.25"``.
     """
     if not steps:
