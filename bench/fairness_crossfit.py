@@ -34,13 +34,12 @@ from regard.scoring.calibrate import CalibrationTable, Part, Scorer, _scored_pai
 from regard.scoring.normalize import FitOptions, ScoreNormalizer
 
 
-def parts(data: Folds, side: bool, inner: dict[str, np.ndarray], which: bool | None = None) -> list[Part]:
+def inner_parts(data: Folds, side: bool, inner: dict[str, np.ndarray], which: bool) -> list[Part]:
+    """One inner half (``inner == which``, whole subjects) of the fold's fitting half."""
     out = []
     for name, st in data.sets.items():
-        sel = data.fit_part[name] & (data.folds[name] == side) & st.acquired
-        if which is not None:
-            sel &= inner[name] == which
-        if sel.any():
+        sel = data.fit_part[name] & (data.folds[name] == side) & st.acquired & (inner[name] == which)
+        if sel.any():  # a small set may have no image in an inner half
             out.append(Part(name, st.templates[sel], st.subjects[sel]))
     return out
 
@@ -50,14 +49,14 @@ def crossfitted_table(
 ) -> CalibrationTable:
     """The table of ``full``'s normalizer built from out-of-fold scores of the fold's fitting half."""
     norms = {
-        w: fit_scoring(parts(data, side, inner, w), model=data.model, version="x", options=opts)[0]
+        w: fit_scoring(inner_parts(data, side, inner, w), model=data.model, version="x", options=opts)[0]
         for w in (True, False)
     }
     genuine, impostor, weights = [], [], []
     for which in (True, False):
         other = norms[not which]
         assert other is not None
-        for part in parts(data, side, inner, which):
+        for part in inner_parts(data, side, inner, which):
             emb = np.asarray(part.templates, np.float32)
             g, i, w = _scored_pairs(emb, np.asarray(part.subjects).astype(str), other.half_offsets(emb))
             genuine.append(g)
@@ -100,7 +99,7 @@ def main() -> int:
     insample, crossfit = [], []
     for side in (True, False):
         start = time.time()
-        full, table, _ = fit_scoring(parts(data, side, inner), model=data.model, version="x", options=opts)
+        full, table, _ = fit_scoring(data.parts_of(side), model=data.model, version="x", options=opts)
         assert full is not None
         insample.append(Scorer(table, full))
         crossfit.append(Scorer(crossfitted_table(data, side, inner, opts, full), full))

@@ -21,27 +21,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fairness_data import load
-from regard.scoring.calibrate import default_scorer, fmr_from_similarity
+from regard.scoring.calibrate import default_scorer, fmr_from_similarity, pair_blocks
 
 SETS = ("fairface_train", "utkface", "celeba_dev")
 SIMILARITIES = (80.0, 60.0)
-BLOCK = 1000
 
 
 def impostor_rates(
     templates: np.ndarray, subjects: np.ndarray, half: np.ndarray, limits: list[float]
 ) -> tuple[int, list[int]]:
     """Impostor pairs within one part, and how many score at or under each of ``limits``."""
-    n, pairs, hits = len(templates), 0, [0] * len(limits)
-    for start in range(0, n, BLOCK):
-        rows = np.arange(start, min(start + BLOCK, n))
-        block = templates[rows]
-        dist = np.sqrt(np.maximum(((block[:, None, :] - templates[None, :, :]) ** 2).sum(-1), 0.0))
-        score = dist - half[rows, None] - half[None, :]
-        impostor = (rows[:, None] < np.arange(n)[None, :]) & (subjects[rows][:, None] != subjects[None, :])
-        pairs += int(impostor.sum())
+    pairs, hits = 0, [0] * len(limits)
+    for i, j, score in pair_blocks(templates, half):
+        impostor = score[subjects[i] != subjects[j]]
+        pairs += len(impostor)
         for k, limit in enumerate(limits):
-            hits[k] += int(((score <= limit) & impostor).sum())
+            hits[k] += int((impostor <= limit).sum())
     return pairs, hits
 
 
