@@ -8,18 +8,23 @@ half the normalizer is fitted on the whole half (as shipped), and two tables are
 
 - in-sample: the normalizer's scores of the half's pairs (as shipped);
 - cross-fitted: the half split again by subject; each inner half's pairs scored by the
-  normalizer fitted on the other inner half.
+  normalizer fitted on the other inner half;
+- out-of-fold: the half split into ``--folds`` parts by subject; each image's half offset comes
+  from the normalizer fitted on the other parts (most of the half, so its clusters are nearly as
+  large as the full normalizer's), and every pair of the half is scored with those offsets, so
+  neither image's offset was fitted on the pair.
 
 Both are measured on the sweep's validation halves with the sweep's criteria (1.0 = issue 12's
 limit), with each set's overall FMR as a multiple of nominal. Needs
 ``bench/fairness_templates.py`` first.
 
-    .venv/bin/python bench/fairness_crossfit.py [--seed 0]
+    .venv/bin/python bench/fairness_crossfit.py [--seeds 0] [--folds 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -31,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fairness_sweep import Folds, add, measure, rate
 from regard.scoring.calibrate import CalibrationTable, Part, Scorer, _scored_pairs, build_table, fit_scoring
-from regard.scoring.normalize import FitOptions, ScoreNormalizer
+from regard.scoring.normalize import FitOptions, ScoreNormalizer, fit_normalizer
 
 
 def inner_parts(data: Folds, side: bool, inner: dict[str, np.ndarray], which: bool) -> list[Part]:
@@ -74,6 +79,56 @@ def crossfitted_table(
     return CalibrationTable.from_dict(table)
 
 
+def out_of_fold_halves(data: Folds, side: bool, opts: FitOptions, folds: int) -> list[Part]:
+    """The fold's fitting half with each image's half offset from a normalizer fitted without its
+    part (``folds`` parts by subject), as parts whose ``templates`` carry that offset in an extra
+    last column."""
+    parts = data.parts_of(side)
+    emb = np.concatenate([np.asarray(p.templates, np.float32) for p in parts])
+    subj = np.concatenate([np.asarray(p.subjects).astype(str) for p in parts])
+    dom = np.concatenate([np.full(len(p.templates), p.name) for p in parts])
+    salt = f"oof{opts.seed}"
+    part = np.array([int(hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:8], 16) % folds for s in subj])
+    half = np.zeros(len(emb))
+    for j in range(folds):
+        rest = part != j
+        norm = fit_normalizer(emb[rest], subj[rest], dom[rest], model=data.model, version="x", options=opts)
+        half[~rest] = norm.half_offsets(emb[~rest])
+    return [Part(p.name, np.column_stack([p.templates, half[dom == p.name]]), p.subjects) for p in parts]
+
+
+def scored(
+    parts: list[Part], full: ScoreNormalizer | None
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each part's genuine scores, impostor scores and impostor weights: with ``full``'s half offsets,
+    or (``None``) with the out-of-fold ones in the templates' last column."""
+    out = {}
+    for p in parts:
+        emb = np.asarray(p.templates[:, :-1] if full is None else p.templates, np.float32)
+        half = p.templates[:, -1] if full is None else full.half_offsets(emb)
+        out[p.name] = _scored_pairs(emb, np.asarray(p.subjects).astype(str), half)
+    return out
+
+
+def table_of(
+    pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], full: ScoreNormalizer
+) -> CalibrationTable:
+    g, i, w = (np.concatenate([v[k] for v in pairs.values()]) for k in range(3))
+    table = build_table(
+        g, i, model=full.model, dataset="x", version="x", impostor_weights=w, normalizer=full.sha256
+    )
+    return CalibrationTable.from_dict(table)
+
+
+def by_set(pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], tau: float) -> str:
+    """Each set's share of the pooled FMR at score ``tau`` (the table's weights), and its pairs there."""
+    total = sum(float(v[2].sum()) for v in pairs.values())
+    return ", ".join(
+        f"{name} {float(w[i <= tau].sum()) / total:.1e} ({int((i <= tau).sum())} pairs)"
+        for name, (_, i, w) in pairs.items()
+    )
+
+
 def report(data: Folds, label: str, scorers: list[Scorer]) -> None:
     worst, crit, tar = data.score(scorers)
     print(f"{label:20s} worst {worst:.2f} ({max(crit, key=lambda c: crit[c])})  celeba TAR@1e-3 {tar:.4f}")
@@ -91,26 +146,38 @@ def report(data: Folds, label: str, scorers: list[Scorer]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seed", type=int, default=0, help="k-means seed of the first clustering")
+    ap.add_argument("--seeds", default="0", help="comma-separated k-means seeds of the first clustering")
+    ap.add_argument("--folds", type=int, default=10, help="parts of the out-of-fold offsets")
     args = ap.parse_args()
-    opts = FitOptions(seed=args.seed)  # the shipped setting: 200 clusters x 5, FMR 1e-3, 2 rounds
     data = Folds()
-    inner = {name: st.fold(f"inner{args.seed}") for name, st in data.sets.items()}
-    insample, crossfit = [], []
-    for side in (True, False):
-        start = time.time()
-        full, table, _ = fit_scoring(data.parts_of(side), model=data.model, version="x", options=opts)
-        assert full is not None
-        insample.append(Scorer(table, full))
-        crossfit.append(Scorer(crossfitted_table(data, side, inner, opts, full), full))
-        here, there = insample[-1].score_for_similarity(80), crossfit[-1].score_for_similarity(80)
-        print(
-            f"fold {int(side)} ({time.time() - start:.0f} s): score at similarity 80 "
-            f"in-sample {here:.4f}, cross-fitted {there:.4f}",
-            flush=True,
-        )
-    report(data, "in-sample table", insample)
-    report(data, "cross-fitted table", crossfit)
+    for seed in (int(x) for x in args.seeds.split(",")):
+        opts = FitOptions(seed=seed)  # the shipped setting: 200 clusters x 5, FMR 1e-3, 2 rounds
+        inner = {name: st.fold(f"inner{seed}") for name, st in data.sets.items()}
+        insample, crossfit, oof = [], [], []
+        for side in (True, False):
+            start = time.time()
+            full, table, _ = fit_scoring(data.parts_of(side), model=data.model, version="x", options=opts)
+            assert full is not None
+            insample.append(Scorer(table, full))
+            crossfit.append(Scorer(crossfitted_table(data, side, inner, opts, full), full))
+            pairs_in = scored(data.parts_of(side), full)
+            pairs_oof = scored(out_of_fold_halves(data, side, opts, args.folds), None)
+            oof.append(Scorer(table_of(pairs_oof, full), full))
+            print(
+                f"seed {seed}, fold {int(side)} ({time.time() - start:.0f} s): score at similarity 80 "
+                f"in-sample {insample[-1].score_for_similarity(80):.4f}, "
+                f"cross-fitted {crossfit[-1].score_for_similarity(80):.4f}, "
+                f"out-of-fold {oof[-1].score_for_similarity(80):.4f}",
+                flush=True,
+            )
+            for sim in (80, 60):
+                tau = insample[-1].score_for_similarity(sim)
+                print(f"  pooled FMR by set at the in-sample table's similarity {sim} ({tau:.4f}):")
+                print(f"    in-sample offsets:   {by_set(pairs_in, tau)}")
+                print(f"    out-of-fold offsets: {by_set(pairs_oof, tau)}", flush=True)
+        report(data, f"seed {seed}: in-sample table", insample)
+        report(data, f"seed {seed}: cross-fitted table", crossfit)
+        report(data, f"seed {seed}: out-of-fold table ({args.folds} parts)", oof)
     return 0
 
 
