@@ -4,7 +4,10 @@ For every image: MTCNN on the image; where it finds nothing, each candidate fall
 (MTCNN on the image padded by 25% or 50% of its size with its mean colour, dlib's MMOD ``cnn`` on
 the image and on the 25%-padded image). For every step that finds a face, the template of the
 largest face's aligned chip and of its mirror image, the step's time and the face's height are
-kept in ``.cache/fair/<set>.npz`` (never committed). ``bench/fairness_data.py`` reads them back as
+kept in ``.cache/fair/<set>.npz`` (never committed). The steps of the shipped cascade (MTCNN, and
+``pad`` and ``pad-cnn`` at 25%) are run by the engine itself and their faces embedded as the
+engine embeds them, so their templates are the deployed pipeline's (a padding step's time then
+includes MTCNN's fruitless pass). ``bench/fairness_data.py`` reads them back as
 the shipped pipeline sees them; the detector cascade and the flip were chosen from these files
 (docs/calibration.md), and ``bench/fairness_sweep.py`` chooses the normalizer's details on them.
 
@@ -35,34 +38,30 @@ SETS = [
     "recognition/fr_examples",
 ]
 VARIANTS = ["mtcnn", "pad25_mtcnn", "pad50_mtcnn", "cnn", "pad25_cnn"]
-_engine: Any = None
+#: The variants that are one step of the engine's own cascade, run by an engine whose cascade is
+#: that step alone, so their boxes and templates are exactly the deployed pipeline's.
+ENGINE_STEPS = {"pad25_mtcnn": "pad", "pad25_cnn": "pad-cnn"}
+_engines: dict[str, Any] = {}
 
 
 def _init() -> None:
-    global _engine
     from regard.config import Settings
     from regard.face.engine import Engine
 
-    # Steps are run by hand here, so the engine's own cascade is off.
-    _engine = Engine(Settings.from_env(threads=1, embed_backend="onnx", detect_fallback="none"))
+    def engine(fallback: str) -> Any:
+        return Engine(Settings.from_env(threads=1, embed_backend="onnx", detect_fallback=fallback))
 
-
-def pad(image: np.ndarray, fraction: float) -> np.ndarray:
-    """``image`` with a border of ``fraction`` of its size on each side, in its mean colour."""
-    h, w = image.shape[:2]
-    py, px = round(h * fraction), round(w * fraction)
-    mean = image.reshape(-1, 3).mean(axis=0).astype(np.uint8)
-    out = np.empty((h + 2 * py, w + 2 * px, 3), np.uint8)
-    out[:] = mean
-    out[py : py + h, px : px + w] = image
-    return out
+    _engines["none"] = engine("none")  # the other variants are run by hand
+    for step in ENGINE_STEPS.values():
+        _engines[step] = engine(step)
 
 
 def one(path: str) -> tuple[str, str, dict[str, tuple[Any, Any, float, float]]]:
     from regard.face.align import face_chips
     from regard.face.detect.base import alignment_box
+    from regard.face.detect.fallback import extend_for, pad_image
 
-    e = _engine
+    e = _engines["none"]
     try:
         img = e.load_image(path)
     except Exception:
@@ -72,13 +71,19 @@ def one(path: str) -> tuple[str, str, dict[str, tuple[Any, Any, float, float]]]:
         if v != "mtcnn" and res["mtcnn"][0] is not None:
             continue  # the fallback steps only run where MTCNN found nothing
         t = time.perf_counter()
-        im = pad(img, int(v[3:5]) / 100) if v.startswith("pad") else img
-        found = e.detect(im, detector=v.split("_")[-1], max_faces=1)
+        if v in ENGINE_STEPS:
+            # MTCNN (again: it finds nothing here), then the step; boxes in the image's pixels.
+            im, found = img, _engines[ENGINE_STEPS[v]].detect(img, max_faces=1)
+        else:
+            im = pad_image(img, int(v[3:5]) / 100)[0] if v.startswith("pad") else img
+            found = e.detect(im, detector=v.split("_")[-1], max_faces=1)
         dt = time.perf_counter() - t
         if not found:
             res[v] = (None, None, dt, 0.0)
             continue
-        chips = face_chips(im, [alignment_box(found[0])], e.predictors)
+        # As the engine embeds: a face whose alignment box crosses the frame (a tight crop's, most
+        # often, and every padding step's) is aligned on the picture extended with its mean colour.
+        chips = face_chips(*extend_for(im, [alignment_box(found[0])]), e.predictors)
         a = e.embedder.embed_chips(chips)[0]
         b = e.embedder.embed_chips(np.ascontiguousarray(chips[:, :, ::-1]))[0]
         res[v] = (a, b, dt, float(found[0].box.height))
