@@ -117,6 +117,10 @@ def test_fit_is_deterministic_and_round_trips(tmp_path: Path) -> None:
     a = fit_normalizer(emb, subjects, domains, model="m", version="t", options=opts)
     b = fit_normalizer(emb, subjects, domains, model="m", version="t", options=opts)
     assert a.to_dict() == b.to_dict() and a.sha256 == b.sha256
+    # What made it is recorded: k-means moves with the arithmetic of the libraries that ran it.
+    import sklearn
+
+    assert a.provenance["libraries"] == {"numpy": np.__version__, "scikit-learn": sklearn.__version__}
     again = ScoreNormalizer.from_dict(json.loads(json.dumps(a.to_dict())))
     assert again.sha256 == a.sha256
     np.testing.assert_allclose(again.half_offsets(emb), a.half_offsets(emb), atol=1e-6)

@@ -229,6 +229,13 @@ class FitOptions:
     members: int = 5
 
 
+def fitting_libraries() -> dict[str, str]:
+    """Versions of the libraries whose arithmetic a fit depends on (recorded in its provenance)."""
+    import sklearn
+
+    return {"numpy": np.__version__, "scikit-learn": sklearn.__version__}
+
+
 def kmeans_centroids(templates: np.ndarray, k: int, seed: int) -> np.ndarray:
     """k-means centroids of ``templates`` (scikit-learn, deterministic for a seed)."""
     from sklearn.cluster import KMeans
@@ -361,6 +368,8 @@ def fit_normalizer(
             "templates": len(emb),
             "smallest_cluster": int(sizes.min()),
             "largest_cluster": int(sizes.max()),
+            # k-means' result moves with any change of its input's arithmetic: name what made it.
+            "libraries": fitting_libraries(),
         }
     )
     return ScoreNormalizer(version, model, np.asarray(cents, np.float32), offsets, prov, members=opts.members)
