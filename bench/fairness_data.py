@@ -56,6 +56,8 @@ class Set:
     labels: dict[str, np.ndarray]
     test: np.ndarray  # held apart from every fit
     step: np.ndarray  # which cascade step found the face ("" where none)
+    #: regard before 0.2: MTCNN's face, no flip, aligned on the bare picture (NaN where none)
+    before: np.ndarray | None = None
 
     @property
     def acquired(self) -> np.ndarray:
@@ -96,4 +98,5 @@ def load(name: str, cascade: tuple[str, ...] = CASCADE) -> Set:
                 vals = [age_band(v) if v else "unknown" for v in vals]
             labels[col] = np.array(vals)
     test = np.array([is_held_apart(name, s) for s in subjects])
-    return Set(name, emb, plain, subjects, labels, test, step)
+    before = data["before_emb"] if "before_emb" in data.files else None
+    return Set(name, emb, plain, subjects, labels, test, step, before)

@@ -138,12 +138,17 @@ class Folds:
         self.sets = {n: load(n) for n in POOL}
         self.folds = {n: st.fold("sweep") for n, st in self.sets.items()}
         self.fit_part = {n: ~st.test for n, st in self.sets.items()}
-        # Today's pipeline (MTCNN alone, no flip, raw distances) sets the TAR bar on the same folds.
+        # Today's pipeline (regard before 0.2: MTCNN alone, no flip, aligned on the bare picture,
+        # raw distances) sets the TAR bar on the same folds.
         mtcnn_only = load("celeba_dev", cascade=("mtcnn",))
+        if mtcnn_only.before is None:
+            raise SystemExit(
+                "the template cache has no regard-before-0.2 templates; rerun bench/fairness_templates.py"
+            )
         plain = Set(
             mtcnn_only.name,
-            mtcnn_only.plain,
-            mtcnn_only.plain,
+            mtcnn_only.before,
+            mtcnn_only.before,
             mtcnn_only.subjects,
             {},
             mtcnn_only.test,

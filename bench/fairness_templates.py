@@ -7,7 +7,8 @@ largest face's aligned chip and of its mirror image, the step's time and the fac
 kept in ``.cache/fair/<set>.npz`` (never committed). The steps of the shipped cascade (MTCNN, and
 ``pad`` and ``pad-cnn`` at 25%) are run by the engine itself and their faces embedded as the
 engine embeds them, so their templates are the deployed pipeline's (a padding step's time then
-includes MTCNN's fruitless pass). ``bench/fairness_data.py`` reads them back as
+includes MTCNN's fruitless pass). Where MTCNN finds the face, the template of regard before 0.2
+is kept too (no flip, aligned on the bare picture). ``bench/fairness_data.py`` reads them back as
 the shipped pipeline sees them; the detector cascade and the flip were chosen from these files
 (docs/calibration.md), and ``bench/fairness_sweep.py`` chooses the normalizer's details on them.
 
@@ -87,6 +88,11 @@ def one(path: str) -> tuple[str, str, dict[str, tuple[Any, Any, float, float]]]:
         a = e.embedder.embed_chips(chips)[0]
         b = e.embedder.embed_chips(np.ascontiguousarray(chips[:, :, ::-1]))[0]
         res[v] = (a, b, dt, float(found[0].box.height))
+        if v == "mtcnn":
+            # regard before 0.2 aligned every face on the bare picture (no extension), without
+            # the flip: its template, for the before/after comparisons.
+            bare = face_chips(im, [alignment_box(found[0])], e.predictors)
+            res["before"] = (e.embedder.embed_chips(bare)[0], None, 0.0, 0.0)
     return path, "ok", res
 
 
@@ -117,7 +123,14 @@ def main() -> None:
                             emb[i], flip[i] = a, b
                 data[f"{v}_emb"], data[f"{v}_flip"], data[f"{v}_tried"] = emb, flip, tried
                 data[f"{v}_secs"], data[f"{v}_height"] = secs, height
-            np.savez(out / (name.replace("/", "__") + ".npz"), **data)
+            before = np.full((n, 128), np.nan, np.float32)
+            for i, (_, _status, res) in enumerate(results):
+                if "before" in res:
+                    before[i] = res["before"][0]
+            data["before_emb"] = before
+            target = out / (name.replace("/", "__") + ".npz")
+            np.savez(target.with_suffix(".tmp.npz"), **data)
+            target.with_suffix(".tmp.npz").replace(target)  # a reader never sees half a file
             ok = np.isfinite(data["mtcnn_emb"][:, 0]).mean()
             print(f"{name}: {n} images, MTCNN found a face in {ok:.1%}, {time.time() - t0:.0f} s", flush=True)
 

@@ -6,8 +6,10 @@ count of innocent people matched is not comparable one for one with a run that f
 both runs search the same gallery with the same probes: the held-apart images that MTCNN alone
 acquires (every pipeline acquires those), split as ``regard evaluate`` splits them (same seed).
 
-- **before**: MTCNN templates without the flip, raw distance, the celeba-only table of regard
-  before 0.2 (``data/calibration-raw.json``);
+- **before**: regard before 0.2: MTCNN templates without the flip, aligned on the bare picture
+  (0.2 aligns a face whose box crosses the frame on the picture extended with its mean colour;
+  ``regard evaluate`` run with the flip and the cascade off still does), raw distance, the
+  celeba-only table (``data/calibration-raw.json``);
 - **deployed**: the same faces' flip-mean templates scored by the shipped normalizer and table.
 
 Counts are innocent probes (people never enrolled) with any gallery entry at or above similarity
@@ -120,11 +122,16 @@ def main() -> None:
     for name, column in SETS.items():
         plain = load(name, cascade=("mtcnn",))
         deployed = load(name)
+        if plain.before is None:
+            raise SystemExit(
+                "the template cache predates regard-before-0.2 templates; rerun bench/fairness_templates.py"
+            )
         both = plain.test & plain.acquired  # MTCNN alone found a face: so does every pipeline
         groups = plain.labels[column][both]
-        before = watchlist(plain.plain[both], plain.subjects[both], groups, before_scorer)
+        old = plain.before[both]
+        before = watchlist(old, plain.subjects[both], groups, before_scorer)
         after = watchlist(deployed.templates[both], deployed.subjects[both], groups, deployed_scorer)
-        hit_before = matched_probes(plain.plain[both], plain.subjects[both], before_scorer)
+        hit_before = matched_probes(old, plain.subjects[both], before_scorer)
         hit_after = matched_probes(deployed.templates[both], deployed.subjects[both], deployed_scorer)
         assert (hit_before[:, 0] == hit_after[:, 0]).all()  # the same probes
         probe_group = groups[hit_before[:, 0]]
@@ -143,7 +150,7 @@ def main() -> None:
             print(f"| {g} | {cell(before[g])} | {cell(after[g])} | {mcnemar(b, a)} |")
         if seeds:
             over_seeds(
-                (plain.plain[both], plain.subjects[both], before_scorer),
+                (old, plain.subjects[both], before_scorer),
                 (deployed.templates[both], deployed.subjects[both], deployed_scorer),
                 groups,
                 seeds,
