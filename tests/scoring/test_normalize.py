@@ -117,7 +117,7 @@ def test_fit_is_deterministic_and_round_trips(tmp_path: Path) -> None:
     a = fit_normalizer(emb, subjects, domains, model="m", version="t", options=opts)
     b = fit_normalizer(emb, subjects, domains, model="m", version="t", options=opts)
     assert a.to_dict() == b.to_dict() and a.sha256 == b.sha256
-    # What made it is recorded: k-means moves with the arithmetic of the libraries that ran it.
+    # The libraries that fitted it are recorded (a refit elsewhere need not give the same clusters).
     import sklearn
 
     assert a.provenance["libraries"] == {"numpy": np.__version__, "scikit-learn": sklearn.__version__}

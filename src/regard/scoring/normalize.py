@@ -368,7 +368,7 @@ def fit_normalizer(
             "templates": len(emb),
             "smallest_cluster": int(sizes.min()),
             "largest_cluster": int(sizes.max()),
-            # k-means' result moves with any change of its input's arithmetic: name what made it.
+            # A refit elsewhere need not give the same clusters: name the libraries that made these.
             "libraries": fitting_libraries(),
         }
     )
