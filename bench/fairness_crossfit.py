@@ -24,7 +24,6 @@ limit), with each set's overall FMR as a multiple of nominal. Needs
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fairness_data import subject_parts
 from fairness_sweep import Folds, add, measure, rate
 from regard.scoring.calibrate import CalibrationTable, Part, Scorer, _scored_pairs, build_table, fit_scoring
 from regard.scoring.normalize import FitOptions, ScoreNormalizer, fit_normalizer
@@ -49,6 +49,9 @@ def inner_parts(data: Folds, side: bool, inner: dict[str, np.ndarray], which: bo
     return out
 
 
+Pairs = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 def crossfitted_table(
     data: Folds, side: bool, inner: dict[str, np.ndarray], opts: FitOptions, full: ScoreNormalizer
 ) -> CalibrationTable:
@@ -57,62 +60,36 @@ def crossfitted_table(
         w: fit_scoring(inner_parts(data, side, inner, w), model=data.model, version="x", options=opts)[0]
         for w in (True, False)
     }
-    genuine, impostor, weights = [], [], []
+    pairs: Pairs = {}
     for which in (True, False):
         other = norms[not which]
         assert other is not None
         for part in inner_parts(data, side, inner, which):
-            emb = np.asarray(part.templates, np.float32)
-            g, i, w = _scored_pairs(emb, np.asarray(part.subjects).astype(str), other.half_offsets(emb))
-            genuine.append(g)
-            impostor.append(i)
-            weights.append(w)
-    table = build_table(
-        np.concatenate(genuine),
-        np.concatenate(impostor),
-        model=data.model,
-        dataset="cross-fitted",
-        version="x",
-        impostor_weights=np.concatenate(weights),
-        normalizer=full.sha256,
-    )
-    return CalibrationTable.from_dict(table)
+            pairs[f"{part.name}/{which}"] = scored(part, other.half_offsets(part.templates))
+    return table_of(pairs, full)
 
 
-def out_of_fold_halves(data: Folds, side: bool, opts: FitOptions, folds: int) -> list[Part]:
-    """The fold's fitting half with each image's half offset from a normalizer fitted without its
-    part (``folds`` parts by subject), as parts whose ``templates`` carry that offset in an extra
-    last column."""
-    parts = data.parts_of(side)
-    emb = np.concatenate([np.asarray(p.templates, np.float32) for p in parts])
-    subj = np.concatenate([np.asarray(p.subjects).astype(str) for p in parts])
-    dom = np.concatenate([np.full(len(p.templates), p.name) for p in parts])
-    salt = f"oof{opts.seed}"
-    part = np.array([int(hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:8], 16) % folds for s in subj])
+def out_of_fold_halves(data: Folds, side: bool, opts: FitOptions, folds: int) -> dict[str, np.ndarray]:
+    """Each set's half offsets in the fold's fitting half, every image's from a normalizer fitted
+    without its part (``folds`` parts by subject)."""
+    emb, subj, dom = data.pooled(side)
+    part = subject_parts(subj, f"oof{opts.seed}", folds)
     half = np.zeros(len(emb))
     for j in range(folds):
         rest = part != j
         norm = fit_normalizer(emb[rest], subj[rest], dom[rest], model=data.model, version="x", options=opts)
         half[~rest] = norm.half_offsets(emb[~rest])
-    return [Part(p.name, np.column_stack([p.templates, half[dom == p.name]]), p.subjects) for p in parts]
+    return {name: half[dom == name] for name in data.sets}
 
 
-def scored(
-    parts: list[Part], full: ScoreNormalizer | None
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Each part's genuine scores, impostor scores and impostor weights: with ``full``'s half offsets,
-    or (``None``) with the out-of-fold ones in the templates' last column."""
-    out = {}
-    for p in parts:
-        emb = np.asarray(p.templates[:, :-1] if full is None else p.templates, np.float32)
-        half = p.templates[:, -1] if full is None else full.half_offsets(emb)
-        out[p.name] = _scored_pairs(emb, np.asarray(p.subjects).astype(str), half)
-    return out
+def scored(part: Part, half: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Genuine scores, impostor scores and impostor weights of one part under ``half`` offsets."""
+    emb = np.asarray(part.templates, np.float32)
+    return _scored_pairs(emb, np.asarray(part.subjects).astype(str), half)
 
 
-def table_of(
-    pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], full: ScoreNormalizer
-) -> CalibrationTable:
+def table_of(pairs: Pairs, full: ScoreNormalizer) -> CalibrationTable:
+    """A table of ``full``'s scores built from these pairs (the pooled weights, as fitting builds it)."""
     g, i, w = (np.concatenate([v[k] for v in pairs.values()]) for k in range(3))
     table = build_table(
         g, i, model=full.model, dataset="x", version="x", impostor_weights=w, normalizer=full.sha256
@@ -120,7 +97,7 @@ def table_of(
     return CalibrationTable.from_dict(table)
 
 
-def by_set(pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], tau: float) -> str:
+def by_set(pairs: Pairs, tau: float) -> str:
     """Each set's share of the pooled FMR at score ``tau`` (the table's weights), and its pairs there."""
     total = sum(float(v[2].sum()) for v in pairs.values())
     return ", ".join(
@@ -160,8 +137,9 @@ def main() -> int:
             assert full is not None
             insample.append(Scorer(table, full))
             crossfit.append(Scorer(crossfitted_table(data, side, inner, opts, full), full))
-            pairs_in = scored(data.parts_of(side), full)
-            pairs_oof = scored(out_of_fold_halves(data, side, opts, args.folds), None)
+            halves = out_of_fold_halves(data, side, opts, args.folds)
+            pairs_in = {p.name: scored(p, full.half_offsets(p.templates)) for p in data.parts_of(side)}
+            pairs_oof = {p.name: scored(p, halves[p.name]) for p in data.parts_of(side)}
             oof.append(Scorer(table_of(pairs_oof, full), full))
             print(
                 f"seed {seed}, fold {int(side)} ({time.time() - start:.0f} s): score at similarity 80 "

@@ -65,9 +65,14 @@ class Set:
 
     def fold(self, salt: str) -> np.ndarray:
         """A stable half of the subjects, different for each salt (inner cross-validation)."""
-        return np.array(
-            [int(hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:8], 16) % 2 == 0 for s in self.subjects]
-        )
+        return subject_parts(self.subjects, salt, 2) == 0
+
+
+def subject_parts(subjects: np.ndarray, salt: str, parts: int) -> np.ndarray:
+    """A stable part (0 .. ``parts`` - 1) for each subject, different for each salt."""
+    return np.array(
+        [int(hashlib.sha256(f"{salt}:{s}".encode()).hexdigest()[:8], 16) % parts for s in subjects]
+    )
 
 
 def load(name: str, cascade: tuple[str, ...] = CASCADE) -> Set:

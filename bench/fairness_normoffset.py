@@ -71,10 +71,7 @@ def fit_norm_offsets(
     data: Folds, side: bool, base: ScoreNormalizer, bins: int, target: float, iterations: int
 ) -> NormShifted:
     """Norm-bin offsets on the fold's fitting half, on top of ``base``'s scores."""
-    parts = data.parts_of(side)
-    emb = np.concatenate([np.asarray(p.templates, np.float32) for p in parts])
-    subj = np.concatenate([np.asarray(p.subjects).astype(str) for p in parts])
-    dom = np.concatenate([np.full(len(p.templates), p.name) for p in parts])
+    emb, subj, dom = data.pooled(side)
     norm = np.linalg.norm(emb.astype(np.float64), axis=1)
     edges = np.quantile(norm, np.linspace(0.0, 1.0, bins + 1))
     member = np.clip(np.searchsorted(edges, norm, side="right") - 1, 0, bins - 1)

@@ -164,6 +164,14 @@ class Folds:
             parts.append(Part(n, st.templates[sel], st.subjects[sel]))
         return parts
 
+    def pooled(self, side: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fold's fitting half as one pool: templates, subjects and each one's dataset."""
+        parts = self.parts_of(side)
+        emb = np.concatenate([np.asarray(p.templates, np.float32) for p in parts])
+        subj = np.concatenate([np.asarray(p.subjects).astype(str) for p in parts])
+        dom = np.concatenate([np.full(len(p.templates), p.name) for p in parts])
+        return emb, subj, dom
+
     def validation(self, side: bool) -> dict[str, np.ndarray]:
         return {n: self.fit_part[n] & (self.folds[n] != side) for n in self.sets}
 
